@@ -1,0 +1,31 @@
+"""biounet: U-Net as Ronneberger, Fischer & Brox (2015) describe it.
+
+The modules are named after the paper's concepts: :mod:`biounet.model` (the network), :mod:`biounet.tiling`
+(the overlap-tile strategy), :mod:`biounet.weights` (the weight map), :mod:`biounet.augment` (elastic
+deformation), :mod:`biounet.loss`, :mod:`biounet.train`, :mod:`biounet.metrics` (the challenges' measures).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["ModelConfig", "UNet", "load_model", "__version__"]
+
+if TYPE_CHECKING:
+    from biounet.checkpoint import load_model
+    from biounet.model import ModelConfig, UNet
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy re-exports: importing biounet stays cheap (no torch import until a model is needed).
+    if name in ("ModelConfig", "UNet"):
+        from biounet import model
+
+        return getattr(model, name)
+    if name == "load_model":
+        from biounet.checkpoint import load_model
+
+        return load_model
+    raise AttributeError(f"module 'biounet' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from biounet.cli import main
+import sys
+sys.exit(main())

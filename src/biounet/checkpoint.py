@@ -1,0 +1,102 @@
+"""Checkpoints: one versioned, self-describing file, written atomically and loaded with ``weights_only=True``.
+
+A checkpoint is a plain dict:
+``{"format", "kind", "model_config", "normalization", "class_names", "train_config", "step", "model_state", ...}``
+plus, for training checkpoints, the optimizer, scheduler and random-number-generator states needed to resume
+exactly. Prediction rebuilds the network from ``model_config``, so nothing has to be retyped.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biounet.io import temp_path
+from biounet.model import ModelConfig, UNet
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_KIND = "biounet-checkpoint"
+
+
+def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` (with ``format`` and ``kind`` added) to ``path`` atomically: temporary file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        torch.save({"format": CHECKPOINT_FORMAT, "kind": CHECKPOINT_KIND, **payload}, tmp)
+        os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def model_payload(
+    model: UNet, *, normalization: str, class_names: list[str] | None = None, **extra: Any
+) -> dict[str, Any]:
+    """The part of a checkpoint that prediction needs: architecture, weights and the input contract."""
+    state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    names = class_names or [f"class{k}" for k in range(model.config.num_classes)]
+    return {
+        "model_config": model.config.to_dict(),
+        "normalization": normalization,
+        "class_names": list(names),
+        "model_state": state,
+        **extra,
+    }
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint dict.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ValueError
+        If the file is not a biounet checkpoint, or is of another format version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a biounet checkpoint (cannot be loaded: {first_line})") from err
+    if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
+        raise ValueError(f"{path}: not a biounet checkpoint (no '{CHECKPOINT_KIND}' marker)")
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"{path}: checkpoint format {payload.get('format')!r} is not supported; this biounet reads format "
+            f"{CHECKPOINT_FORMAT}"
+        )
+    for key in ("model_config", "model_state", "normalization"):
+        if key not in payload:
+            raise ValueError(f"{path}: corrupt biounet checkpoint, missing {key!r}")
+    return payload
+
+
+def model_from_payload(payload: dict[str, Any], path: str | os.PathLike[str] = "<checkpoint>") -> UNet:
+    """Rebuild the network of a loaded checkpoint, in eval mode."""
+    try:
+        config = ModelConfig(**payload["model_config"])
+    except TypeError as err:
+        raise ValueError(f"{path}: corrupt model_config in checkpoint ({err})") from err
+    model = UNet(config)
+    try:
+        model.load_state_dict(payload["model_state"])
+    except RuntimeError as err:
+        raise ValueError(f"{path}: weights do not match the model config ({str(err).splitlines()[0]})") from err
+    return model.eval()
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> UNet:
+    """Load the network stored in a biounet checkpoint (``model.pt``, ``best.pt``, ``last.pt``), in eval mode."""
+    payload = load_checkpoint(path)
+    return model_from_payload(payload, path).to(device)

@@ -1,0 +1,233 @@
+"""The ``biounet`` command line: thin handlers that build configs and call the library.
+
+Every handler returns an exit code; bad input becomes a one-line ``biounet <command>: error: ...`` on stderr and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger("biounet")
+
+EXIT_USAGE = 2
+
+
+class CliError(ValueError):
+    """An error in the command line's use, reported as one line with exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _tile(text: str) -> int | None:
+    if text == "auto":
+        return None
+    try:
+        return _positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}") from None
+
+
+def _memory(text: str) -> int:
+    """Parse ``512M``, ``2G``, ``1.5GiB`` or a byte count."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30}
+    cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        if cleaned and cleaned[-1] in units:
+            value = float(cleaned[:-1]) * units[cleaned[-1]]
+        else:
+            value = float(cleaned)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a size such as 512M or 2G, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return int(value)
+
+
+# --- init / info --------------------------------------------------------------------------------------------------
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import torch
+
+    from biounet.checkpoint import model_payload, save_checkpoint
+    from biounet.io import NORMALIZATIONS
+    from biounet.model import ModelConfig, UNet
+
+    if args.normalization not in NORMALIZATIONS:
+        raise CliError(f"--normalization must be one of {NORMALIZATIONS}")
+    config = ModelConfig(
+        in_channels=args.in_channels, num_classes=args.num_classes, depth=args.depth,
+        base_channels=args.base_channels, padding=args.padding, batch_norm=args.batch_norm, variant=args.variant,
+    )
+    torch.manual_seed(args.seed)
+    model = UNet(config)
+    _check_output_file(args.out)
+    save_checkpoint(args.out, model_payload(model, normalization=args.normalization, step=0))
+    print(f"wrote {args.out}: randomly initialised U-Net ({_describe(model)})")
+    return 0
+
+
+def _check_output_file(path: Path) -> None:
+    from biounet.io import check_writable_dir
+
+    if path.is_dir():
+        raise CliError(f"{path}: is a directory; give a file name such as model.pt")
+    check_writable_dir(path.parent if str(path.parent) else Path("."))
+
+
+def _describe(model: Any) -> str:
+    from biounet.model import count_parameters
+
+    c = model.config
+    return (f"{c.variant} variant, depth {c.depth}, base {c.base_channels}, {c.in_channels} channel(s) in, "
+            f"{c.num_classes} classes, {c.padding} convolutions, {count_parameters(model):,} parameters")
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    import json
+
+    from biounet.checkpoint import load_checkpoint, model_from_payload
+    from biounet.model import count_parameters, output_size, valid_input_sizes
+    from biounet.predict import TorchPredictor, smallest_tile
+
+    payload = load_checkpoint(args.model)
+    model = model_from_payload(payload, args.model)
+    predictor = TorchPredictor(model, channels_last=False)
+    c = model.config
+    tiles = [t for t in valid_input_sizes(c.depth, c.padding, up_to=1100) if t >= smallest_tile(predictor)]
+    info = {
+        "model": str(args.model),
+        "config": c.to_dict(),
+        "parameters": count_parameters(model),
+        "normalization": payload["normalization"],
+        "class_names": payload.get("class_names"),
+        "margin_px": model.margin,
+        "smallest_valid_tiles": {t: output_size(t, c.depth, c.padding) for t in tiles[:6]},
+        "step": payload.get("step"),
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.model}: {_describe(model)}")
+    print(f"  normalization: {info['normalization']}; classes: {', '.join(info['class_names'] or [])}")
+    print(f"  context margin: {info['margin_px']} px per side; tiles step by multiples of {2**c.depth} px")
+    print("  smallest valid tiles (input -> output): "
+          + ", ".join(f"{k} -> {v}" for k, v in info["smallest_valid_tiles"].items()))
+    if info["step"]:
+        print(f"  trained for {info['step']} steps")
+    return 0
+
+
+# --- predict ------------------------------------------------------------------------------------------------------
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from biounet.io import check_writable_dir
+    from biounet.predict import PredictOptions, load_predictor, predict_file
+
+    missing = [str(p) for p in args.inputs if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if missing[1:]
+                                                                   else ""))
+    predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta)
+    check_writable_dir(args.out)
+    options = PredictOptions(
+        tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
+        memory_budget=args.memory_budget,
+    )
+    for path in args.inputs:
+        bars: list[Any] = []  # created on the first tile, so an input error prints no empty bar
+
+        def progress(done: int, total: int, bars: list[Any] = bars, name: str = Path(path).name) -> None:
+            if not bars:
+                bars.append(tqdm(total=total, desc=name, unit="tile", file=sys.stderr, disable=args.quiet,
+                                 leave=False))
+            bars[0].update(done - bars[0].n)
+
+        try:
+            result = predict_file(predictor, path, args.out, options, progress=progress)
+        finally:
+            for bar in bars:
+                bar.close()
+        extra = f" and {result.probabilities_path}" if result.probabilities_path else ""
+        if not args.quiet:
+            print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="biounet", description="U-Net as Ronneberger, Fischer & Brox (2015) describe it."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="write a randomly initialised model")
+    init.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
+    init.add_argument("--base-channels", type=_positive_int, default=64)
+    init.add_argument("--depth", type=_positive_int, default=4)
+    init.add_argument("--in-channels", type=_positive_int, default=1)
+    init.add_argument("--num-classes", type=_positive_int, default=2)
+    init.add_argument("--variant", choices=("paper", "release"), default="paper")
+    init.add_argument("--padding", choices=("valid", "same"), default="valid")
+    init.add_argument("--batch-norm", action="store_true")
+    init.add_argument("--normalization", default="percentile",
+                      help="input intensity normalisation: percentile (default), range, minmax, zscore")
+    init.add_argument("--seed", type=int, default=0)
+
+    info = sub.add_parser("info", help="describe a model")
+    info.add_argument("model", type=Path)
+    info.add_argument("--json", action="store_true")
+
+    predict = sub.add_parser("predict", help="segment images with the overlap-tile strategy")
+    predict.add_argument("model", type=Path, help="biounet checkpoint (model.pt)")
+    predict.add_argument("inputs", nargs="+", type=Path, help="PNG/TIFF/zarr images")
+    predict.add_argument("--out", type=Path, required=True, help="output directory")
+    predict.add_argument("--tile", type=_tile, default=None, help="input tile side, or auto (default)")
+    predict.add_argument("--batch-size", type=_positive_int, default=1)
+    predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
+                         help="fp32 (default: tiling is exact), bf16, or auto (bf16 where native)")
+    predict.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif")
+    predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
+    predict.add_argument("--memory-budget", type=_memory, default="1G", help="e.g. 512M, 2G (default 1G)")
+    predict.add_argument("-q", "--quiet", action="store_true")
+    return parser
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "init": _cmd_init,
+    "info": _cmd_info,
+    "predict": _cmd_predict,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point for ``biounet``."""
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        print(f"biounet {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

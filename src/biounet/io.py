@@ -1,0 +1,435 @@
+"""Reading images lazily, normalising intensities, and writing label and probability images atomically.
+
+Every image is seen as a stack of planes, ``(Z, H, W, C)`` channel-last: a PNG is ``(1, H, W, C)``, a multi-page
+TIFF ``(pages, H, W, C)``. TIFF and zarr inputs are opened lazily (:class:`ImageSource`) so that an image larger
+than memory is read one region at a time.
+
+Intensity normalisation (``normalization=``), applied per plane and per channel, is part of a model's contract and
+is stored in its checkpoint:
+
+- ``"range"``: integer images are divided by their dtype's maximum (uint8 by 255, uint16 by 65535); signed integers
+  are shifted to start at 0 first; float images are used as they are.
+- ``"percentile"``: ``(x - p1) / (p99.8 - p1)`` with percentiles of the plane (robust to 12-bit data in 16-bit
+  files and to different microscope settings). The default.
+- ``"minmax"``: ``(x - min) / (max - min)`` over the plane.
+- ``"zscore"``: ``(x - mean) / std`` over the plane.
+
+Statistics of a plane larger than ``STATS_MAX_PIXELS`` are taken on a regular subsample of its rows and columns.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+NORMALIZATIONS: tuple[str, ...] = ("percentile", "range", "minmax", "zscore")
+PERCENTILES: tuple[float, float] = (1.0, 99.8)
+STATS_MAX_PIXELS = 4_000_000
+TIFF_SUFFIXES = (".tif", ".tiff")
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + (".zarr", ".npy")
+_SUPPORTED_KINDS = "biu f"  # numpy dtype kinds: bool (labels only), int, uint, float
+
+
+class ImageError(ValueError):
+    """An input file that cannot be used as an image; the message names the file and the problem."""
+
+
+@dataclass
+class ImageSource:
+    """A lazily read image of shape ``(Z, H, W, C)`` (planes, rows, columns, channels).
+
+    ``array`` is anything indexable with slices (a numpy array, a zarr array over a TIFF); ``axes_order`` maps
+    the stored axes to (Z, H, W, C).
+    """
+
+    path: Path
+    array: Any
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype[Any]
+    layout: str  # one of "YX", "YXC", "ZYX", "ZYXC", "CYX", "ZCYX"
+
+    @property
+    def planes(self) -> int:
+        return self.shape[0]
+
+    @property
+    def height(self) -> int:
+        return self.shape[1]
+
+    @property
+    def width(self) -> int:
+        return self.shape[2]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[3]
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def read(self, plane: int, rows: slice = slice(None), cols: slice = slice(None)) -> npt.NDArray[Any]:
+        """Raw pixels of one plane's region, ``(h, w, C)``, in the file's dtype."""
+        layout = self.layout
+        if layout == "YX":
+            block = np.asarray(self.array[rows, cols])[..., None]
+        elif layout == "YXC":
+            block = np.asarray(self.array[rows, cols, :])
+        elif layout == "ZYX":
+            block = np.asarray(self.array[plane, rows, cols])[..., None]
+        elif layout == "ZYXC":
+            block = np.asarray(self.array[plane, rows, cols, :])
+        elif layout == "CYX":
+            block = np.moveaxis(np.asarray(self.array[:, rows, cols]), 0, -1)
+        else:  # ZCYX
+            block = np.moveaxis(np.asarray(self.array[plane, :, rows, cols]), 0, -1)
+        return block
+
+    def read_plane(self, plane: int = 0) -> npt.NDArray[Any]:
+        """A whole plane, ``(H, W, C)``, in the file's dtype."""
+        return self.read(plane)
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir() and path.suffix.lower() != ".zarr":
+        raise ImageError(f"{path}: is a directory, not an image file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise ImageError(f"{path}: file is empty")
+    return path
+
+
+def _check_dtype(path: Path, dtype: np.dtype[Any], *, allow_bool: bool = False) -> None:
+    if dtype.kind == "b" and not allow_bool:
+        raise TypeError(f"{path}: unsupported pixel type bool for an image; save it as uint8")
+    if dtype.kind not in _SUPPORTED_KINDS:
+        raise TypeError(f"{path}: unsupported pixel type {dtype}; expected an integer or float image")
+
+
+def _layout_from_axes(axes: str, shape: tuple[int, ...]) -> tuple[str, Any]:
+    """Map tifffile series axes to one of our layouts; returns (layout, reshape) where reshape is None or a shape."""
+    channel_axes = [i for i, a in enumerate(axes) if a in "SC"]
+    if axes.endswith("YX") and not channel_axes:
+        if len(axes) == 2:
+            return "YX", None
+        return "ZYX", (int(np.prod(shape[:-2])), shape[-2], shape[-1])
+    if axes.endswith("YXS") and len(channel_axes) == 1:
+        if len(axes) == 3:
+            return "YXC", None
+        return "ZYXC", (int(np.prod(shape[:-3])), *shape[-3:])
+    if axes.endswith("YX") and len(channel_axes) == 1 and channel_axes[0] == len(axes) - 3:
+        if len(axes) == 3:
+            return "CYX", None
+        return "ZCYX", (int(np.prod(shape[:-3])), *shape[-3:])
+    raise ImageError(f"unsupported TIFF axes {axes!r} with shape {shape}")
+
+
+def open_image(path: str | os.PathLike[str], *, allow_bool: bool = False) -> ImageSource:
+    """Open an image lazily (TIFF, zarr) or read it (PNG, JPEG, BMP, .npy), as ``(Z, H, W, C)``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ImageError
+        If the file is empty, not an image, or has fewer than 2x2 pixels.
+    TypeError
+        If the pixels are bool (unless ``allow_bool``), complex or another unsupported type.
+    """
+    path = _check_path(path)
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        source = _open_tiff(path)
+    elif suffix == ".zarr":
+        source = _open_zarr(path)
+    elif suffix == ".npy":
+        source = _from_array(path, np.load(path, mmap_mode="r"))
+    else:
+        source = _open_pil(path)
+    _check_dtype(path, source.dtype, allow_bool=allow_bool)
+    if source.height < 2 or source.width < 2:
+        raise ImageError(f"{path}: image of {source.height}x{source.width} pixels is too small; need at least 2x2")
+    return source
+
+
+def _from_array(path: Path, array: Any) -> ImageSource:
+    shape = tuple(int(s) for s in array.shape)
+    if len(shape) == 2:
+        layout = "YX"
+    elif len(shape) == 3 and shape[-1] <= 4:
+        layout = "YXC"
+    elif len(shape) == 3:
+        layout = "ZYX"
+    elif len(shape) == 4:
+        layout = "ZYXC"
+    else:
+        raise ImageError(f"{path}: unsupported array shape {shape}; expected (H, W), (H, W, C) or (Z, H, W[, C])")
+    full = {2: (1, *shape, 1), 3: (1, *shape) if layout == "YXC" else (*shape, 1), 4: shape}[len(shape)]
+    return ImageSource(path, array, full, np.dtype(array.dtype), layout)  # type: ignore[arg-type]
+
+
+def _open_tiff(path: Path) -> ImageSource:
+    import tifffile
+    import zarr
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+            small = series.size * dtype.itemsize <= 64 * 2**20
+            data = series.asarray() if small else None
+    except (tifffile.TiffFileError, ValueError, IndexError, OSError) as err:
+        raise ImageError(f"{path}: not a readable TIFF image ({err})") from err
+    layout, reshape = _layout_from_axes(axes, shape)
+    if data is None:
+        store = tifffile.imread(path, aszarr=True)
+        data = zarr.open(store, mode="r")
+        if reshape is not None:  # several leading axes: read eagerly only as a last resort
+            data = np.asarray(data).reshape(reshape)
+    elif reshape is not None:
+        data = data.reshape(reshape)
+    if layout == "YX":
+        full = (1, data.shape[0], data.shape[1], 1)
+    elif layout == "YXC":
+        full = (1, *data.shape)
+    elif layout == "ZYX":
+        full = (*data.shape, 1)
+    elif layout == "ZYXC":
+        full = tuple(data.shape)
+    elif layout == "CYX":
+        full = (1, data.shape[1], data.shape[2], data.shape[0])
+    else:
+        full = (data.shape[0], data.shape[2], data.shape[3], data.shape[1])
+    return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout)  # type: ignore[arg-type]
+
+
+def _open_zarr(path: Path) -> ImageSource:
+    import zarr
+
+    try:
+        array = zarr.open(str(path), mode="r")
+    except Exception as err:  # zarr raises several unrelated types for a bad store
+        raise ImageError(f"{path}: not a readable zarr array ({type(err).__name__}: {err})") from err
+    if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+        raise ImageError(f"{path}: is a zarr group, not an array")
+    return _from_array(path, array)
+
+
+def _open_pil(path: Path) -> ImageSource:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                img = img.convert("RGB")
+            array = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise ImageError(f"{path}: not a readable image ({err})") from err
+    if array.ndim == 3 and array.shape[-1] in (2, 4) and np.all(array[..., -1] == np.iinfo(array.dtype).max):
+        array = array[..., :-1]  # an opaque alpha channel carries nothing
+    return _from_array(path, array)
+
+
+def read_image(path: str | os.PathLike[str]) -> npt.NDArray[Any]:
+    """Read a single-plane image whole, as ``(H, W, C)`` in the file's dtype."""
+    source = open_image(path)
+    if source.planes != 1:
+        raise ImageError(f"{path}: has {source.planes} planes; expected a single image (use read_stack)")
+    return source.read_plane(0)
+
+
+def read_stack(path: str | os.PathLike[str]) -> npt.NDArray[Any]:
+    """Read every plane of an image whole, as ``(Z, H, W, C)`` in the file's dtype."""
+    source = open_image(path)
+    return np.stack([source.read_plane(z) for z in range(source.planes)])
+
+
+def read_labels(path: str | os.PathLike[str]) -> npt.NDArray[np.int64]:
+    """Read a label image (class ids or instance ids) as ``(Z, H, W)`` int64.
+
+    Float label files are accepted only when every value is a whole number; colour label files are rejected.
+    """
+    source = open_image(path, allow_bool=True)
+    if source.channels != 1:
+        raise ImageError(f"{path}: a label image must have one channel, got {source.channels}")
+    labels = np.stack([source.read_plane(z)[..., 0] for z in range(source.planes)])
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise TypeError(f"{path}: float label image with non-integer values; labels must be whole numbers")
+    return labels.astype(np.int64)
+
+
+# --- intensity normalisation ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Per-channel affine map ``(x - offset) / scale`` computed for one plane (see the module docstring)."""
+
+    offset: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def apply(self, block: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+        """Normalise a raw ``(h, w, C)`` block to float32; rejects NaN and Inf."""
+        out = block.astype(np.float32)
+        if out.dtype.kind == "f" and block.dtype.kind == "f" and not np.all(np.isfinite(out)):
+            raise ValueError("image contains NaN or Inf pixels")
+        out -= np.asarray(self.offset, dtype=np.float32)
+        out /= np.asarray(self.scale, dtype=np.float32)
+        return out
+
+
+def _subsample(source: ImageSource, plane: int) -> npt.NDArray[Any]:
+    step = max(1, int(np.ceil(np.sqrt(source.height * source.width / STATS_MAX_PIXELS))))
+    if step == 1:
+        return source.read_plane(plane)
+    rows = []
+    for top in range(0, source.height, 1024 * step):  # bounded memory: strips of at most 1024 sampled rows
+        strip = source.read(plane, slice(top, min(top + 1024 * step, source.height)))
+        rows.append(np.asarray(strip[::step, ::step]))
+    return np.concatenate(rows)
+
+
+def normalization_for(source: ImageSource, plane: int = 0, mode: str = "percentile") -> Normalization:
+    """Compute the normalisation of one plane of ``source`` (see the module docstring for ``mode``)."""
+    if mode not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
+    dtype = source.dtype
+    channels = source.channels
+    if mode == "range":
+        if dtype.kind in "ui":
+            info = np.iinfo(dtype)
+            return Normalization((float(info.min),) * channels, (float(info.max) - float(info.min),) * channels)
+        if dtype.kind == "b":
+            return Normalization((0.0,) * channels, (1.0,) * channels)
+        sample = _subsample(source, plane)
+        _check_finite(source, sample)
+        return Normalization((0.0,) * channels, (1.0,) * channels)
+    sample = _subsample(source, plane).reshape(-1, channels).astype(np.float64)
+    _check_finite(source, sample)
+    if mode == "percentile":
+        low, high = np.percentile(sample, PERCENTILES, axis=0)
+    elif mode == "minmax":
+        low, high = sample.min(axis=0), sample.max(axis=0)
+    else:
+        low, std = sample.mean(axis=0), sample.std(axis=0)
+        high = low + std
+    scale = np.where(high - low > 1e-12, high - low, 1.0)  # a constant plane maps to 0, not to NaN
+    return Normalization(tuple(float(v) for v in low), tuple(float(v) for v in scale))
+
+
+def _check_finite(source: ImageSource, sample: npt.NDArray[Any]) -> None:
+    if sample.dtype.kind == "f" and not np.all(np.isfinite(sample)):
+        raise ValueError(f"{source.path}: image contains NaN or Inf pixels")
+
+
+def normalize(image: npt.NDArray[Any], mode: str = "percentile") -> npt.NDArray[np.float32]:
+    """Normalise an in-memory ``(H, W)`` or ``(H, W, C)`` image to float32 (see the module docstring)."""
+    if image.ndim not in (2, 3):
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+    array = image if image.ndim == 3 else image[..., None]
+    source = ImageSource(Path("<array>"), array, (1, *array.shape), array.dtype, "YXC")  # type: ignore[arg-type]
+    _check_dtype(source.path, source.dtype)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError("image contains NaN or Inf pixels")
+    out = normalization_for(source, 0, mode).apply(array)
+    return out if image.ndim == 3 else out[..., 0]
+
+
+# --- atomic writing ---------------------------------------------------------------------------------------------
+
+
+def check_writable_dir(path: str | os.PathLike[str]) -> Path:
+    """Create ``path`` if needed and check that files can be written in it."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"{path}: cannot create output directory ({err.strerror})") from err
+    if not path.is_dir():
+        raise ValueError(f"{path}: output path exists and is not a directory")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: output directory is not writable")
+    return path
+
+
+def temp_path(path: Path) -> Path:
+    """A new hidden temporary file beside ``path``, with the permissions a plain ``open`` would give it."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(name, 0o666 & ~umask)
+    return Path(name)
+
+
+def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> Path:
+    """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (temporary file, then rename).
+
+    Arrays over 64 MiB are written tile by tile (BigTIFF, tiled), reading ``data`` one tile at a time, so a
+    disk-backed ``data`` is never loaded whole. Planes are the leading axes; the last two are rows and columns.
+    """
+    import tifffile
+
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+        if nbytes <= 64 * 2**20:
+            tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack", compression="zlib")
+        else:
+            tifffile.imwrite(
+                tmp, _tiles(data, tile), shape=tuple(data.shape), dtype=data.dtype, tile=(tile, tile),
+                photometric="minisblack", planarconfig="separate" if len(data.shape) > 2 else None,
+                bigtiff=True, compression="zlib",
+            )
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _tiles(data: Any, tile: int) -> Iterator[npt.NDArray[Any]]:
+    """Yield (tile, tile) blocks in TIFF order: leading axes, then tile rows, then tile columns."""
+    *lead, height, width = data.shape
+    for index in np.ndindex(*lead) if lead else [()]:
+        for top in range(0, height, tile):
+            strip = np.asarray(data[(*index, slice(top, min(top + tile, height)))])
+            for left in range(0, width, tile):
+                block = np.zeros((tile, tile), dtype=data.dtype)
+                part = strip[:, left : left + tile]
+                block[: part.shape[0], : part.shape[1]] = part
+                yield block
+
+
+def write_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8]) -> Path:
+    """Write an 8-bit ``(H, W)`` or ``(H, W, 3)`` picture atomically."""
+    from PIL import Image
+
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        Image.fromarray(rgb).save(tmp, format="PNG")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a temporary directory tree, ignoring a missing one."""
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,379 @@
+"""Prediction: a trained network plus the overlap-tile strategy, from files to label and probability images.
+
+:class:`TorchPredictor` wraps a :class:`~biounet.model.UNet` with its tiling contract (context margin, pooling
+alignment, intensity normalisation) and runs batches of tiles on a device, in fp32 or bf16, optionally averaged
+over the 8 flips and rotations (test-time augmentation). :func:`predict_file` reads an image lazily, predicts
+each plane with :func:`biounet.tiling.predict_tiled`, and writes ``<stem>.tif`` (class labels) and
+``<stem>_prob.tif`` (float32 probabilities, ``(K, H, W)``) atomically. Images whose outputs exceed the memory
+budget are accumulated in a temporary on-disk zarr array, so peak memory does not grow with the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from biounet.checkpoint import load_checkpoint, model_from_payload
+from biounet.io import ImageSource, check_writable_dir, normalization_for, open_image, remove_tree, write_tiff
+from biounet.model import UNet, nearest_valid_sizes, output_size, smallest_input_size
+from biounet.tiling import TileGeometry, count_tiles, predict_tiled
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+DEFAULT_MEMORY_BUDGET = 1024 * 2**20
+MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``"auto"`` is bf16 on CUDA with bf16 support or on a CPU with native bf16, fp32 otherwise."""
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``precision == "bf16"``, a no-op otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
+    """The ``k``-th of the 8 rotations/flips of the last two axes (k in 0..7), or its inverse."""
+    if inverse:
+        x = torch.flip(x, dims=(-1,)) if k >= 4 else x
+        return torch.rot90(x, -(k % 4), dims=(-2, -1))
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+@dataclass
+class TorchPredictor:
+    """A network with its tiling contract; call it on a float32 batch ``(N, C, in_tile, in_tile)``.
+
+    Returns class probabilities ``(N, K, out_tile, out_tile)`` as float32 numpy. For a same-padded network the
+    outer ``crop`` pixels of each tile are discarded (overlap with centre cropping; not seamless, since the
+    network's zero padding differs from the true context).
+    """
+
+    model: UNet
+    normalization: str = "percentile"
+    class_names: list[str] = field(default_factory=list)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    precision: str = "fp32"
+    tta: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        self.model = self.model.to(self.device).eval()
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be fp32 or bf16 here, got {self.precision!r}")
+
+    @property
+    def in_channels(self) -> int:
+        return self.model.config.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.model.config.num_classes
+
+    @property
+    def depth(self) -> int:
+        return self.model.config.depth
+
+    @property
+    def padding(self) -> str:
+        return self.model.config.padding
+
+    def geometry_sizes(self, in_tile: int) -> tuple[int, int]:
+        """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
+        out = output_size(in_tile, self.depth, self.padding)
+        if self.padding == "same":
+            margin = same_padding_crop(in_tile, self.depth)
+            return in_tile - 2 * margin, margin
+        return out, (in_tile - out) // 2
+
+    def geometry(self, in_tile: int) -> TileGeometry:
+        """Tile sizes for an input tile side ``in_tile`` (a valid input size of the network)."""
+        out, margin = self.geometry_sizes(in_tile)
+        return TileGeometry(in_tile=in_tile, out_tile=out, margin=margin, align=2**self.depth)
+
+    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+        with autocast(self.device, self.precision):
+            logits = self.model(batch)
+        return torch.softmax(logits.float(), dim=1)
+
+    @torch.inference_mode()
+    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        x = torch.from_numpy(batch).to(self.device)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.tta:
+            probs = sum(dihedral(self._forward(dihedral(x, k)), k, inverse=True) for k in range(8)) / 8
+        else:
+            probs = self._forward(x)
+        if self.padding == "same":
+            crop = same_padding_crop(x.shape[-1], self.depth)
+            probs = probs[..., crop : probs.shape[-2] - crop, crop : probs.shape[-1] - crop]
+        return probs.float().cpu().numpy()
+
+
+def same_padding_crop(in_tile: int, depth: int) -> int:
+    """Pixels discarded on each side of a same-padded tile: an eighth of the tile, rounded up to ``2**depth``."""
+    align = 2**depth
+    return int(math.ceil(in_tile / 8 / align)) * align
+
+
+def load_predictor(
+    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32", tta: bool = False
+) -> TorchPredictor:
+    """Build a :class:`TorchPredictor` from a biounet checkpoint."""
+    payload = load_checkpoint(path)
+    torch_device = resolve_device(device)
+    return TorchPredictor(
+        model=model_from_payload(payload, path),
+        normalization=str(payload["normalization"]),
+        class_names=list(payload.get("class_names") or []),
+        device=torch_device,
+        precision=resolve_precision(precision, torch_device),
+        tta=tta,
+    )
+
+
+def estimate_tile_bytes(in_tile: int, base_channels: int, in_channels: int = 1, batch_size: int = 1) -> int:
+    """Rough peak activation memory of inference on a batch of tiles, in bytes.
+
+    At the top level the decoder holds the skip (``base`` channels), the up-sampled map (``base``), their
+    concatenation (``2 base``) and a convolution output, next to the encoder's feature maps; about
+    ``10 * base`` float32 values per input pixel (measured on CPU, torch 2.13; deeper levels add ~1/3).
+    """
+    per_pixel = 4 * (10 * base_channels + in_channels) * 4 // 3
+    return batch_size * in_tile * in_tile * per_pixel
+
+
+def choose_in_tile(
+    predictor: TorchPredictor, shape: tuple[int, int], *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    batch_size: int = 1,
+) -> int:
+    """Input tile side for an image of ``shape``: the smallest that covers the image in one tile when that fits
+    the memory budget, else the largest that fits (at most ``MAX_AUTO_TILE``)."""
+    base = predictor.model.config.base_channels
+    smallest = smallest_tile(predictor)
+    fits = [
+        size for size in range(smallest, MAX_AUTO_TILE + 1, 2**predictor.depth)
+        if estimate_tile_bytes(size, base, predictor.in_channels, batch_size) <= memory_budget
+    ] or [smallest]
+    for size in fits:
+        if predictor.geometry(size).out_tile >= max(shape):
+            return size
+    return fits[-1]
+
+
+def smallest_tile(predictor: TorchPredictor) -> int:
+    """Smallest input tile whose output spans at least one pooling period (204 for the paper's network)."""
+    size = smallest_input_size(predictor.depth, predictor.padding)
+    while predictor.geometry_sizes(size)[0] < 2**predictor.depth:
+        size += 2**predictor.depth
+    return size
+
+
+def check_in_tile(predictor: TorchPredictor, in_tile: int) -> int:
+    """Validate a user-given tile side, naming the nearest valid sizes."""
+    smallest = smallest_tile(predictor)
+    try:
+        output_size(in_tile, predictor.depth, predictor.padding)
+    except ValueError:
+        below, above = nearest_valid_sizes(in_tile, predictor.depth, predictor.padding)
+        below = max(below, smallest)
+        raise ValueError(
+            f"tile size {in_tile} is not valid for this network (depth {predictor.depth}, {predictor.padding} "
+            f"convolutions); nearest valid tile sizes: {below} or {max(above, smallest)}"
+        ) from None
+    if in_tile < smallest:
+        raise ValueError(f"tile size {in_tile} is too small for tiling; the smallest valid tile size is {smallest}")
+    return in_tile
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How :func:`predict_file` tiles and what it writes."""
+
+    tile: int | None = None  # input tile side; None chooses from the memory budget
+    batch_size: int = 1
+    save_probabilities: bool = False
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.memory_budget < 1:
+            raise ValueError(f"memory_budget must be > 0 bytes, got {self.memory_budget}")
+
+
+@dataclass
+class PredictResult:
+    """Files written for one input image and the tiling used."""
+
+    labels_path: Path
+    probabilities_path: Path | None
+    shape: tuple[int, int, int]  # planes, H, W
+    in_tile: int
+    tiles: int
+
+
+def check_compatible(predictor: TorchPredictor, source: ImageSource) -> None:
+    if source.channels != predictor.in_channels:
+        raise ValueError(
+            f"{source.path}: image has {source.channels} channel(s), the model takes {predictor.in_channels}"
+        )
+
+
+@contextlib.contextmanager
+def _outputs(
+    out_dir: Path, shape: tuple[int, ...], dtype: Any, *, on_disk: bool, name: str
+) -> Iterator[Any]:
+    """An output array: in memory, or a temporary on-disk zarr array removed afterwards."""
+    if not on_disk:
+        yield np.zeros(shape, dtype=dtype)
+        return
+    import zarr
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".zarr", dir=out_dir))
+    try:
+        chunks = (*(1,) * (len(shape) - 2), 512, 512)
+        yield zarr.open_array(str(tmp), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+    finally:
+        remove_tree(tmp)
+
+
+def predict_file(
+    predictor: TorchPredictor,
+    path: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    options: PredictOptions = PredictOptions(),
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> PredictResult:
+    """Segment every plane of the image at ``path``; write ``out_dir/<stem>.tif`` and, if asked, ``<stem>_prob.tif``.
+
+    ``progress(done, total)`` is called with tile counts. Outputs are written only when the whole image is done,
+    each to a temporary name first, so a failure leaves no partial file.
+    """
+    source = open_image(path)
+    check_compatible(predictor, source)
+    out_dir = check_writable_dir(out_dir)
+    planes, height, width = source.planes, source.height, source.width
+    in_tile = (
+        check_in_tile(predictor, options.tile) if options.tile is not None
+        else choose_in_tile(predictor, (height, width), memory_budget=options.memory_budget,
+                            batch_size=options.batch_size)
+    )
+    geometry = predictor.geometry(in_tile)
+    total = planes * count_tiles((height, width), geometry)
+    num_classes = predictor.num_classes
+    label_dtype = np.uint8 if num_classes <= 255 else np.uint16
+    prob_shape = (planes, num_classes, height, width)
+    on_disk = planes * num_classes * height * width * 4 > options.memory_budget // 4
+    stem = Path(path).name.split(".")[0] if Path(path).suffix.lower() != ".zarr" else Path(path).stem
+    labels_path, prob_path = out_dir / f"{stem}.tif", out_dir / f"{stem}_prob.tif"
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    with (
+        _outputs(out_dir, (planes, height, width), label_dtype, on_disk=on_disk, name=stem) as labels,
+        _outputs(out_dir, prob_shape if options.save_probabilities else (1, 1, 1, 1), np.float32,
+                 on_disk=on_disk and options.save_probabilities, name=f"{stem}_prob") as probs,
+    ):
+        for plane in range(planes):
+            norm = normalization_for(source, plane, predictor.normalization)
+
+            def read(rows: slice, cols: slice, plane: int = plane, norm: Any = norm) -> npt.NDArray[np.float32]:
+                try:
+                    return norm.apply(source.read(plane, rows, cols))
+                except ValueError as err:
+                    raise ValueError(f"{source.path}: {err}") from err
+
+            predict_tiled(
+                read, (height, width), predictor, geometry,
+                probabilities=_PlaneView(probs, plane) if options.save_probabilities else None,
+                labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
+            )
+        write_tiff(labels_path, labels[0] if planes == 1 else labels)
+        if options.save_probabilities:
+            write_tiff(prob_path, probs[0] if planes == 1 else probs)
+    return PredictResult(
+        labels_path, prob_path if options.save_probabilities else None, (planes, height, width), in_tile, total
+    )
+
+
+class _PlaneView:
+    """Slice assignment into one plane of a (planes, ...) array, numpy or zarr, without loading it."""
+
+    def __init__(self, array: Any, plane: int) -> None:
+        self.array, self.plane = array, plane
+        self.dtype = array.dtype
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        index = index if isinstance(index, tuple) else (index,)
+        self.array[(self.plane, *index)] = value
+
+
+def predict_image(
+    predictor: TorchPredictor, image: npt.NDArray[np.float32], *, tile: int | None = None, batch_size: int = 1,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> npt.NDArray[np.float32]:
+    """Class probabilities ``(K, H, W)`` for an already normalised in-memory ``(H, W)`` or ``(H, W, C)`` image."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.ndim != 3:
+        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
+    if image.shape[-1] != predictor.in_channels:
+        raise ValueError(f"image has {image.shape[-1]} channel(s), the model takes {predictor.in_channels}")
+    if not np.all(np.isfinite(image)):
+        raise ValueError("image contains NaN or Inf pixels")
+    height, width = image.shape[:2]
+    in_tile = check_in_tile(predictor, tile) if tile is not None else choose_in_tile(
+        predictor, (height, width), memory_budget=memory_budget, batch_size=batch_size)
+    probs = np.zeros((predictor.num_classes, height, width), dtype=np.float32)
+    predict_tiled(
+        lambda rows, cols: image[rows, cols], (height, width), predictor, predictor.geometry(in_tile),
+        probabilities=probs, batch_size=batch_size,
+    )
+    return probs
+
