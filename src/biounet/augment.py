@@ -1,0 +1,534 @@
+"""Data augmentation of Ronneberger et al. (2015), section 3.1: elastic deformation, shift, rotation, flips and
+gray-value variation, all driven by an explicit ``rng``.
+
+Every geometric transform is folded into ONE map from output pixels to source coordinates, so the image (cubic),
+the labels and the weight map (nearest) are each resampled once, with the same map. Coordinates outside the
+source are mirrored symmetrically (edge pixel repeated), like ``np.pad(mode="symmetric")`` in the overlap-tile
+strategy and ``mode="reflect"`` in :mod:`scipy.ndimage`. NumPy/SciPy only.
+
+References
+----------
+.. [1] Ronneberger, Fischer, Brox (2015). U-Net: Convolutional Networks for Biomedical Image Segmentation.
+   MICCAI. arXiv:1505.04597
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+__all__ = [
+    "AugmentConfig",
+    "AugmentedSample",
+    "Displacement",
+    "augment_sample",
+    "elastic_deform",
+    "elastic_displacement",
+    "sample_window",
+]
+
+# Rows/columns of source kept around the needed region before the cubic spline prefilter. The prefilter's
+# boundary error decays like 0.268**n (pole of the cubic B-spline), so 16 px keep it below 1e-9.
+_SPLINE_PAD = 16
+
+
+class Displacement(NamedTuple):
+    """Per-pixel displacement field in pixels; the source of output pixel ``(i, j)`` is ``(i + dy, j + dx)``."""
+
+    dy: npt.NDArray[np.float64]
+    dx: npt.NDArray[np.float64]
+
+
+class AugmentedSample(NamedTuple):
+    """An augmented training sample; ``weights`` is None when no weight map was given."""
+
+    image: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.integer]
+    weights: npt.NDArray[np.float32] | None
+
+
+def _check_range(name: str, values: tuple[float, float], *, low: float, low_open: bool = False) -> None:
+    if len(values) != 2 or not all(math.isfinite(v) for v in values) or values[0] > values[1]:
+        raise ValueError(f"{name} must be a finite (min, max) pair with min <= max, got {values}")
+    if values[0] < low or (low_open and values[0] == low):
+        raise ValueError(f"{name} must lie in {'(' if low_open else '['}{low}, inf), got {values}")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation settings (paper §3.1: 3x3 grid, displacement std 10 px; other ranges are not stated).
+
+    Parameters
+    ----------
+    flip : bool
+        Mirror each axis with probability 0.5.
+    rotation_deg : float
+        Rotation angle drawn uniformly from ``[-rotation_deg, rotation_deg]`` degrees, in ``[0, 180]``.
+    shift_px : float
+        Shift drawn uniformly from ``[-shift_px, shift_px]`` pixels per axis. Default 0: random window centres
+        (:func:`sample_window`) already shift the samples.
+    elastic_sigma_px : float
+        Standard deviation of the displacement vectors on the coarse grid, in pixels (paper: 10).
+    elastic_grid : int
+        Nodes per axis of the coarse displacement grid, >= 2 (paper: 3).
+    elastic_prob : float
+        Probability of applying the elastic deformation to a sample.
+    contrast_range : (float, float)
+        Factor ``c`` applied around the window mean: ``mean + c * (x - mean)``.
+    brightness_range : (float, float)
+        Offset added to the image, as a fraction of the window's intensity range ``max - min``.
+    gamma_range : (float, float)
+        Exponent ``g`` applied to the window rescaled to [0, 1]: ``min + (max - min) * t**g``.
+    gray_prob : float
+        Probability of applying the gray-value variation (gamma, then contrast, then brightness).
+    image_order : {3, 1}
+        Spline order for the image: 3 (cubic, default) or 1 (linear, about twice as fast). Labels and weights
+        always use nearest neighbour.
+    """
+
+    flip: bool = True
+    rotation_deg: float = 180.0
+    shift_px: float = 0.0
+    elastic_sigma_px: float = 10.0
+    elastic_grid: int = 3
+    elastic_prob: float = 1.0
+    contrast_range: tuple[float, float] = (0.8, 1.2)
+    brightness_range: tuple[float, float] = (-0.1, 0.1)
+    gamma_range: tuple[float, float] = (0.8, 1.25)
+    gray_prob: float = 1.0
+    image_order: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rotation_deg <= 180.0:
+            raise ValueError(f"rotation_deg must be in [0, 180], got {self.rotation_deg}")
+        for name in ("shift_px", "elastic_sigma_px"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be finite and >= 0, got {value}")
+        if self.elastic_grid < 2:
+            raise ValueError(f"elastic_grid must be >= 2, got {self.elastic_grid}")
+        for name in ("elastic_prob", "gray_prob"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        _check_range("contrast_range", self.contrast_range, low=0.0)
+        _check_range("brightness_range", self.brightness_range, low=-math.inf)
+        _check_range("gamma_range", self.gamma_range, low=0.0, low_open=True)
+        if self.image_order not in (1, 3):
+            raise ValueError(f"image_order must be 1 or 3, got {self.image_order}")
+
+    @classmethod
+    def disabled(cls) -> AugmentConfig:
+        """A config that changes nothing: :func:`sample_window` then only crops (validation tiles)."""
+        return cls(
+            flip=False,
+            rotation_deg=0.0,
+            shift_px=0.0,
+            elastic_sigma_px=0.0,
+            contrast_range=(1.0, 1.0),
+            brightness_range=(0.0, 0.0),
+            gamma_range=(1.0, 1.0),
+        )
+
+
+def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in pair):
+        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value}")
+    return int(pair[0]), int(pair[1])
+
+
+def _grid_basis(length: int, grid: int) -> npt.NDArray[np.float64]:
+    """(length, grid) weights of each grid node at each pixel: 1-D cubic spline interpolation, mirror ends.
+
+    Node ``j`` sits at pixel ``j * (length - 1) / (grid - 1)``, so the first and last nodes are the first and
+    last pixels, and the interpolant passes through the node values.
+    """
+    positions = np.arange(length) * (grid - 1) / max(length - 1, 1)
+    basis = np.empty((length, grid))
+    for node, unit in enumerate(np.eye(grid)):
+        basis[:, node] = ndimage.map_coordinates(unit, positions[None], order=3, mode="mirror")
+    return basis
+
+
+def _random_displacement(shape: tuple[int, int], sigma_px: float, grid: int, rng: np.random.Generator) -> Displacement:
+    nodes = rng.normal(0.0, sigma_px, size=(2, grid, grid))
+    rows, cols = _grid_basis(shape[0], grid), np.ascontiguousarray(_grid_basis(shape[1], grid).T)
+    # einsum, not matmul: a rank-3 product gains nothing from BLAS threads, which stall on a busy machine.
+    return Displacement(*(np.einsum("ik,kj->ij", np.einsum("ik,kl->il", rows, node), cols) for node in nodes))
+
+
+def elastic_displacement(
+    shape: tuple[int, int], *, sigma_px: float = 10.0, grid: int = 3, rng: np.random.Generator | int | None = None
+) -> Displacement:
+    """Smooth random displacement field: Gaussian vectors on a coarse grid, bicubically interpolated.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Field size ``(H, W)`` in pixels.
+    sigma_px : float, optional
+        Standard deviation of each displacement component at the grid nodes, in pixels, >= 0 (paper: 10).
+    grid : int, optional
+        Nodes per axis, >= 2 (paper: 3). The nodes span the field: the corner nodes sit on the corner pixels.
+    rng : numpy.random.Generator or int, optional
+        Random source or seed, normalised with ``np.random.default_rng``.
+
+    Returns
+    -------
+    Displacement
+        ``(dy, dx)``, each an (H, W) float64 array in pixels.
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` is not two positive ints, ``sigma_px < 0`` or ``grid < 2``.
+
+    Notes
+    -----
+    Draws ``rng.normal(0, sigma_px, size=(2, grid, grid))`` (``dy`` nodes first) and interpolates each component
+    with a tensor-product cubic spline (``scipy.ndimage`` order 3, mirrored ends). The spline interpolates, so
+    the field equals the drawn values at the nodes, node ``(a, b)`` being pixel
+    ``(a (H - 1) / (grid - 1), b (W - 1) / (grid - 1))``.
+
+    References
+    ----------
+    .. [1] Ronneberger, Fischer, Brox (2015). U-Net. MICCAI, section 3.1. arXiv:1505.04597
+    """
+    shape = _pair(shape, "shape")
+    if not (math.isfinite(sigma_px) and sigma_px >= 0):
+        raise ValueError(f"sigma_px must be finite and >= 0, got {sigma_px}")
+    if grid < 2:
+        raise ValueError(f"grid must be >= 2, got {grid}")
+    return _random_displacement(shape, sigma_px, grid, np.random.default_rng(rng))
+
+
+def _reflect(index: npt.NDArray[np.intp], size: int) -> npt.NDArray[np.intp]:
+    """Fold indices into ``[0, size)`` by symmetric mirroring (…, 1, 0 | 0, 1, …, n-1 | n-1, …)."""
+    if index.size and index.min() >= 0 and index.max() < size:  # the common case: nothing to fold
+        return index
+    index = np.mod(index, 2 * size)
+    return np.where(index >= size, 2 * size - 1 - index, index)
+
+
+def _nearest_flat_index(src_y: np.ndarray, src_x: np.ndarray, shape: tuple[int, ...]) -> npt.NDArray[np.intp]:
+    """Flat (row-major) index of the nearest source pixel, mirrored into the image."""
+    rows = _reflect(np.floor(src_y + 0.5).astype(np.intp), shape[0])
+    cols = _reflect(np.floor(src_x + 0.5).astype(np.intp), shape[1])
+    rows *= shape[1]
+    rows += cols
+    return rows
+
+
+def _take(array: np.ndarray, flat_index: npt.NDArray[np.intp]) -> np.ndarray:
+    """``array[rows, cols]`` from a flat index; trailing (channel) axes are kept."""
+    height, width = array.shape[:2]
+    return np.take(array.reshape(height * width, *array.shape[2:]), flat_index, axis=0)
+
+
+def _sample_spline(image: np.ndarray, coords: np.ndarray, order: int) -> npt.NDArray[np.float32]:
+    """Spline interpolation of order 1 or 3 at ``coords`` (2, h, w); ``coords`` is shifted in place."""
+    # Crop (with mirroring) the source region the map reaches, so the spline prefilter costs O(tile), not
+    # O(source image).
+    pad = _SPLINE_PAD if order > 1 else 1
+    top = math.floor(coords[0].min()) - pad
+    left = math.floor(coords[1].min()) - pad
+    bottom, right = math.ceil(coords[0].max()) + pad + 1, math.ceil(coords[1].max()) + pad + 1
+    if top >= 0 and left >= 0 and bottom <= image.shape[0] and right <= image.shape[1]:
+        region = image[top:bottom, left:right].astype(np.float64)  # inside: a slice is cheaper
+    else:
+        rows = _reflect(np.arange(top, bottom), image.shape[0])
+        cols = _reflect(np.arange(left, right), image.shape[1])
+        region = image[np.ix_(rows, cols)].astype(np.float64)
+    coords[0] -= top
+    coords[1] -= left
+    channels = region[..., None] if region.ndim == 2 else region
+    out = np.empty((*coords.shape[1:], channels.shape[-1]), np.float32)
+    for channel in range(channels.shape[-1]):
+        values = channels[..., channel]
+        if order > 1:
+            values = ndimage.spline_filter(values, order=order, mode="reflect")
+        out[..., channel] = ndimage.map_coordinates(
+            values, coords, order=order, mode="reflect", prefilter=False, output=np.float32
+        )
+    return out[..., 0] if image.ndim == 2 else out
+
+
+def _vary_gray(image: npt.NDArray[np.float32], config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
+    gamma = rng.uniform(*config.gamma_range)
+    contrast = rng.uniform(*config.contrast_range)
+    brightness = rng.uniform(*config.brightness_range)
+    low, high = float(image.min()), float(image.max())
+    if high <= low:  # a constant window: only the offset can act, and its unit (the range) is 0
+        return image
+    values = image
+    if gamma != 1.0:
+        values = np.float32(low) + np.float32(high - low) * (
+            (image - np.float32(low)) / np.float32(high - low)
+        ) ** np.float32(gamma)
+    mean = np.float32(values.mean(dtype=np.float64))
+    offset = mean * (1 - contrast) + brightness * (high - low)
+    return (values * np.float32(contrast) + np.float32(offset)).astype(np.float32, copy=False)
+
+
+def _check_sample(image: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> None:
+    for name, array in (("image", image), ("labels", labels), ("weights", weights)):
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if image.ndim not in (2, 3) or not (np.issubdtype(image.dtype, np.number) and np.isrealobj(image)):
+        raise ValueError(f"image must be a real (H, W) or (H, W, C) array, got shape {image.shape} {image.dtype}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be an integer array, got dtype {labels.dtype}")
+    if labels.ndim != 2:
+        raise ValueError(f"labels must be 2-D (H, W), got shape {labels.shape}")
+    if labels.shape != image.shape[:2]:
+        raise ValueError(f"labels {labels.shape} must have the image's (H, W) {image.shape[:2]}")
+    if weights is not None and weights.shape != labels.shape:
+        raise ValueError(f"weights {weights.shape} must have the labels' shape {labels.shape}")
+    if weights is not None and not np.issubdtype(weights.dtype, np.number):
+        raise TypeError(f"weights must be a numeric array, got dtype {weights.dtype}")
+    if labels.size == 0:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
+
+
+def _resample(
+    image: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray | None,
+    coords: np.ndarray,
+    margin: tuple[int, int],
+    out_shape: tuple[int, int],
+    order: int,
+) -> AugmentedSample:
+    """Apply one coordinate map (2, h, w): the image on all of it, labels and weights on its centred sub-window.
+
+    ``order`` 0 means the coordinates are whole numbers: the image is then looked up, bit-identical.
+    ``coords`` is overwritten.
+    """
+    inner = (slice(margin[0], margin[0] + out_shape[0]), slice(margin[1], margin[1] + out_shape[1]))
+    label_index = _nearest_flat_index(coords[0][inner], coords[1][inner], labels.shape)
+    labels_out = _take(labels, label_index)
+    weights_out = None if weights is None else _take(weights, label_index).astype(np.float32)
+    if order == 0:
+        image_out = _take(image, _nearest_flat_index(coords[0], coords[1], labels.shape)).astype(np.float32)
+    else:
+        image_out = _sample_spline(image, coords, order)
+    return AugmentedSample(image_out, labels_out, weights_out)
+
+
+def elastic_deform(
+    image: npt.NDArray[np.number],
+    labels: npt.NDArray[np.integer],
+    weights: npt.NDArray[np.floating] | None = None,
+    *,
+    sigma_px: float = 10.0,
+    grid: int = 3,
+    rng: np.random.Generator | int | None = None,
+) -> AugmentedSample:
+    """Smooth random elastic warp of a whole sample; one displacement field for image, labels and weights.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+        Raw image; every channel is warped with the same field.
+    labels : (H, W) ndarray of int
+        Class or instance labels (an ignore value is kept like any other label).
+    weights : (H, W) ndarray of float, optional
+        Pixel-wise loss weights.
+    sigma_px, grid : optional
+        Displacement std at the nodes and nodes per axis, see :func:`elastic_displacement`.
+    rng : numpy.random.Generator or int, optional
+        Random source or seed.
+
+    Returns
+    -------
+    AugmentedSample
+        ``image`` as float32, cubic spline interpolation; ``labels`` (same dtype) and ``weights`` (float32) by
+        nearest neighbour, so each output pixel takes its label and weight from the same source pixel and no
+        new label values appear. Outside the image, coordinates are mirrored (symmetric, edge repeated).
+
+    Raises
+    ------
+    TypeError
+        If an input is not an ndarray, ``labels`` not integer or ``weights`` not numeric.
+    ValueError
+        If the shapes disagree, ``sigma_px < 0`` or ``grid < 2``.
+
+    Notes
+    -----
+    The output pixel ``x`` takes the source value at ``x + d(x)``, with ``d`` from :func:`elastic_displacement`.
+    With ``sigma_px = 0`` the result equals the input exactly.
+
+    References
+    ----------
+    .. [1] Ronneberger, Fischer, Brox (2015). U-Net. MICCAI, section 3.1. arXiv:1505.04597
+    """
+    _check_sample(image, labels, weights)
+    field = elastic_displacement(labels.shape, sigma_px=sigma_px, grid=grid, rng=rng)
+    coords = np.stack([field.dy, field.dx])
+    coords[0] += np.arange(labels.shape[0])[:, None]
+    coords[1] += np.arange(labels.shape[1])[None, :]
+    return _resample(image, labels, weights, coords, (0, 0), labels.shape, order=0 if sigma_px == 0 else 3)
+
+
+def _snap(value: float) -> float:
+    nearest = round(value)
+    return float(nearest) if abs(value - nearest) < 1e-12 else value
+
+
+def sample_window(
+    image: npt.NDArray[np.number],
+    labels: npt.NDArray[np.integer],
+    weights: npt.NDArray[np.floating] | None = None,
+    *,
+    in_tile: int | tuple[int, int],
+    out_tile: int | tuple[int, int],
+    center: tuple[float, float],
+    config: AugmentConfig,
+    rng: np.random.Generator | int | None = None,
+) -> AugmentedSample:
+    """Cut an augmented training tile: an image window with context and its centred label/weight window.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+        Source image, any size; only the region the window reaches is read (and mirrored where needed).
+    labels : (H, W) ndarray of int
+        Source labels at the image's resolution.
+    weights : (H, W) ndarray of float, optional
+        Source weight map.
+    in_tile : int or (int, int)
+        Image window (network input tile), e.g. 572.
+    out_tile : int or (int, int)
+        Label/weight window (network output tile), e.g. ``UNet.output_size(572) = 388``; centred in the image
+        window, so ``in_tile - out_tile`` must be even and >= 0 per axis.
+    center : (float, float)
+        Source pixel ``(row, col)`` at the window centre, i.e. at window index ``(in_h // 2, in_w // 2)``; it
+        must lie inside the source image. Rotation and flips turn about it.
+    config : AugmentConfig
+        What to apply; :meth:`AugmentConfig.disabled` gives a plain crop.
+    rng : numpy.random.Generator or int, optional
+        Random source or seed.
+
+    Returns
+    -------
+    AugmentedSample
+        ``image`` (in_h, in_w[, C]) float32, spline interpolation of order ``config.image_order`` (a plain,
+        exact lookup when the map only moves by whole pixels); ``labels`` (out_h, out_w), same dtype, and
+        ``weights`` (out_h, out_w) float32, both by nearest neighbour, so labels keep their value set and every
+        pixel's weight comes from the same source pixel as its label. Gray-value variation touches the image
+        only.
+
+    Raises
+    ------
+    TypeError
+        If an input is not an ndarray, ``labels`` not integer or ``weights`` not numeric.
+    ValueError
+        If the shapes disagree, ``in_tile - out_tile`` is odd or negative, or ``center`` is outside the image.
+
+    Notes
+    -----
+    Output pixel ``p`` (relative to the window centre) is read at source coordinate
+    ``center + shift + R(angle) F (p + d(p))``, with ``d`` the elastic field over the image window
+    (:func:`elastic_displacement`), ``F`` the random flips and ``R`` the rotation. Source coordinates outside
+    the image are mirrored symmetrically (``np.pad(mode="symmetric")``, ``scipy.ndimage`` ``mode="reflect"``),
+    as in overlap-tile prediction. The draws are, in order: flips, angle, shift, elastic nodes, gray values.
+
+    References
+    ----------
+    .. [1] Ronneberger, Fischer, Brox (2015). U-Net. MICCAI, sections 2 and 3.1. arXiv:1505.04597
+    """
+    if not isinstance(config, AugmentConfig):
+        raise TypeError(f"config must be an AugmentConfig, got {type(config).__name__}")
+    _check_sample(image, labels, weights)
+    in_shape, out_shape = _pair(in_tile, "in_tile"), _pair(out_tile, "out_tile")
+    margin = ((in_shape[0] - out_shape[0]) // 2, (in_shape[1] - out_shape[1]) // 2)
+    if any(i < o or (i - o) % 2 for i, o in zip(in_shape, out_shape)):
+        raise ValueError(f"in_tile - out_tile must be even and >= 0 per axis, got {in_shape} - {out_shape}")
+    center_y, center_x = (float(c) for c in center)
+    if not (0 <= center_y < labels.shape[0] and 0 <= center_x < labels.shape[1]):
+        raise ValueError(f"center must lie in the image [0, {labels.shape[0]}) x [0, {labels.shape[1]}), got {center}")
+    rng = np.random.default_rng(rng)
+
+    flip_y, flip_x = rng.choice([-1.0, 1.0], size=2) if config.flip else (1.0, 1.0)
+    angle = math.radians(rng.uniform(-config.rotation_deg, config.rotation_deg)) if config.rotation_deg else 0.0
+    shift_y, shift_x = rng.uniform(-config.shift_px, config.shift_px, size=2) if config.shift_px else (0.0, 0.0)
+    cos, sin = _snap(math.cos(angle)), _snap(math.sin(angle))
+    # source = origin + matrix @ (p + d(p)); matrix = rotation @ flips
+    matrix = np.array([[cos * flip_y, -sin * flip_x], [sin * flip_y, cos * flip_x]])
+    origin = (center_y + shift_y, center_x + shift_x)
+    rows = np.arange(in_shape[0], dtype=np.float64) - in_shape[0] // 2
+    cols = np.arange(in_shape[1], dtype=np.float64) - in_shape[1] // 2
+    coords = np.empty((2, *in_shape))
+    for axis in range(2):  # the affine part, by broadcasting a column and a row
+        np.add((origin[axis] + matrix[axis, 0] * rows)[:, None], (matrix[axis, 1] * cols)[None, :], out=coords[axis])
+    elastic = config.elastic_sigma_px > 0 and rng.random() < config.elastic_prob
+    if elastic:
+        field = _random_displacement(in_shape, config.elastic_sigma_px, config.elastic_grid, rng)
+        for axis in range(2):
+            coords[axis] += matrix[axis, 0] * field.dy
+            coords[axis] += matrix[axis, 1] * field.dx
+    whole = not elastic and sin in (-1.0, 0.0, 1.0) and all(float(v).is_integer() for v in origin)
+    sample = _resample(image, labels, weights, coords, margin, out_shape, 0 if whole else config.image_order)
+    if config.gray_prob and rng.random() < config.gray_prob:
+        sample = sample._replace(image=_vary_gray(sample.image, config, rng))
+    return sample
+
+
+def augment_sample(
+    image: npt.NDArray[np.number],
+    labels: npt.NDArray[np.integer],
+    weights: npt.NDArray[np.floating] | None = None,
+    *,
+    config: AugmentConfig,
+    rng: np.random.Generator | int | None = None,
+) -> AugmentedSample:
+    """Augment a whole sample, keeping its size: :func:`sample_window` with the full image as the window.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, C) ndarray
+        Raw image.
+    labels : (H, W) ndarray of int
+        Labels.
+    weights : (H, W) ndarray of float, optional
+        Pixel-wise loss weights.
+    config : AugmentConfig
+        What to apply.
+    rng : numpy.random.Generator or int, optional
+        Random source or seed.
+
+    Returns
+    -------
+    AugmentedSample
+        Image (float32), labels and weights, all (H, W); see :func:`sample_window`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`sample_window`.
+
+    Examples
+    --------
+    >>> image = np.arange(12.0).reshape(3, 4)
+    >>> out = augment_sample(image, np.ones((3, 4), int), config=AugmentConfig.disabled())
+    >>> bool(np.array_equal(out.image, image)), out.weights is None
+    (True, True)
+    """
+    _check_sample(image, labels, weights)
+    height, width = labels.shape
+    return sample_window(
+        image,
+        labels,
+        weights,
+        in_tile=(height, width),
+        out_tile=(height, width),
+        center=(height // 2, width // 2),
+        config=config,
+        rng=rng,
+    )
