@@ -1,0 +1,819 @@
+"""Evaluation measures of the paper's experiments: ISBI 2012 (pixel, Rand, warping error) and the Cell Tracking
+Challenge (SEG), plus foreground IoU and Dice. Pure NumPy/SciPy/Numba functions; NumPy arrays in, floats out.
+
+Probability maps are *membrane* probabilities (the network's class 1). Following the challenge scripts, which
+binarise the *cell* probability map, a pixel is predicted cell at threshold ``t`` where
+``1 - membrane_prob > t`` (computed in float64).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numba
+import numpy as np
+import numpy.typing as npt
+from scipy import ndimage
+
+__all__ = [
+    "PixelScores",
+    "RandScores",
+    "RandThresholdScores",
+    "SegScores",
+    "WarpingScores",
+    "dice",
+    "iou",
+    "pixel_error",
+    "rand_error",
+    "rand_scores",
+    "seg_score",
+    "warping_error",
+]
+
+PIXEL_THRESHOLDS = np.arange(11) / 10  # 0.0, 0.1, ..., 1.0 (the challenge's 11 levels, without arange drift)
+WARPING_THRESHOLDS = np.arange(10) / 10  # 0.0, 0.1, ..., 0.9, as in Fiji's evaluation script
+_PAIR_TABLE_MAX = 1 << 22  # largest dense contingency table (cells) before switching to a sparse count
+
+
+class PixelScores(NamedTuple):
+    """Result of :func:`pixel_error`."""
+
+    error: float  # 1 - f_score
+    f_score: float  # maximal F-score of the cell (non-membrane) class over the thresholds
+    threshold: float  # first threshold reaching f_score
+
+
+class RandScores(NamedTuple):
+    """Foreground-restricted Rand scores (see :func:`rand_scores`)."""
+
+    error: float  # 1 - F-score of split and merge (ISBI 2012 "Rand error")
+    split: float  # sum n_ij^2 / sum (true sizes)^2, "recall": 1.0 means no false splits
+    merge: float  # sum n_ij^2 / sum (pred sizes)^2, "precision": 1.0 means no false merges
+
+
+class RandThresholdScores(NamedTuple):
+    """Result of :func:`rand_error`: the scores at the threshold with the smallest error."""
+
+    error: float
+    split: float
+    merge: float
+    threshold: float
+
+
+class WarpingScores(NamedTuple):
+    """Result of :func:`warping_error`: the scores at the threshold with the smallest error."""
+
+    error: float  # (splits + mergers) / number of pixels
+    splits: int  # number of split *pixels* (not events) left after warping
+    mergers: int  # number of merger *pixels* (not events) left after warping
+    threshold: float
+
+
+class SegScores(NamedTuple):
+    """Result of :func:`seg_score`."""
+
+    mean_jaccard: float  # the SEG measure: mean of per_object
+    per_object: npt.NDArray[np.float64]  # Jaccard index of each GT object, in ascending order of its label
+    n_objects: int  # number of ground-truth objects
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input validation
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _check_2d(name: str, array: npt.NDArray[np.generic]) -> None:
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (H, W) array, got shape {array.shape}")
+
+
+def _check_same_shape(name_a: str, a: npt.NDArray[np.generic], name_b: str, b: npt.NDArray[np.generic]) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"shape mismatch: {name_a} {a.shape} vs {name_b} {b.shape}; they must be equal")
+
+
+def _check_mask(name: str, mask: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+    array = np.asarray(mask)
+    if array.dtype != np.bool_:
+        raise TypeError(f"{name} must be a bool mask, got dtype {array.dtype}; build it with e.g. labels == 255")
+    return array
+
+
+def _check_labels(name: str, labels: npt.ArrayLike) -> npt.NDArray[np.integer]:
+    array = np.asarray(labels)
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(
+            f"{name} must be an integer label image, got dtype {array.dtype}; label images are never float or "
+            f"bool (for a mask use scipy.ndimage.label, for whole-number floats use .astype(np.int64))"
+        )
+    return array
+
+
+def _check_membrane_prob(membrane_prob: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    array = np.asarray(membrane_prob)
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+            or array.dtype == np.bool_):
+        raise TypeError(f"membrane_prob must be a real-valued array, got dtype {array.dtype}")
+    _check_2d("membrane_prob", array)
+    prob = array.astype(np.float64)
+    if np.isnan(prob).any():
+        raise ValueError(f"membrane_prob contains {int(np.isnan(prob).sum())} NaN values; expected values in [0, 1]")
+    if prob.size and (prob.min() < 0.0 or prob.max() > 1.0):
+        raise ValueError(
+            f"membrane_prob must lie in [0, 1] (a probability, not logits or 0-255 intensities), "
+            f"got range [{prob.min()}, {prob.max()}]"
+        )
+    return prob
+
+
+def _check_thresholds(thresholds: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    values = np.asarray(thresholds, dtype=np.float64)
+    if values.ndim != 1 or values.size == 0:
+        raise ValueError(f"thresholds must be a non-empty 1-D sequence, got shape {values.shape}")
+    if not np.isfinite(values).all() or values.min() < 0.0 or values.max() > 1.0:
+        raise ValueError(f"thresholds must be finite values in [0, 1], got {values.tolist()}")
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Pixel error
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def pixel_error(
+    membrane_prob: npt.NDArray[np.floating],
+    true_cells: npt.NDArray[np.bool_],
+    *,
+    thresholds: npt.ArrayLike = PIXEL_THRESHOLDS,
+) -> PixelScores:
+    """ISBI 2012 pixel error: 1 - the maximal pixel F-score of the cell class over thresholds.
+
+    Parameters
+    ----------
+    membrane_prob : (H, W) ndarray of float
+        Membrane probability in [0, 1] (a probability, not a logit), e.g. the softmax of the network's class 1.
+    true_cells : (H, W) ndarray of bool
+        Ground truth, True on cell interior (ISBI label 255), False on membrane (label 0).
+    thresholds : sequence of float, optional
+        Levels ``t`` in [0, 1]; a pixel is predicted cell where ``1 - membrane_prob > t``.
+        Default 0.0, 0.1, ..., 1.0.
+
+    Returns
+    -------
+    PixelScores
+        ``(error, f_score, threshold)``; ``threshold`` is the first level reaching the maximal F-score.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, an input is not 2-D, ``membrane_prob`` has NaN or values outside [0, 1], or the
+        thresholds are empty or outside [0, 1].
+    TypeError
+        If ``true_cells`` is not bool or ``membrane_prob`` is not real-valued.
+
+    Notes
+    -----
+    Cell pixels are the positive class. With TP, FP, FN counted on predicted versus true cell pixels,
+    ``F = 2 TP / (2 TP + FP + FN)`` (= 2PR / (P + R)); F = 1 when there is no true and no predicted cell pixel.
+    ``error = 1 - max_t F(t)``.
+
+    References
+    ----------
+    .. [1] Arganda-Carreras et al. (2015). Crowdsourcing the creation of image segmentation algorithms for
+           connectomics. Front. Neuroanat. 9:142. doi:10.3389/fnana.2015.00142
+    .. [2] Ronneberger, Fischer, Brox (2015). U-Net. MICCAI. arXiv:1505.04597 (Table 1)
+
+    Examples
+    --------
+    >>> prob = np.array([[0.9, 0.2], [0.2, 0.2]])
+    >>> pixel_error(prob, np.array([[False, True], [True, True]]))
+    PixelScores(error=0.0, f_score=1.0, threshold=0.1)
+    """
+    prob = _check_membrane_prob(membrane_prob)
+    cells = _check_mask("true_cells", true_cells)
+    _check_same_shape("membrane_prob", prob, "true_cells", cells)
+    levels = _check_thresholds(thresholds)
+    cell_prob = 1.0 - prob
+    n_true = int(np.count_nonzero(cells))
+    best_f, best_t = -1.0, float(levels[0])
+    for level in levels:
+        pred = cell_prob > level
+        tp = int(np.count_nonzero(pred & cells))
+        denominator = n_true + int(np.count_nonzero(pred))  # 2 TP + FP + FN
+        f_score = 1.0 if denominator == 0 else 2.0 * tp / denominator
+        if f_score > best_f:
+            best_f, best_t = f_score, float(level)
+    return PixelScores(error=1.0 - best_f, f_score=best_f, threshold=best_t)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rand error
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _sum_squared_pair_counts(first: npt.NDArray[np.int64], second: npt.NDArray[np.int64], n_second: int) -> int:
+    """``sum_ij n_ij^2`` of the contingency table of two compact id arrays (``second`` < ``n_second``)."""
+    if first.size == 0:
+        return 0
+    keys = first.astype(np.int64) * n_second + second
+    if (int(first.max()) + 1) * n_second <= _PAIR_TABLE_MAX:
+        counts = np.bincount(keys)
+    else:  # too many segment pairs for a dense table: count only the pairs that occur
+        counts = np.unique(keys, return_counts=True)[1]
+    counts = counts.astype(np.int64)
+    return int(counts @ counts)
+
+
+def _rand_from_ids(true_ids: npt.NDArray[np.int64], pred_ids: npt.NDArray[np.int64], n_pred: int) -> RandScores:
+    """Rand scores of kept pixels: compact true ids, pred ids in [0, n_pred] with 0 = predicted membrane."""
+    true_sizes = np.bincount(true_ids).astype(np.int64)
+    membrane = pred_ids == 0
+    n_singletons = int(np.count_nonzero(membrane))  # each predicted-membrane pixel is its own segment
+    true_in_cells, pred_in_cells = true_ids[~membrane], pred_ids[~membrane]
+    pred_sizes = np.bincount(pred_in_cells, minlength=n_pred + 1).astype(np.int64)
+    joint = _sum_squared_pair_counts(true_in_cells, pred_in_cells, n_pred + 1) + n_singletons
+    split = joint / float(true_sizes @ true_sizes)
+    merge = joint / float(pred_sizes @ pred_sizes + n_singletons)
+    return RandScores(error=1.0 - 2.0 * split * merge / (split + merge), split=split, merge=merge)
+
+
+def _compact_ids(values: npt.NDArray[np.integer]) -> tuple[npt.NDArray[np.int64], int]:
+    uniques, inverse = np.unique(values, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int64), int(uniques.size)
+
+
+def rand_scores(
+    pred_labels: npt.NDArray[np.integer],
+    true_labels: npt.NDArray[np.integer],
+    *,
+    ignore_true: Sequence[int] = (0,),
+) -> RandScores:
+    """Foreground-restricted Rand scores in the squared-count form of Arganda-Carreras et al. (2015).
+
+    Parameters
+    ----------
+    pred_labels : ndarray of int
+        Predicted segments, any shape; label 0 is predicted membrane/boundary (see Notes), every other label
+        is one segment.
+    true_labels : ndarray of int, same shape
+        Ground-truth segments; pixels whose label is in ``ignore_true`` are excluded.
+    ignore_true : sequence of int, optional
+        Ground-truth labels to exclude (default ``(0,)``: the membrane/background).
+
+    Returns
+    -------
+    RandScores
+        ``(error, split, merge)``; ``split`` divides by the TRUE segment sizes ("recall"), ``merge`` by the
+        PREDICTED segment sizes ("precision").
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, or no ground-truth pixel is left after ``ignore_true`` (the Rand error is then
+        undefined).
+    TypeError
+        If a label image is not of integer dtype (float and bool label images are rejected, never rounded).
+
+    Notes
+    -----
+    Only pixels whose true label is not ignored count. With ``n_ij`` the number of those pixels in true segment
+    ``i`` and predicted segment ``j``, ``a_i = sum_j n_ij`` and ``b_j = sum_i n_ij``::
+
+        split = sum_ij n_ij^2 / sum_i a_i^2        merge = sum_ij n_ij^2 / sum_j b_j^2
+        error = 1 - 2 split merge / (split + merge)
+
+    A counted pixel with predicted label 0 is a singleton segment of its own (it adds 1 to ``sum n_ij^2`` and to
+    ``sum b_j^2``), as in the challenge's definition (PAPER.md section 4). The SNEMI3D/CREMI Python scripts add
+    ``count / N`` instead of ``count`` for these pixels, and ``skimage.metrics.adapted_rand_error`` counts pairs
+    (``n^2 - n``), keeps predicted label 0 as one segment and calls ``split`` its "precision".
+
+    References
+    ----------
+    .. [1] Arganda-Carreras et al. (2015). Crowdsourcing the creation of image segmentation algorithms for
+           connectomics. Front. Neuroanat. 9:142. doi:10.3389/fnana.2015.00142
+
+    Examples
+    --------
+    >>> true = np.array([[1, 1], [2, 2]])
+    >>> rand_scores(np.array([[1, 3], [2, 2]]), true).split   # true cell 1 split in two: (1+1+4) / (4+4)
+    0.75
+    """
+    pred = _check_labels("pred_labels", pred_labels)
+    true = _check_labels("true_labels", true_labels)
+    _check_same_shape("pred_labels", pred, "true_labels", true)
+    keep = ~np.isin(true, np.asarray(ignore_true))
+    if not keep.any():
+        raise ValueError(
+            f"the Rand error is undefined: no ground-truth pixel is left after ignoring labels {tuple(ignore_true)}"
+        )
+    true_ids, _ = _compact_ids(true[keep])
+    pred_kept = pred[keep]
+    pred_ids = np.zeros(pred_kept.shape, dtype=np.int64)
+    is_cell = pred_kept != 0
+    cell_ids, n_pred = _compact_ids(pred_kept[is_cell])
+    pred_ids[is_cell] = cell_ids + 1
+    return _rand_from_ids(true_ids, pred_ids, n_pred)
+
+
+def rand_error(
+    membrane_prob: npt.NDArray[np.floating],
+    true_cells_or_labels: npt.NDArray[np.bool_] | npt.NDArray[np.integer],
+    *,
+    thresholds: npt.ArrayLike = PIXEL_THRESHOLDS,
+) -> RandThresholdScores:
+    """ISBI 2012 Rand error: the smallest :func:`rand_scores` error over thresholds of a membrane map.
+
+    Parameters
+    ----------
+    membrane_prob : (H, W) ndarray of float
+        Membrane probability in [0, 1].
+    true_cells_or_labels : (H, W) ndarray of bool or int
+        Either a cell mask (True = cell interior; segments are its 4-connected components) or an instance label
+        image (0 = membrane/background, excluded; other labels are segments, used as given).
+    thresholds : sequence of float, optional
+        Levels ``t`` in [0, 1]; predicted segments are the 4-connected components of ``1 - membrane_prob > t``.
+        Default 0.0, 0.1, ..., 1.0.
+
+    Returns
+    -------
+    RandThresholdScores
+        ``(error, split, merge, threshold)`` at the first threshold reaching the minimal error.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, an input is not 2-D, ``membrane_prob`` has NaN or values outside [0, 1], the
+        thresholds are invalid, or the ground truth has no cell pixel (the Rand error is then undefined).
+    TypeError
+        If the ground truth is neither bool nor integer, or ``membrane_prob`` is not real-valued.
+
+    Notes
+    -----
+    Predicted membrane pixels inside ground-truth cells are singletons; see :func:`rand_scores` for the formula.
+
+    References
+    ----------
+    .. [1] Arganda-Carreras et al. (2015). Front. Neuroanat. 9:142. doi:10.3389/fnana.2015.00142
+
+    Examples
+    --------
+    >>> cells = np.array([[True, False, True]])
+    >>> rand_error(np.where(cells, 0.1, 0.9), cells).error
+    0.0
+    """
+    prob = _check_membrane_prob(membrane_prob)
+    truth = np.asarray(true_cells_or_labels)
+    if truth.dtype == np.bool_:
+        true_labels, _ = ndimage.label(truth)  # default structure: 4-connectivity in 2-D
+    else:
+        true_labels = _check_labels("true_cells_or_labels", truth)
+    _check_same_shape("membrane_prob", prob, "true_cells_or_labels", true_labels)
+    levels = _check_thresholds(thresholds)
+    keep = true_labels != 0
+    if not keep.any():
+        raise ValueError("the Rand error is undefined: the ground truth has no cell (non-zero) pixel")
+    true_ids, _ = _compact_ids(true_labels[keep])
+    cell_prob = 1.0 - prob
+    best: RandThresholdScores | None = None
+    for level in levels:
+        pred_labels, n_pred = ndimage.label(cell_prob > level)
+        scores = _rand_from_ids(true_ids, pred_labels[keep].astype(np.int64), int(n_pred))
+        if best is None or scores.error < best.error:
+            best = RandThresholdScores(scores.error, scores.split, scores.merge, float(level))
+    assert best is not None  # internal invariant: levels is non-empty
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Warping error
+# ---------------------------------------------------------------------------------------------------------------
+
+# Neighbour offsets (row, col) in bit order of the 8-neighbourhood code used by the simple-point table.
+_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+
+
+def _count_components(members: set[tuple[int, int]], steps: tuple[tuple[int, int], ...]) -> list[set[tuple[int, int]]]:
+    components: list[set[tuple[int, int]]] = []
+    unseen = set(members)
+    while unseen:
+        frontier = [unseen.pop()]
+        component = set(frontier)
+        while frontier:
+            row, col = frontier.pop()
+            for d_row, d_col in steps:
+                neighbour = (row + d_row, col + d_col)
+                if neighbour in unseen:
+                    unseen.remove(neighbour)
+                    component.add(neighbour)
+                    frontier.append(neighbour)
+        components.append(component)
+    return components
+
+
+@functools.cache
+def _simple_point_table() -> npt.NDArray[np.bool_]:
+    """Whether the centre of a 3x3 patch is simple for (4, 8) topology, indexed by its 8-neighbour code.
+
+    Bit ``k`` of the code is the foreground value of neighbour ``_NEIGHBOURS[k]``. The centre is simple iff
+    ``T4(fg) == 1`` (one 4-component of foreground neighbours 4-adjacent to it) and ``T8(bg) == 1`` (one
+    8-component of background neighbours), Bertrand & Malandain (1994). The test does not depend on the
+    centre's own value, so flipping it either way is allowed by the same entry (256 entries, not 512).
+    """
+    four = ((-1, 0), (1, 0), (0, -1), (0, 1))
+    eight = tuple((r, c) for r in (-1, 0, 1) for c in (-1, 0, 1) if (r, c) != (0, 0))
+    table = np.zeros(256, dtype=np.bool_)
+    for code in range(256):
+        fg = {_NEIGHBOURS[k] for k in range(8) if code >> k & 1}
+        bg = set(_NEIGHBOURS) - fg
+        t4 = sum(1 for comp in _count_components(fg, four) if comp & set(four))
+        t8 = len(_count_components(bg, eight))
+        table[code] = t4 == 1 and t8 == 1
+    table.flags.writeable = False
+    return table
+
+
+@numba.njit(cache=True)
+def _neighbour_code(padded: npt.NDArray[np.uint8], row: int, col: int) -> int:
+    """8-neighbour code of ``padded[row, col]`` (bit order of ``_NEIGHBOURS``); needs a 1-pixel border."""
+    code = 0
+    for bit, (d_row, d_col) in enumerate(((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))):
+        code |= np.int64(padded[row + d_row, col + d_col]) << bit
+    return code
+
+
+@numba.njit(cache=True)
+def _warp_simple_points(
+    padded: npt.NDArray[np.uint8], rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64],
+    table: npt.NDArray[np.bool_],
+) -> int:
+    """Flip simple mismatch pixels of ``padded`` in place, pass after pass, until a pass flips none.
+
+    ``rows``/``cols`` (image coordinates, in processing order) are compacted in place to the pixels left
+    unflipped; returns their number.
+    """
+    active = rows.size
+    while True:
+        kept = 0
+        for k in range(active):
+            row, col = rows[k] + 1, cols[k] + 1
+            if table[_neighbour_code(padded, row, col)]:
+                padded[row, col] ^= 1  # a flipped pixel now agrees with the target and never flips back
+            else:
+                rows[kept], cols[kept] = rows[k], cols[k]
+                kept += 1
+        if kept == active:
+            return active
+        active = kept
+
+
+@numba.njit(cache=True)
+def _cut_pixels(warped: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Cut vertices of the 4-connected foreground pixel graph: pixels whose removal disconnects their component.
+
+    Iterative Tarjan depth-first search, O(H W): a non-root pixel ``u`` is a cut pixel if some child ``v`` has
+    ``low[v] >= disc[u]``; a root is one if it has two or more children.
+    """
+    height, width = warped.shape
+    n_pixels = height * width
+    disc = np.full(n_pixels, -1, dtype=np.int64)
+    low = np.zeros(n_pixels, dtype=np.int64)
+    parent = np.full(n_pixels, -1, dtype=np.int64)
+    next_step = np.zeros(n_pixels, dtype=np.uint8)  # which of the 4 neighbours to try next
+    stack = np.empty(n_pixels, dtype=np.int64)
+    is_cut = np.zeros(n_pixels, dtype=np.bool_)
+    flat = warped.ravel()
+    timer = 0
+    for root in range(n_pixels):
+        if flat[root] == 0 or disc[root] >= 0:
+            continue
+        disc[root] = low[root] = timer
+        timer += 1
+        stack[0] = root
+        depth = 1
+        root_children = 0
+        while depth > 0:
+            node = stack[depth - 1]
+            if next_step[node] < 4:
+                step = next_step[node]
+                next_step[node] += 1
+                row, col = node // width, node % width
+                if step == 0:
+                    row -= 1
+                elif step == 1:
+                    row += 1
+                elif step == 2:
+                    col -= 1
+                else:
+                    col += 1
+                if row < 0 or row >= height or col < 0 or col >= width or flat[row * width + col] == 0:
+                    continue
+                neighbour = row * width + col
+                if disc[neighbour] < 0:
+                    parent[neighbour] = node
+                    disc[neighbour] = low[neighbour] = timer
+                    timer += 1
+                    stack[depth] = neighbour
+                    depth += 1
+                    root_children += node == root
+                elif neighbour != parent[node]:
+                    low[node] = min(low[node], disc[neighbour])
+            else:
+                depth -= 1
+                above = parent[node]
+                if above >= 0:
+                    low[above] = min(low[above], low[node])
+                    if above != root and low[node] >= disc[above]:
+                        is_cut[above] = True
+        is_cut[root] = root_children >= 2
+    return is_cut.reshape(height, width)
+
+
+@numba.njit(cache=True)
+def _count_splits_mergers(
+    warped: npt.NDArray[np.uint8], components: npt.NDArray[np.int32], rows: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+) -> tuple[int, int]:
+    """Classify the mismatches left after warping as in Fiji's ``WarpingError.classifyMismatches2d``.
+
+    Fiji's "flip the pixel, relabel the image, count > 2 ids around it" test for a foreground pixel next to one
+    object and background is answered by the cut-pixel test: the ids around it are then background plus one per
+    component of its object without it, and that object falls apart iff the pixel is a cut vertex.
+    """
+    height, width = warped.shape
+    is_cut = _cut_pixels(warped)
+    ids = np.empty(8, dtype=np.int64)
+    splits = 0
+    mergers = 0
+    for k in range(rows.size):
+        row, col = rows[k], cols[k]
+        n_ids = 0
+        for d_row in range(-1, 2):
+            for d_col in range(-1, 2):
+                r, c = row + d_row, col + d_col
+                if (d_row != 0 or d_col != 0) and 0 <= r < height and 0 <= c < width:
+                    label = components[r, c]
+                    seen = False
+                    for m in range(n_ids):
+                        seen = seen or ids[m] == label
+                    if not seen:
+                        ids[n_ids] = label
+                        n_ids += 1
+        if n_ids >= 3:  # two or more objects meet here
+            if warped[row, col]:
+                splits += 1
+            else:
+                mergers += 1
+        elif n_ids == 2 and warped[row, col] and is_cut[row, col]:  # removal splits its object
+            splits += 1
+        # otherwise: object addition/deletion or hole addition/deletion, not counted in this variant
+    return splits, mergers
+
+
+def _splits_and_mergers(
+    true_cells: npt.NDArray[np.bool_], target: npt.NDArray[np.bool_], priority: npt.NDArray[np.float64]
+) -> tuple[int, int]:
+    """Warp ``true_cells`` toward ``target`` by simple-point flips; count the split and merger pixels left."""
+    padded = np.pad(true_cells, 1).astype(np.uint8)  # outside the image is background, as in Fiji
+    cols, rows = np.nonzero((true_cells != target).T)  # column-major, Fiji's list order
+    order = np.argsort(-priority[rows, cols], kind="stable")  # most confident prediction first
+    rows, cols = rows[order].astype(np.int64), cols[order].astype(np.int64)
+    n_left = _warp_simple_points(padded, rows, cols, _simple_point_table())
+    warped = np.ascontiguousarray(padded[1:-1, 1:-1])
+    components, _ = ndimage.label(warped)  # 4-connectivity
+    splits, mergers = _count_splits_mergers(warped, components.astype(np.int32), rows[:n_left], cols[:n_left])
+    return int(splits), int(mergers)
+
+
+def warping_error(
+    membrane_prob: npt.NDArray[np.floating],
+    true_cells: npt.NDArray[np.bool_],
+    *,
+    thresholds: npt.ArrayLike = WARPING_THRESHOLDS,
+) -> WarpingScores:
+    """ISBI 2012 warping error, "minimum splits and mergers" variant of Jain et al. (2010), as in Fiji.
+
+    Parameters
+    ----------
+    membrane_prob : (H, W) ndarray of float
+        Membrane probability in [0, 1].
+    true_cells : (H, W) ndarray of bool
+        Ground truth, True on cell interior (foreground, 4-connected), False on membrane (8-connected).
+    thresholds : sequence of float, optional
+        Levels ``t`` in [0, 1]; the target is ``1 - membrane_prob > t``. Default 0.0, 0.1, ..., 0.9.
+        Levels leaving no predicted cell pixel or no predicted membrane pixel are skipped.
+
+    Returns
+    -------
+    WarpingScores
+        ``(error, splits, mergers, threshold)`` at the first threshold reaching the minimal error; ``splits``
+        and ``mergers`` count pixels (Fiji's ``clusterByError=false``), not events.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, an input is not 2-D, ``membrane_prob`` has NaN or values outside [0, 1], the
+        thresholds are invalid, or every threshold is skipped.
+    TypeError
+        If ``true_cells`` is not bool or ``membrane_prob`` is not real-valued.
+
+    Notes
+    -----
+    At each level the ground truth is warped toward the target: mismatching pixels that are *simple* for
+    (4, 8) topology (flipping them changes no connectivity, [3]) are flipped, pass after pass, until a pass
+    flips none. Within a pass, pixels are visited in decreasing ``|1 - membrane_prob - t|`` (most confident
+    prediction first), ties in column-major order, as in Fiji's ``simplePointWarp2d``; flips take effect
+    immediately. Each remaining mismatch is classified from the 4-connected components of the warped ground
+    truth among its in-image 8-neighbours (ids, with 0 = background):
+
+    - >= 2 objects: merger if the pixel is background in the warped ground truth, else split;
+    - one object and background, pixel foreground: split if, with the pixel removed, its foreground neighbours
+      fall into >= 2 components of the whole image (it is a cut vertex of its 4-connected object; Fiji
+      relabels the image to decide), else hole deletion;
+    - all other cases (object addition/deletion, hole addition/deletion) are not counted.
+
+    ``error = (split pixels + merger pixels) / (H W)``, minimised over the levels.
+
+    References
+    ----------
+    .. [1] Jain et al. (2010). Boundary learning by optimization with topological constraints. CVPR.
+           doi:10.1109/CVPR.2010.5539950
+    .. [2] Arganda-Carreras et al. (2015). Front. Neuroanat. 9:142. doi:10.3389/fnana.2015.00142; reference
+           implementation: Fiji Trainable Weka Segmentation, ``trainableSegmentation/metrics/WarpingError.java``
+           (``getMinimumSplitsAndMergersErrorValue(0.0, 0.9, 0.1, false)``).
+    .. [3] Bertrand, Malandain (1994). A new characterization of three-dimensional simple points. Pattern
+           Recogn. Lett. 15(2):169-175. doi:10.1016/0167-8655(94)90046-9
+
+    Examples
+    --------
+    >>> cells = np.ones((5, 5), dtype=bool)
+    >>> cells[:, 2] = False                           # two cells, one membrane column
+    >>> prob = np.zeros((5, 5))
+    >>> prob[:, 2] = 1.0
+    >>> prob[2, 2] = 0.0                              # one-pixel gap in the predicted membrane
+    >>> warping_error(prob, cells)
+    WarpingScores(error=0.04, splits=0, mergers=1, threshold=0.0)
+    """
+    prob = _check_membrane_prob(membrane_prob)
+    cells = _check_mask("true_cells", true_cells)
+    _check_2d("true_cells", cells)
+    _check_same_shape("membrane_prob", prob, "true_cells", cells)
+    levels = _check_thresholds(thresholds)
+    cell_prob = 1.0 - prob
+    best: WarpingScores | None = None
+    for level in levels:
+        target = cell_prob > level
+        if target.all() or not target.any():
+            continue  # all cell or all membrane: splits and mergers are undefined here, not zero
+        splits, mergers = _splits_and_mergers(cells, target, np.abs(cell_prob - level))
+        error = (splits + mergers) / cells.size
+        if best is None or error < best.error:
+            best = WarpingScores(error=error, splits=splits, mergers=mergers, threshold=float(level))
+    if best is None:
+        raise ValueError(
+            f"every threshold {levels.tolist()} leaves no predicted cell pixel or no predicted membrane pixel "
+            f"(1 - membrane_prob spans [{cell_prob.min()}, {cell_prob.max()}]); the warping error is undefined"
+        )
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Overlap measures: IoU, Dice, Cell Tracking Challenge SEG
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _overlap_counts(pred_mask: npt.ArrayLike, true_mask: npt.ArrayLike) -> tuple[int, int, int]:
+    pred = _check_mask("pred_mask", pred_mask)
+    true = _check_mask("true_mask", true_mask)
+    _check_same_shape("pred_mask", pred, "true_mask", true)
+    return int(np.count_nonzero(pred & true)), int(np.count_nonzero(pred)), int(np.count_nonzero(true))
+
+
+def iou(pred_mask: npt.NDArray[np.bool_], true_mask: npt.NDArray[np.bool_]) -> float:
+    """Foreground intersection over union (Jaccard index) ``|P & T| / |P | T|``; 1.0 when both masks are empty.
+
+    Parameters
+    ----------
+    pred_mask, true_mask : ndarray of bool, same shape
+        Predicted and true foreground.
+
+    Returns
+    -------
+    float
+        IoU in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+    TypeError
+        If a mask is not bool.
+
+    Examples
+    --------
+    >>> iou(np.array([True, True, False]), np.array([True, False, False]))
+    0.5
+    """
+    both, n_pred, n_true = _overlap_counts(pred_mask, true_mask)
+    union = n_pred + n_true - both
+    return 1.0 if union == 0 else both / union
+
+
+def dice(pred_mask: npt.NDArray[np.bool_], true_mask: npt.NDArray[np.bool_]) -> float:
+    """Foreground Dice coefficient ``2 |P & T| / (|P| + |T|)``; 1.0 when both masks are empty.
+
+    Parameters
+    ----------
+    pred_mask, true_mask : ndarray of bool, same shape
+        Predicted and true foreground.
+
+    Returns
+    -------
+    float
+        Dice in [0, 1]; equals ``2 IoU / (1 + IoU)``.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+    TypeError
+        If a mask is not bool.
+
+    Examples
+    --------
+    >>> round(dice(np.array([True, True, False]), np.array([True, False, False])), 4)
+    0.6667
+    """
+    both, n_pred, n_true = _overlap_counts(pred_mask, true_mask)
+    total = n_pred + n_true
+    return 1.0 if total == 0 else 2.0 * both / total
+
+
+def seg_score(pred_instances: npt.NDArray[np.integer], true_instances: npt.NDArray[np.integer]) -> SegScores:
+    """Cell Tracking Challenge SEG measure: mean Jaccard index of each ground-truth object with its match.
+
+    Parameters
+    ----------
+    pred_instances : ndarray of int
+        Predicted instance labels, any shape; 0 is background, each object has its own positive id.
+    true_instances : ndarray of int, same shape
+        Ground-truth instance labels, same encoding. May be partial: unannotated predicted objects are ignored.
+
+    Returns
+    -------
+    SegScores
+        ``(mean_jaccard, per_object, n_objects)``; ``per_object`` follows the ascending order of the
+        ground-truth labels.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ, a label is negative, or the ground truth has no object.
+    TypeError
+        If a label image is not of integer dtype.
+
+    Notes
+    -----
+    A ground-truth object ``R`` matches the predicted object ``S`` with ``|R & S| > 0.5 |R|`` (at most one can);
+    its score is ``J = |R & S| / |R | S|``, or 0 when no object matches (also when one covers exactly half).
+    ``|S|`` counts all of ``S``, including its pixels outside any annotated object.
+    ``SEG = mean_R J(R)``.
+
+    References
+    ----------
+    .. [1] Maska et al. (2014). A benchmark for comparison of cell tracking algorithms. Bioinformatics
+           30(11):1609-1617. doi:10.1093/bioinformatics/btu080
+    .. [2] Ulman et al. (2017). An objective comparison of cell-tracking algorithms. Nat. Methods 14:1141-1152.
+           doi:10.1038/nmeth.4473
+
+    Examples
+    --------
+    >>> seg_score(np.array([[1, 1, 0, 2]]), np.array([[5, 5, 5, 0]])).mean_jaccard  # 2 / 3 of R, 2 / 3 union
+    0.6666666666666666
+    """
+    pred = _check_labels("pred_instances", pred_instances)
+    true = _check_labels("true_instances", true_instances)
+    _check_same_shape("pred_instances", pred, "true_instances", true)
+    for name, labels in (("pred_instances", pred), ("true_instances", true)):
+        if labels.size and labels.min() < 0:
+            raise ValueError(f"{name} must have labels >= 0 (0 = background), got minimum {labels.min()}")
+    true_ids, true_inverse = np.unique(true, return_inverse=True)
+    pred_ids, pred_inverse = np.unique(pred, return_inverse=True)
+    true_inverse, pred_inverse = true_inverse.reshape(-1), pred_inverse.reshape(-1)
+    has_true_bg, has_pred_bg = int(true_ids[0] == 0), int(pred_ids[0] == 0)
+    n_objects = true_ids.size - has_true_bg
+    if n_objects == 0:
+        raise ValueError("SEG is undefined: true_instances has no object (only background label 0)")
+    true_sizes = np.bincount(true_inverse, minlength=true_ids.size)
+    pred_sizes = np.bincount(pred_inverse, minlength=pred_ids.size)
+    in_both = (true_inverse >= has_true_bg) & (pred_inverse >= has_pred_bg)
+    keys = true_inverse[in_both].astype(np.int64) * pred_ids.size + pred_inverse[in_both]
+    pair_keys, overlap = np.unique(keys, return_counts=True)  # sparse contingency table
+    true_of_pair, pred_of_pair = np.divmod(pair_keys, pred_ids.size)
+    matched = 2 * overlap > true_sizes[true_of_pair]
+    per_object = np.zeros(true_ids.size, dtype=np.float64)
+    union = true_sizes[true_of_pair[matched]] + pred_sizes[pred_of_pair[matched]] - overlap[matched]
+    per_object[true_of_pair[matched]] = overlap[matched] / union
+    per_object = per_object[has_true_bg:]
+    return SegScores(mean_jaccard=float(per_object.mean()), per_object=per_object, n_objects=int(n_objects))
