@@ -168,6 +168,73 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train --------------------------------------------------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    """Parse ``90``, ``90s``, ``15m``, ``1.5h`` or ``1h30m`` to seconds."""
+    import re
+
+    cleaned = text.strip().lower()
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", cleaned)
+    if not cleaned or parts is None:
+        raise argparse.ArgumentTypeError(f"must be a duration such as 90s, 15m or 1h, got {text!r}")
+    hours, minutes, seconds = (float(p) if p else 0.0 for p in parts.groups())
+    value = hours * 3600 + minutes * 60 + seconds
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive duration, got {text!r}")
+    return value
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from biounet.autoconfig import resolve_train_config
+
+    config, notes = resolve_train_config(args)
+    for note in notes:
+        print(f"biounet train: {note}", file=sys.stderr)
+    bar = tqdm(total=config.iterations, unit="step", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    from biounet.train import fit
+
+    def progress(row: dict[str, float]) -> None:
+        if "score" in row:
+            shown = {k: round(row[k], 4) for k in ("pixel_error", "mean_iou") if k in row}
+            bar.write(f"step {int(row['step'])}: validation {shown}")
+            return
+        bar.update(int(row["step"]) - bar.n)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", steps_per_s=f"{row['steps_per_s']:.2f}",
+                        elapsed=f"{row['elapsed_s']:.0f}s")
+
+    try:
+        result = fit(config, args.out, resume=args.resume, device=args.device, progress=progress,
+                     stop_after=args.stop_after, notes=notes)
+    finally:
+        bar.close()
+    if result.steps < (config.iterations or 0) and args.stop_after is None:
+        print(f"interrupted at step {result.steps}; continue with --resume", file=sys.stderr)
+    print(f"trained {result.steps} steps in {result.elapsed_s:.0f} s; best validation score "
+          f"{result.best_score if result.best_score is None else round(result.best_score, 4)}; "
+          f"model: {Path(args.out) / 'model.pt'}")
+    return 0
+
+
+# --- export -------------------------------------------------------------------------------------------------------
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from biounet.export import export_checkpoint
+
+    _check_output_file(args.out)
+    try:
+        path = export_checkpoint(args.model, args.out, export_format=args.format, opset=args.opset)
+    except ModuleNotFoundError as err:
+        raise CliError(str(err)) from err
+    if not args.quiet:
+        print(f"wrote {path}: {args.format} export of {args.model}, with its tiling contract as metadata")
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
@@ -196,7 +263,7 @@ def _build_parser() -> argparse.ArgumentParser:
     info.add_argument("--json", action="store_true")
 
     predict = sub.add_parser("predict", help="segment images with the overlap-tile strategy")
-    predict.add_argument("model", type=Path, help="biounet checkpoint (model.pt)")
+    predict.add_argument("model", type=Path, help="biounet checkpoint (model.pt) or ONNX export (model.onnx)")
     predict.add_argument("inputs", nargs="+", type=Path, help="PNG/TIFF/zarr images")
     predict.add_argument("--out", type=Path, required=True, help="output directory")
     predict.add_argument("--tile", type=_tile, default=None, help="input tile side, or auto (default)")
@@ -208,6 +275,40 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     predict.add_argument("--memory-budget", type=_memory, default="1G", help="e.g. 512M, 2G (default 1G)")
     predict.add_argument("-q", "--quiet", action="store_true")
+
+    export = sub.add_parser("export", help="export a model to ONNX or TorchScript, with its tiling contract")
+    export.add_argument("model", type=Path, help="biounet checkpoint (model.pt)")
+    export.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    export.add_argument("--out", type=Path, required=True, help="file to write (model.onnx or model.ts)")
+    export.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (>= 17, default 17)")
+    export.add_argument("-q", "--quiet", action="store_true")
+    train = sub.add_parser("train", help="train a U-Net (paper or fast recipe), resumable")
+    train.add_argument("--data", required=True, help="dataset folder, or synthetic:KIND[,n=N,size=HxW,seed=S]")
+    train.add_argument("--out", type=Path, required=True, help="run directory")
+    train.add_argument("--config", type=Path, help="config.toml to start from (flags override it)")
+    train.add_argument("--layout", choices=("pairs", "isbi2012", "ctc", "synthetic"))
+    train.add_argument("--recipe", choices=("fast", "paper"))
+    train.add_argument("--base-channels", type=_positive_int)
+    train.add_argument("--depth", type=_positive_int)
+    train.add_argument("--variant", choices=("paper", "release"))
+    train.add_argument("--tile", type=_positive_int, help="input tile side (572 in the paper)")
+    train.add_argument("--batch-size", type=_positive_int)
+    budget = train.add_mutually_exclusive_group()
+    budget.add_argument("--iterations", type=_positive_int)
+    budget.add_argument("--time-budget", type=_duration, help="e.g. 15m, 1h, 600s")
+    train.add_argument("--precision", choices=("auto", "fp32", "bf16"))
+    train.add_argument("--lr", type=float)
+    train.add_argument("--val-every", type=_positive_int)
+    train.add_argument("--validation-fraction", type=float)
+    train.add_argument("--normalization", choices=("percentile", "range", "minmax", "zscore"))
+    train.add_argument("--workers", type=int, help="data-loading worker processes (default 1)")
+    train.add_argument("--w0", type=float, help="border weight w0 (paper: 10)")
+    train.add_argument("--sigma", type=float, dest="sigma_px", help="border width sigma in px (paper: ~5)")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--device", default="auto")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    train.add_argument("--stop-after", type=_positive_int, help=argparse.SUPPRESS)
+    train.add_argument("-q", "--quiet", action="store_true")
     return parser
 
 
@@ -215,6 +316,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "init": _cmd_init,
     "info": _cmd_info,
     "predict": _cmd_predict,
+    "export": _cmd_export,
+    "train": _cmd_train,
 }
 
 
@@ -224,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+    except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, FloatingPointError) as err:
         print(f"biounet {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 
