@@ -30,18 +30,18 @@ WIDTHS = (16, 32, 64)
 BF16_MIN_SPEEDUP = 1.15
 
 
-def measure_step_seconds(base_channels: int, tile: int, precision: str, device: torch.device,
+def measure_step_seconds(base_channels: int, tile: int, precision: str, device: torch.device, *, depth: int = 4,
                          repeats: int = 2) -> float:
     """Seconds of one training step (forward, backward, Adam) on one random tile: the best of ``repeats``."""
     torch.manual_seed(0)
-    model = UNet(ModelConfig(base_channels=base_channels)).to(device)
+    model = UNet(ModelConfig(base_channels=base_channels, depth=depth)).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     images = torch.randn(1, 1, tile, tile, device=device)
     if device.type == "cpu":
         images = images.contiguous(memory_format=torch.channels_last)
-    out = output_size(tile)
+    out = output_size(tile, depth)
     target = torch.randint(0, 2, (1, out, out), device=device)
     best = float("inf")
     for attempt in range(repeats + 1):  # the first step warms up the kernels
@@ -98,15 +98,15 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[st
             values["precision"] = "fp32"
         return TrainConfig.from_dict(values), notes
     device = resolve_device(args.device)
-    tile = int(values.get("tile", 572))
-    if tile != 572:
-        output_size(tile)  # validate before measuring
+    provisional = TrainConfig.from_dict(  # validates the settings before anything is measured
+        {**values, "precision": "fp32", "base_channels": values.get("base_channels", WIDTHS[0])})
+    tile, depth = provisional.tile, provisional.depth
     measured: dict[tuple[int, str], float] = {}
     started = time.perf_counter()
 
     def step_time(width: int, precision: str) -> float:
         if (width, precision) not in measured:
-            measured[width, precision] = measure_step_seconds(width, tile, precision, device)
+            measured[width, precision] = measure_step_seconds(width, tile, precision, device, depth=depth)
         return measured[width, precision]
 
     width_given = "base_channels" in explicit or (args.config is not None and "base_channels" in values)

@@ -163,6 +163,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             for bar in bars:
                 bar.close()
         extra = f" and {result.probabilities_path}" if result.probabilities_path else ""
+        if args.instances:
+            extra += f" and {_write_instances(result.labels_path, args.watershed)}"
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
     return 0
@@ -235,6 +237,71 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _write_instances(labels_path: Path, watershed: bool) -> Path:
+    """``<stem>_instances.tif`` from the class labels just written (foreground = every class but 0)."""
+    import numpy as np
+
+    from biounet.instances import instances_from_foreground
+    from biounet.io import read_labels, write_tiff
+
+    labels = read_labels(labels_path)
+    planes = [instances_from_foreground(plane > 0, watershed=watershed) for plane in labels]
+    out = labels_path.with_name(labels_path.name.split(".")[0] + "_instances.tif")
+    stack = np.stack(planes)
+    dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
+    write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype))
+    return out
+
+
+# --- evaluate -----------------------------------------------------------------------------------------------------
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from biounet.evaluate import evaluate_folders, format_table
+
+    result = evaluate_folders(args.pred, args.truth, kind=args.kind)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(format_table(result))
+        for row in result["images"]:
+            if "note" in row:
+                print(f"note: {row['image']}: {row['note']}", file=sys.stderr)
+    return 0
+
+
+# --- demo ---------------------------------------------------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import json
+
+    from tqdm import tqdm
+
+    from biounet.demo import run_demo
+
+    print(f"biounet demo: synthetic touching cells, training a base-16 U-Net for {args.time_budget:.0f} s, "
+          f"outputs in {args.out}", file=sys.stderr)
+    bar = tqdm(unit="step", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+
+    def progress(row: dict[str, float]) -> None:
+        if "score" in row:
+            bar.write(f"step {int(row['step'])}: validation mean IoU {row['mean_iou']:.4f}")
+            return
+        bar.update(int(row["step"]) - bar.n)
+        bar.set_postfix(loss=f"{row['loss']:.4f}", elapsed=f"{row['elapsed_s']:.0f}s")
+
+    try:
+        summary = run_demo(args.out, time_budget_s=args.time_budget, device=args.device, progress=progress)
+    finally:
+        bar.close()
+    print(json.dumps(summary, indent=2))
+    print(f"look at: {', '.join(summary['pictures'])}", file=sys.stderr)
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
@@ -273,6 +340,10 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="fp32 (default: tiling is exact), bf16, or auto (bf16 where native)")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif")
     predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
+    predict.add_argument("--instances", action="store_true",
+                         help="also write <stem>_instances.tif: touching cells separated (connected components)")
+    predict.add_argument("--watershed", action="store_true", help="with --instances: split merged cells by a "
+                         "seeded watershed on the distance transform")
     predict.add_argument("--memory-budget", type=_memory, default="1G", help="e.g. 512M, 2G (default 1G)")
     predict.add_argument("-q", "--quiet", action="store_true")
 
@@ -282,11 +353,29 @@ def _build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, required=True, help="file to write (model.onnx or model.ts)")
     export.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (>= 17, default 17)")
     export.add_argument("-q", "--quiet", action="store_true")
+    demo = sub.add_parser("demo", help="the main job: train on synthetic cells, segment, write pictures")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"))
+    demo.add_argument("--time-budget", type=_duration, default=240.0, help="training time (default 4m)")
+    demo.add_argument("--device", default="auto")
+    demo.add_argument("-q", "--quiet", action="store_true")
+
+    evaluate = sub.add_parser("evaluate", help="score predictions against ground truth (ISBI, CTC, binary)")
+    evaluate.add_argument("--pred", type=Path, required=True, help="folder of biounet predict outputs")
+    evaluate.add_argument("--truth", type=Path, required=True, help="folder of ground-truth label images")
+    evaluate.add_argument("--kind", choices=("isbi2012", "ctc", "binary"), default="binary")
+    evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     train = sub.add_parser("train", help="train a U-Net (paper or fast recipe), resumable")
     train.add_argument("--data", required=True, help="dataset folder, or synthetic:KIND[,n=N,size=HxW,seed=S]")
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--config", type=Path, help="config.toml to start from (flags override it)")
     train.add_argument("--layout", choices=("pairs", "isbi2012", "ctc", "synthetic"))
+    train.add_argument("--label-kind", choices=("classes", "instances"),
+                       help="pairs layout: label files hold class ids (default) or one id per cell")
+    train.add_argument("--silver", action="store_true", default=None,
+                       help="ctc layout: also train on the silver-truth frames")
+    train.add_argument("--exclude", type=lambda text: tuple(t for t in text.split(",") if t),
+                       help="comma-separated image names to hold out of training and validation")
     train.add_argument("--recipe", choices=("fast", "paper"))
     train.add_argument("--base-channels", type=_positive_int)
     train.add_argument("--depth", type=_positive_int)
@@ -318,6 +407,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "predict": _cmd_predict,
     "export": _cmd_export,
     "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "demo": _cmd_demo,
 }
 
 

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -65,6 +65,45 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+class Predictor(Protocol):
+    """What tiled prediction needs: the tiling contract and a batch call (:class:`TorchPredictor`,
+    :class:`biounet.export.OnnxPredictor`)."""
+
+    normalization: str
+    class_names: list[str]
+    tta: bool
+
+    @property
+    def in_channels(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def padding(self) -> str: ...
+
+    @property
+    def base_channels(self) -> int: ...
+
+    def geometry_sizes(self, in_tile: int) -> tuple[int, int]: ...
+
+    def geometry(self, in_tile: int) -> TileGeometry: ...
+
+    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
+
+
+def geometry_sizes(in_tile: int, depth: int, padding: str) -> tuple[int, int]:
+    """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
+    out = output_size(in_tile, depth, padding)
+    if padding == "same":
+        margin = same_padding_crop(in_tile, depth)
+        return in_tile - 2 * margin, margin
+    return out, (in_tile - out) // 2
 
 
 def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
@@ -116,13 +155,13 @@ class TorchPredictor:
     def padding(self) -> str:
         return self.model.config.padding
 
+    @property
+    def base_channels(self) -> int:
+        return self.model.config.base_channels
+
     def geometry_sizes(self, in_tile: int) -> tuple[int, int]:
         """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
-        out = output_size(in_tile, self.depth, self.padding)
-        if self.padding == "same":
-            margin = same_padding_crop(in_tile, self.depth)
-            return in_tile - 2 * margin, margin
-        return out, (in_tile - out) // 2
+        return geometry_sizes(in_tile, self.depth, self.padding)
 
     def geometry(self, in_tile: int) -> TileGeometry:
         """Tile sizes for an input tile side ``in_tile`` (a valid input size of the network)."""
@@ -157,8 +196,13 @@ def same_padding_crop(in_tile: int, depth: int) -> int:
 
 def load_predictor(
     path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32", tta: bool = False
-) -> TorchPredictor:
-    """Build a :class:`TorchPredictor` from a biounet checkpoint."""
+) -> Predictor:
+    """Build a :class:`TorchPredictor` from a biounet checkpoint, or an ONNX-runtime predictor from an exported
+    ``.onnx`` model (see :mod:`biounet.export`)."""
+    if Path(path).suffix.lower() == ".onnx":
+        from biounet.export import OnnxPredictor
+
+        return OnnxPredictor(path, device=device, precision=precision, tta=tta)
     payload = load_checkpoint(path)
     torch_device = resolve_device(device)
     return TorchPredictor(
@@ -183,12 +227,12 @@ def estimate_tile_bytes(in_tile: int, base_channels: int, in_channels: int = 1, 
 
 
 def choose_in_tile(
-    predictor: TorchPredictor, shape: tuple[int, int], *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    predictor: Predictor, shape: tuple[int, int], *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
     batch_size: int = 1,
 ) -> int:
     """Input tile side for an image of ``shape``: the smallest that covers the image in one tile when that fits
     the memory budget, else the largest that fits (at most ``MAX_AUTO_TILE``)."""
-    base = predictor.model.config.base_channels
+    base = predictor.base_channels
     smallest = smallest_tile(predictor)
     fits = [
         size for size in range(smallest, MAX_AUTO_TILE + 1, 2**predictor.depth)
@@ -200,7 +244,7 @@ def choose_in_tile(
     return fits[-1]
 
 
-def smallest_tile(predictor: TorchPredictor) -> int:
+def smallest_tile(predictor: Predictor) -> int:
     """Smallest input tile whose output spans at least one pooling period (204 for the paper's network)."""
     size = smallest_input_size(predictor.depth, predictor.padding)
     while predictor.geometry_sizes(size)[0] < 2**predictor.depth:
@@ -208,7 +252,7 @@ def smallest_tile(predictor: TorchPredictor) -> int:
     return size
 
 
-def check_in_tile(predictor: TorchPredictor, in_tile: int) -> int:
+def check_in_tile(predictor: Predictor, in_tile: int) -> int:
     """Validate a user-given tile side, naming the nearest valid sizes."""
     smallest = smallest_tile(predictor)
     try:
@@ -252,7 +296,7 @@ class PredictResult:
     tiles: int
 
 
-def check_compatible(predictor: TorchPredictor, source: ImageSource) -> None:
+def check_compatible(predictor: Predictor, source: ImageSource) -> None:
     if source.channels != predictor.in_channels:
         raise ValueError(
             f"{source.path}: image has {source.channels} channel(s), the model takes {predictor.in_channels}"
@@ -278,7 +322,7 @@ def _outputs(
 
 
 def predict_file(
-    predictor: TorchPredictor,
+    predictor: Predictor,
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     options: PredictOptions = PredictOptions(),
@@ -355,7 +399,7 @@ class _PlaneView:
 
 
 def predict_image(
-    predictor: TorchPredictor, image: npt.NDArray[np.float32], *, tile: int | None = None, batch_size: int = 1,
+    predictor: Predictor, image: npt.NDArray[np.float32], *, tile: int | None = None, batch_size: int = 1,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> npt.NDArray[np.float32]:
     """Class probabilities ``(K, H, W)`` for an already normalised in-memory ``(H, W)`` or ``(H, W, C)`` image."""

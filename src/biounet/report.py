@@ -83,7 +83,8 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str
         if not np.all(np.isnan(values)):
             score_axes.plot(steps, values, marker="o", ms=3, label=label)
     score_axes.set(xlabel="step", title="validation")
-    score_axes.legend()
+    if score_axes.lines:
+        score_axes.legend()
     for axes in (loss_axes, score_axes):
         axes.grid(alpha=0.3)
     figure.tight_layout()

@@ -12,13 +12,14 @@ Recipes:
   count, or by elapsed time under a time budget), bf16 autocast where the hardware runs it natively.
 
 Run directory: ``last.pt`` (everything needed to resume), ``best.pt`` (best validation score), ``model.pt`` (the
-final model for ``biounet predict``: the best validation checkpoint), ``config.toml``, ``metrics.csv`` and
-``report.html``; all written atomically.
+final model for ``biounet predict``: the best validation checkpoint), ``config.toml``, ``split.json`` (which images
+were held back for validation), ``metrics.csv`` and ``report.html``; all written atomically.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import io as _io
 import logging
 import math
@@ -57,6 +58,9 @@ class TrainConfig:
 
     data: str
     layout: str | None = None
+    label_kind: str = "classes"  # pairs layout: "instances" when label files hold one id per cell
+    silver: bool = False  # ctc layout: also train on the silver-truth frames
+    exclude: tuple[str, ...] = ()  # sample names left out of training and validation (held out for testing)
     recipe: str = "fast"
     base_channels: int = 16
     depth: int = 4
@@ -125,6 +129,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         values = dict(values)
+        if "exclude" in values:
+            values["exclude"] = tuple(values["exclude"])
         augment = values.pop("augment", {}) or {}
         augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
         known = {f.name for f in fields(cls)}
@@ -311,6 +317,7 @@ class TrainResult:
     elapsed_s: float
     best_score: float | None
     history: list[dict[str, float]]
+    model: UNet | None = None  # the weights at the end of this call (every rank has its own copy)
 
 
 @dataclass
@@ -388,8 +395,17 @@ def fit(
         torch_device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     ddp = _init_distributed(torch_device)
     if samples is None:
-        samples = load_dataset(config.data, layout=config.layout, normalization=config.normalization)
-    labelled = [s for s in samples if s.classes is not None]
+        options: dict[str, Any] = {}
+        if config.label_kind != "classes":
+            options["label_kind"] = config.label_kind
+        if config.silver:
+            options["use_silver"] = True
+        samples = load_dataset(config.data, layout=config.layout, normalization=config.normalization, **options)
+    unknown = sorted(set(config.exclude) - {s.name for s in samples})
+    if unknown:
+        raise ValueError(f"{config.data}: cannot exclude {', '.join(unknown[:5])}: no such images "
+                         f"(names look like {samples[0].name!r})")
+    labelled = [s for s in samples if s.classes is not None and s.name not in config.exclude]
     if not labelled:
         raise ValueError(f"{config.data}: no labelled images to train on")
     train_samples, val_samples = (
@@ -430,6 +446,8 @@ def fit(
         if last_path.exists():
             raise ValueError(f"{run_dir}: already holds a run (last.pt); use --resume or a new --out directory")
         write_config_toml(run_dir / "config.toml", config, notes)
+        _write_text(run_dir / "split.json", json.dumps(
+            {"train": [s.name for s in train_samples], "validation": [s.name for s in val_samples]}, indent=1))
 
     train_model: torch.nn.Module = model
     if ddp.world_size > 1:
@@ -513,13 +531,13 @@ def fit(
                 break
             if interrupted.requested or (stop_after is not None and steps_this_call >= stop_after):
                 save_last()
-                return TrainResult(run_dir, step, elapsed, best_score, history)
+                return TrainResult(run_dir, step, elapsed, best_score, history, model)
     if ddp.is_main:
         _finish(run_dir, model, config)
         write_run_report(run_dir, val_samples, config, history, torch_device)
     if ddp.world_size > 1:
         dist.barrier()
-    return TrainResult(run_dir, step, elapsed, best_score, history)
+    return TrainResult(run_dir, step, elapsed, best_score, history, model)
 
 
 def _progress(config: TrainConfig, step: int, elapsed: float) -> float:

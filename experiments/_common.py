@@ -1,0 +1,57 @@
+"""Shared steps of the experiment scripts: run the CLI, describe the machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def biounet(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``biounet ARGS`` with this interpreter; stderr (progress) passes through, stdout is captured."""
+    command = [sys.executable, "-m", "biounet", *args]
+    print("$ biounet " + " ".join(args), file=sys.stderr, flush=True)
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"biounet {args[0]} failed with exit code {result.returncode}")
+    return result
+
+
+def hardware() -> dict[str, Any]:
+    """The machine, in words: CPU model and cores, or the GPU's name."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def emit(record: dict[str, Any]) -> None:
+    """Print one JSON line to stdout."""
+    print(json.dumps(record), flush=True)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start

@@ -1,0 +1,238 @@
+"""Evaluation of prediction folders against ground truth, the way the paper was measured.
+
+Predictions are paired with ground truth by file stem. A prediction is ``<stem>_prob.tif`` (class probabilities
+``(K, H, W)``, as written by ``biounet predict --save-probabilities``), ``<stem>_instances.tif`` (instance
+labels, ``--instances``) or ``<stem>.tif`` (class labels). Kinds:
+
+- ``isbi2012``: ground truth PNG/TIFF with 255 = cell, 0 = membrane; the prediction's class 1 is the membrane.
+  Pixel error, Rand error (``split``/``merge`` named by the side they divide by) and warping error, each
+  minimised over the challenge's thresholds (:mod:`biounet.metrics`). A label prediction is a 0/1 map.
+- ``ctc``: Cell Tracking Challenge instance ground truth (``man_segNNN.tif`` pairs with ``tNNN``): SEG (mean
+  Jaccard of each ground-truth cell with the predicted cell covering more than half of it) and foreground IoU.
+  Only annotated cells count in SEG, so partial ground truth is fine.
+- ``binary``: any ground-truth mask (non-zero = foreground): foreground IoU, Dice, pixel error.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from biounet import metrics
+from biounet.io import IMAGE_SUFFIXES, read_labels
+
+KINDS: tuple[str, ...] = ("isbi2012", "ctc", "binary")
+_CTC_TRUTH = re.compile(r"^man_seg(\d+)$")
+
+
+@dataclass
+class PredictionFiles:
+    """The prediction files found for one stem."""
+
+    probabilities: Path | None = None
+    instances: Path | None = None
+    labels: Path | None = None
+
+
+def _stem(path: Path) -> str:
+    return path.name.split(".")[0]
+
+
+def find_predictions(folder: Path) -> dict[str, PredictionFiles]:
+    """Prediction files in ``folder`` grouped by stem (``a_prob.tif``, ``a_instances.tif`` and ``a.tif`` -> ``a``)."""
+    found: dict[str, PredictionFiles] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in (".tif", ".tiff"):
+            continue
+        stem = _stem(path)
+        for suffix, attribute in (("_prob", "probabilities"), ("_instances", "instances")):
+            if stem.endswith(suffix):
+                setattr(found.setdefault(stem[: -len(suffix)], PredictionFiles()), attribute, path)
+                break
+        else:
+            found.setdefault(stem, PredictionFiles()).labels = path
+    return found
+
+
+def find_truth(folder: Path, kind: str) -> dict[str, Path]:
+    """Ground-truth files by the stem of the image they annotate (``man_seg005`` -> ``t005`` for ``ctc``)."""
+    if kind == "ctc" and (folder / "SEG").is_dir():
+        folder = folder / "SEG"
+    truth = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        stem = _stem(path)
+        match = _CTC_TRUTH.match(stem)
+        truth[f"t{match.group(1)}" if kind == "ctc" and match else stem] = path
+    return truth
+
+
+def _single_plane(path: Path, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    if array.shape[0] != 1:
+        raise ValueError(f"{path}: has {array.shape[0]} planes; evaluate compares single images")
+    return array[0]
+
+
+def read_probabilities(path: Path) -> npt.NDArray[np.float32]:
+    """A ``(K, H, W)`` probability map written by ``biounet predict --save-probabilities``, checked."""
+    import tifffile
+
+    try:
+        probs = np.asarray(tifffile.imread(path), dtype=np.float32)
+    except (tifffile.TiffFileError, ValueError, OSError) as err:
+        raise ValueError(f"{path}: not a readable probability TIFF ({err})") from err
+    if probs.ndim != 3 or probs.shape[0] < 2:
+        raise ValueError(f"{path}: a probability map must be (K, H, W) with K >= 2, got shape {probs.shape}")
+    if not np.all(np.isfinite(probs)):
+        raise ValueError(f"{path}: probability map contains NaN or Inf")
+    if probs.min() < 0 or probs.max() > 1:
+        raise ValueError(f"{path}: probabilities must lie in [0, 1], got {probs.min():.4g}..{probs.max():.4g}")
+    return probs
+
+
+def _membrane_probability(files: PredictionFiles) -> npt.NDArray[np.float64]:
+    if files.probabilities is not None:
+        return read_probabilities(files.probabilities)[1].astype(np.float64)
+    path = files.labels or files.instances
+    assert path is not None
+    labels = _single_plane(path, read_labels(path))
+    return (labels == 1).astype(np.float64) if files.labels is not None else (labels == 0).astype(np.float64)
+
+
+def _predicted_instances(files: PredictionFiles) -> npt.NDArray[np.int64]:
+    from biounet.instances import instances_from_foreground
+
+    if files.instances is not None:
+        return _single_plane(files.instances, read_labels(files.instances))
+    if files.labels is not None:
+        labels = _single_plane(files.labels, read_labels(files.labels))
+    else:
+        assert files.probabilities is not None
+        labels = read_probabilities(files.probabilities).argmax(0)
+    return instances_from_foreground(labels > 0).astype(np.int64)
+
+
+def _check_shapes(pred_path: Path, pred_shape: tuple[int, ...], truth_path: Path,
+                  truth_shape: tuple[int, ...]) -> None:
+    if pred_shape != truth_shape:
+        raise ValueError(f"{pred_path.name} is {pred_shape[0]}x{pred_shape[1]} but {truth_path.name} is "
+                         f"{truth_shape[0]}x{truth_shape[1]}; prediction and truth must have the same size")
+
+
+def score_isbi(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
+    """Pixel, Rand and warping error of one ISBI 2012 slice."""
+    membrane = _membrane_probability(files)
+    truth = _single_plane(truth_path, read_labels(truth_path))
+    pred_path = files.probabilities or files.labels or files.instances
+    assert pred_path is not None
+    _check_shapes(pred_path, membrane.shape, truth_path, truth.shape)
+    true_cells = truth > 0
+    row: dict[str, Any] = {"pixel_error": metrics.pixel_error(membrane, true_cells).error}
+    try:
+        rand = metrics.rand_error(membrane, true_cells)
+        row.update(rand_error=rand.error, rand_split=rand.split, rand_merge=rand.merge)
+    except ValueError as err:  # all-membrane ground truth: the Rand error is undefined
+        row.update(rand_error=None, note=str(err))
+    try:
+        warp = metrics.warping_error(membrane, true_cells)
+        row.update(warping_error=warp.error, splits=warp.splits, mergers=warp.mergers)
+    except ValueError as err:
+        row.update(warping_error=None, note=str(err))
+    return row
+
+
+def score_ctc(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
+    """SEG and foreground IoU of one Cell Tracking Challenge frame."""
+    predicted = _predicted_instances(files)
+    truth = _single_plane(truth_path, read_labels(truth_path))
+    pred_path = files.instances or files.labels or files.probabilities
+    assert pred_path is not None
+    _check_shapes(pred_path, predicted.shape, truth_path, truth.shape)
+    row: dict[str, Any] = {"iou": metrics.iou(predicted > 0, truth > 0)}
+    if truth.max() > 0:
+        seg = metrics.seg_score(predicted, truth)
+        row.update(seg=seg.mean_jaccard, cells=seg.n_objects)
+    else:
+        row.update(seg=None, note="no annotated cell: SEG undefined")
+    return row
+
+
+def score_binary(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
+    """Foreground IoU, Dice and pixel error of one binary mask."""
+    foreground = _membrane_probability(files)  # class 1 probability (or 0/1 labels)
+    truth = _single_plane(truth_path, read_labels(truth_path)) > 0
+    pred_path = files.probabilities or files.labels or files.instances
+    assert pred_path is not None
+    _check_shapes(pred_path, foreground.shape, truth_path, truth.shape)
+    predicted = foreground > 0.5
+    return {"iou": metrics.iou(predicted, truth), "dice": metrics.dice(predicted, truth),
+            "pixel_error": metrics.pixel_error(1.0 - foreground, ~truth).error}
+
+
+_SCORERS: dict[str, Callable[[PredictionFiles, Path], dict[str, Any]]] = {
+    "isbi2012": score_isbi, "ctc": score_ctc, "binary": score_binary,
+}
+
+
+def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str], *,
+                     kind: str = "binary") -> dict[str, Any]:
+    """Score every prediction that has a ground truth; returns ``{"kind", "images": [...], "mean": {...}}``.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a folder is missing.
+    ValueError
+        If a prediction has no ground truth (or none pairs at all), or sizes differ.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    for folder in (pred_dir, truth_dir):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such directory")
+    predictions, truth = find_predictions(pred_dir), find_truth(truth_dir, kind)
+    if not predictions:
+        raise ValueError(f"{pred_dir}: no prediction files (<stem>.tif, <stem>_prob.tif or <stem>_instances.tif)")
+    missing = sorted(set(predictions) - set(truth))
+    if missing:
+        raise ValueError(f"no ground truth in {truth_dir} for: {', '.join(missing[:5])}"
+                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    rows = []
+    for stem in sorted(predictions):
+        rows.append({"image": stem, **_SCORERS[kind](predictions[stem], truth[stem])})
+    numeric = sorted({k for row in rows for k, v in row.items() if isinstance(v, (int, float))
+                      and not isinstance(v, bool)})
+    mean = {}
+    for key in numeric:
+        values = [row[key] for row in rows if isinstance(row.get(key), (int, float))]
+        mean[key] = float(np.mean(values)) if values else None
+    return {"kind": kind, "pred": str(pred_dir), "truth": str(truth_dir), "images": rows, "mean": mean}
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A per-image table and the mean, as plain text."""
+    columns = [k for k in result["mean"] if k not in ("cells", "splits", "mergers")]
+    header = ["image", *columns]
+    lines = [header]
+    for row in result["images"]:
+        lines.append([row["image"], *(_fmt(row.get(c)) for c in columns)])
+    lines.append(["mean", *(_fmt(result["mean"].get(c)) for c in columns)])
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "undefined"
+    if isinstance(value, float):
+        return f"{value:.6f}" if abs(value) < 0.01 else f"{value:.4f}"
+    return str(value)
