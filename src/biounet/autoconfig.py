@@ -14,6 +14,7 @@ Rules (each choice is printed and recorded at the top of ``config.toml``):
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -141,6 +142,11 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[st
                 f"base {chosen}: widest network with >= {MIN_STEPS} steps in {budget:.0f} s "
                 f"(measured {', '.join(f'base {w} {p}: {s:.2f} s/step' for (w, p), s in measured.items())})"
             )
+    if "workers" not in explicit:
+        cores = os.cpu_count() or 1
+        values["workers"] = 0 if cores <= 2 else min(4, cores // 4)
+        notes.append(f"{values['workers']} data-loading worker process(es) for {cores} cores (augmentation runs "
+                     "beside the training step; on 2 cores a worker slows the step more than it saves)")
     spent = time.perf_counter() - started
     if values.get("time_budget_s") is not None and spent > 0.5:
         values["time_budget_s"] = max(1.0, float(values["time_budget_s"]) - spent)

@@ -35,7 +35,7 @@ def demo_config(data: str, time_budget_s: float, precision: str = "fp32") -> Tra
     return TrainConfig(
         data=data, layout="pairs", recipe="fast", base_channels=16, tile=316, batch_size=2,
         time_budget_s=time_budget_s, precision=precision, lr=2e-3, warmup_steps=20, val_every=100,
-        validation_fraction=0.2, workers=1, seed=0, augment=replace(AugmentConfig(), image_order=1),
+        validation_fraction=0.2, workers=0, seed=0, augment=replace(AugmentConfig(), image_order=1),
     )
 
 

@@ -230,18 +230,32 @@ def choose_in_tile(
     predictor: Predictor, shape: tuple[int, int], *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
     batch_size: int = 1,
 ) -> int:
-    """Input tile side for an image of ``shape``: the smallest that covers the image in one tile when that fits
-    the memory budget, else the largest that fits (at most ``MAX_AUTO_TILE``)."""
+    """Input tile side for an image of ``shape``: the cheapest tiling that fits the memory budget.
+
+    The cost of a tiling is its number of tiles times the pixels of one input tile (the network's work grows with
+    the input area); among equal costs the larger tile wins. Candidates go up to ``MAX_AUTO_TILE``, and a tile
+    just big enough to cover the image in one piece is always a candidate when it fits the budget.
+    """
     base = predictor.base_channels
     smallest = smallest_tile(predictor)
     fits = [
-        size for size in range(smallest, MAX_AUTO_TILE + 1, 2**predictor.depth)
+        size for size in range(smallest, max(MAX_AUTO_TILE, _covering_tile(predictor, shape)) + 1,
+                               2**predictor.depth)
         if estimate_tile_bytes(size, base, predictor.in_channels, batch_size) <= memory_budget
     ] or [smallest]
-    for size in fits:
-        if predictor.geometry(size).out_tile >= max(shape):
-            return size
-    return fits[-1]
+
+    def cost(size: int) -> tuple[int, int]:
+        return count_tiles(shape, predictor.geometry(size)) * size * size, -size
+
+    return min(fits, key=cost)
+
+
+def _covering_tile(predictor: Predictor, shape: tuple[int, int]) -> int:
+    """The smallest input tile whose output covers the whole image."""
+    size = smallest_tile(predictor)
+    while predictor.geometry(size).out_tile < max(shape):
+        size += 2**predictor.depth
+    return size
 
 
 def smallest_tile(predictor: Predictor) -> int:

@@ -81,10 +81,10 @@ class TrainConfig:
     sigma_px: float = 5.0
     class_balance: bool = True
     validation_fraction: float = 0.2
-    val_every: int = 50
+    val_every: int = 200
     seed: int = 0
     normalization: str = "percentile"
-    workers: int = 1
+    workers: int = 0  # data-loading processes; 0 = in the training process (best on 2 cores)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
