@@ -208,3 +208,14 @@ def test_cli_resume_without_run(tmp_path, capsys):
     assert "config.toml: no such file" in capsys.readouterr().err
 
 
+
+
+def test_exclude_holds_images_out(tmp_path):
+    import json
+
+    fit(replace(TINY, exclude=("cells/0", "synthetic/cells/3"), iterations=1), tmp_path / "run")
+    split = json.loads((tmp_path / "run" / "split.json").read_text())
+    names = split["train"] + split["validation"]
+    assert "synthetic/cells/0" not in names and "synthetic/cells/3" not in names and len(names) == 4
+    with pytest.raises(ValueError, match="cannot exclude cells/9"):
+        fit(replace(TINY, exclude=("cells/9",)), tmp_path / "other")

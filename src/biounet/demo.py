@@ -9,6 +9,7 @@ pictures: ``weight_map.png``, ``test_overlays.png``, the run's ``report.html`` a
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +34,7 @@ DEMO_SIZE = (256, 256)
 def demo_config(data: str, time_budget_s: float, precision: str = "fp32") -> TrainConfig:
     """The demo's training settings: base 16, 316-px tiles (132-px outputs), 2 tiles a step, Adam."""
     return TrainConfig(
-        data=data, layout="pairs", recipe="fast", base_channels=16, tile=316, batch_size=2,
+        data=data, layout="pairs", label_kind="instances", recipe="fast", base_channels=16, tile=316, batch_size=2,
         time_budget_s=time_budget_s, precision=precision, lr=2e-3, warmup_steps=20, val_every=100,
         validation_fraction=0.2, workers=0, seed=0, augment=replace(AugmentConfig(), image_order=1),
     )
@@ -55,6 +56,7 @@ def run_demo(
                     out / "weight_map.png")
 
     config = demo_config(str(data_dir), time_budget_s)
+    _remove_previous_demo_run(out / "run", str(data_dir))
     result = fit(config, out / "run", device=device, progress=progress)
 
     from biounet.checkpoint import load_model
@@ -87,6 +89,15 @@ def run_demo(
         "mean_seg": float(np.mean([r["seg"] for r in rows])),
         "pictures": [str(out / name) for name in ("weight_map.png", "test_overlays.png", "run/report.html")],
     }
+
+
+def _remove_previous_demo_run(run_dir: Path, data: str) -> None:
+    """A demo run left by an earlier ``biounet demo`` into the same folder is replaced; anything else is kept."""
+    from biounet.train import read_config_toml
+
+    toml = run_dir / "config.toml"
+    if toml.exists() and read_config_toml(toml).data == data:
+        shutil.rmtree(run_dir)
 
 
 def separate_touching_instances(sample: Any) -> np.ndarray:

@@ -291,13 +291,13 @@ def _draw_blob(
 def _render_cells(
     shape: tuple[int, int], rng: np.random.Generator
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.int32]]:
-    instances, depth = _blob_cells(shape, rng, radius_px=(9.0, 18.0), coverage=0.4, touch_fraction=0.5)
+    instances, depth = _blob_cells(shape, rng, radius_px=(9.0, 18.0), coverage=0.3, touch_fraction=0.35)
     brightness = rng.uniform(0.45, 0.9, int(instances.max()) + 1)
     brightness[0] = 0
     rim = np.where(np.isfinite(depth), depth, 1.0)
-    cells = brightness[instances] * (1 - 0.5 * rim**4)  # dimmer rims: a faint seam between touching cells
+    cells = brightness[instances] * (1 - 0.75 * rim**3)  # dimmer rims: a seam between touching cells
     cells *= 1 + 0.15 * _smooth_noise(shape, 1.5, rng)
-    image = 0.08 + ndimage.gaussian_filter(cells, 1.0)
+    image = 0.08 + ndimage.gaussian_filter(cells, 0.8)
     image *= _illumination(shape, 0.35, rng)
     photons = rng.uniform(40, 150)
     image = rng.poisson(np.clip(image, 0, None) * photons) / photons

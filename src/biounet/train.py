@@ -401,11 +401,12 @@ def fit(
         if config.silver:
             options["use_silver"] = True
         samples = load_dataset(config.data, layout=config.layout, normalization=config.normalization, **options)
-    unknown = sorted(set(config.exclude) - {s.name for s in samples})
+    excluded = {s.name for s in samples if any(_name_matches(s.name, entry) for entry in config.exclude)}
+    unknown = [entry for entry in config.exclude if not any(_name_matches(n, entry) for n in excluded)]
     if unknown:
         raise ValueError(f"{config.data}: cannot exclude {', '.join(unknown[:5])}: no such images "
                          f"(names look like {samples[0].name!r})")
-    labelled = [s for s in samples if s.classes is not None and s.name not in config.exclude]
+    labelled = [s for s in samples if s.classes is not None and s.name not in excluded]
     if not labelled:
         raise ValueError(f"{config.data}: no labelled images to train on")
     train_samples, val_samples = (
@@ -538,6 +539,11 @@ def fit(
     if ddp.world_size > 1:
         dist.barrier()
     return TrainResult(run_dir, step, elapsed, best_score, history, model)
+
+
+def _name_matches(name: str, entry: str) -> bool:
+    """``entry`` names the sample ``name`` whole or by its trailing path parts (``01/t005`` for ``HeLa/01/t005``)."""
+    return name == entry or name.endswith("/" + entry.strip("/"))
 
 
 def _progress(config: TrainConfig, step: int, elapsed: float) -> float:
