@@ -416,6 +416,18 @@ def _tiles(data: Any, tile: int) -> Iterator[npt.NDArray[Any]]:
                 yield block
 
 
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a text file atomically (temporary file, then rename)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8]) -> Path:
     """Write an 8-bit ``(H, W)`` or ``(H, W, 3)`` picture atomically."""
     from PIL import Image

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.io import temp_path, write_png
+from biounet.io import temp_path, write_png, write_text
 
 # Distinct colours for class or instance outlines (tab10 without grey), as RGB bytes.
 PALETTE = np.array(
@@ -119,14 +119,7 @@ def write_report(
         f"</style></head><body><h1>{html.escape(title)}</h1><table>{rows}</table>{figures}"
         f"<h2>config</h2><pre>{html.escape(config_text)}</pre></body></html>"
     )
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        tmp.write_text(page)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_text(path, page)
 
 
 def save_overlay(path: str | os.PathLike[str], image: npt.NDArray[Any], labels: npt.NDArray[np.integer],

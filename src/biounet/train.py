@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from biounet.augment import AugmentConfig, sample_window
 from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from biounet.data import IGNORE, Sample, load_dataset, split_samples
-from biounet.io import NORMALIZATIONS, temp_path
+from biounet.io import NORMALIZATIONS, write_text
 from biounet.loss import weighted_cross_entropy
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_size
 from biounet.predict import PRECISIONS, TorchPredictor, autocast, predict_image, resolve_device, resolve_precision
@@ -447,7 +447,7 @@ def fit(
         if last_path.exists():
             raise ValueError(f"{run_dir}: already holds a run (last.pt); use --resume or a new --out directory")
         write_config_toml(run_dir / "config.toml", config, notes)
-        _write_text(run_dir / "split.json", json.dumps(
+        write_text(run_dir / "split.json", json.dumps(
             {"train": [s.name for s in train_samples], "validation": [s.name for s in val_samples]}, indent=1))
 
     train_model: torch.nn.Module = model
@@ -641,7 +641,7 @@ def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
     writer = csv.DictWriter(buffer, fieldnames=_METRIC_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
+    write_text(path, buffer.getvalue())
 
 
 def _read_metrics(path: Path) -> list[dict[str, float]]:
@@ -649,15 +649,6 @@ def _read_metrics(path: Path) -> list[dict[str, float]]:
         return []
     with path.open() as handle:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = temp_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _toml_value(value: Any) -> str:
@@ -681,7 +672,7 @@ def config_toml(config: TrainConfig) -> str:
 
 def write_config_toml(path: Path, config: TrainConfig, comments: list[str] | None = None) -> None:
     header = "".join(f"# {line}\n" for line in (comments or []))
-    _write_text(path, header + config_toml(config))
+    write_text(path, header + config_toml(config))
 
 
 def read_config_toml(path: str | os.PathLike[str]) -> TrainConfig:
