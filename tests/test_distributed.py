@@ -28,7 +28,8 @@ def _rank_main(rank: int, world_size: int, port: int, run_dir: str, out_dir: str
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    result = fit(CONFIG, run_dir, device="cpu")
+    # the CLI's progress callback reads "loss" from step rows and "score" from validation rows
+    result = fit(CONFIG, run_dir, device="cpu", progress=lambda row: row["score"] if "score" in row else row["loss"])
     assert result.model is not None
     torch.save(result.model.state_dict(), f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()

@@ -193,10 +193,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from biounet.autoconfig import resolve_train_config
 
+    import os
+
+    main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 reports
     config, notes = resolve_train_config(args)
-    for note in notes:
+    for note in notes if main_rank else []:
         print(f"biounet train: {note}", file=sys.stderr)
-    bar = tqdm(total=config.iterations, unit="step", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
+    bar = tqdm(total=config.iterations, unit="step", file=sys.stderr, disable=args.quiet or not main_rank,
+               dynamic_ncols=True)
     from biounet.train import fit
 
     def progress(row: dict[str, float]) -> None:
@@ -213,6 +217,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                      stop_after=args.stop_after, notes=notes)
     finally:
         bar.close()
+    if not main_rank:
+        return 0
     if result.steps < (config.iterations or 0) and args.stop_after is None:
         print(f"interrupted at step {result.steps}; continue with --resume", file=sys.stderr)
     print(f"trained {result.steps} steps in {result.elapsed_s:.0f} s; best validation score "

@@ -494,7 +494,7 @@ def fit(
             history.append(row)
             _write_metrics(run_dir / "metrics.csv", history)
         save_last()
-        if progress is not None:
+        if progress is not None and ddp.is_main:  # only rank 0 validates
             progress(row)
 
     with interrupted:
@@ -648,7 +648,8 @@ def _read_metrics(path: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     with path.open() as handle:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+        return [{k: int(float(v)) if k == "step" else float(v) for k, v in row.items() if v not in ("", None)}
+                for row in csv.DictReader(handle)]
 
 
 def _toml_value(value: Any) -> str:
