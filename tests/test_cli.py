@@ -167,12 +167,17 @@ def test_invalid_tile_names_nearest(model_path, tmp_path, capsys, rng):
 
 def test_not_a_checkpoint(tmp_path, capsys, rng):
     fake = tmp_path / "fake.pt"
-    fake.write_bytes(os.urandom(100))
+    fake.write_bytes(rng.bytes(100))
     image = _png(tmp_path / "a.png", (rng.random((20, 20)) * 255).astype(np.uint8))
     line = run_error(capsys, ["predict", str(fake), str(image), "--out", str(tmp_path / "o")])
     assert "fake.pt: not a biounet checkpoint" in line
     torch.save({"weights": torch.zeros(2)}, fake)
     assert "fake.pt: not a biounet checkpoint" in run_error(capsys, ["info", str(fake)])
+    real = tmp_path / "real.pt"
+    assert main(["init", "--out", str(real), "--base-channels", "2", "--depth", "1"]) == 0
+    capsys.readouterr()
+    real.write_bytes(real.read_bytes()[:-200])  # a truncated download
+    assert "real.pt: not a biounet checkpoint" in run_error(capsys, ["info", str(real)])
 
 
 def test_other_format_version(model_path, tmp_path, capsys):

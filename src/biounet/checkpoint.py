@@ -64,9 +64,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if not _is_zip(path):  # torch.save writes a zip archive; anything else is not ours
+        raise ValueError(f"{path}: not a biounet checkpoint (not a PyTorch zip archive)")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError,
+            IndexError) as err:  # a damaged archive fails in many ways; each is reported with the file's name
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(f"{path}: not a biounet checkpoint (cannot be loaded: {first_line})") from err
     if not isinstance(payload, dict) or payload.get("kind") != CHECKPOINT_KIND:
@@ -80,6 +83,13 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         if key not in payload:
             raise ValueError(f"{path}: corrupt biounet checkpoint, missing {key!r}")
     return payload
+
+
+def _is_zip(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path)
+    except zipfile.BadZipFile:  # raised for some damaged archives instead of answering False
+        return False
 
 
 def model_from_payload(payload: dict[str, Any], path: str | os.PathLike[str] = "<checkpoint>") -> UNet:
