@@ -120,6 +120,14 @@ def _predicted_instances(files: PredictionFiles) -> npt.NDArray[np.int64]:
     return instances_from_foreground(labels > 0).astype(np.int64)
 
 
+def _read_truth(truth_path: Path, pred_path: Path | None, pred_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    """The single-plane ground truth, checked to be the size of the prediction read from ``pred_path``."""
+    assert pred_path is not None  # find_predictions only lists stems with at least one file
+    truth = _single_plane(truth_path, read_labels(truth_path))
+    _check_shapes(pred_path, pred_shape, truth_path, truth.shape)
+    return truth
+
+
 def _check_shapes(pred_path: Path, pred_shape: tuple[int, ...], truth_path: Path,
                   truth_shape: tuple[int, ...]) -> None:
     if pred_shape != truth_shape:
@@ -130,10 +138,7 @@ def _check_shapes(pred_path: Path, pred_shape: tuple[int, ...], truth_path: Path
 def score_isbi(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
     """Pixel, Rand and warping error of one ISBI 2012 slice."""
     membrane = _membrane_probability(files)
-    truth = _single_plane(truth_path, read_labels(truth_path))
-    pred_path = files.probabilities or files.labels or files.instances
-    assert pred_path is not None
-    _check_shapes(pred_path, membrane.shape, truth_path, truth.shape)
+    truth = _read_truth(truth_path, files.probabilities or files.labels or files.instances, membrane.shape)
     true_cells = truth > 0
     row: dict[str, Any] = {"pixel_error": metrics.pixel_error(membrane, true_cells).error}
     try:
@@ -152,10 +157,7 @@ def score_isbi(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
 def score_ctc(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
     """SEG and foreground IoU of one Cell Tracking Challenge frame."""
     predicted = _predicted_instances(files)
-    truth = _single_plane(truth_path, read_labels(truth_path))
-    pred_path = files.instances or files.labels or files.probabilities
-    assert pred_path is not None
-    _check_shapes(pred_path, predicted.shape, truth_path, truth.shape)
+    truth = _read_truth(truth_path, files.instances or files.labels or files.probabilities, predicted.shape)
     row: dict[str, Any] = {"iou": metrics.iou(predicted > 0, truth > 0)}
     if truth.max() > 0:
         seg = metrics.seg_score(predicted, truth)
@@ -168,10 +170,7 @@ def score_ctc(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
 def score_binary(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
     """Foreground IoU, Dice and pixel error of one binary mask."""
     foreground = _membrane_probability(files)  # class 1 probability (or 0/1 labels)
-    truth = _single_plane(truth_path, read_labels(truth_path)) > 0
-    pred_path = files.probabilities or files.labels or files.instances
-    assert pred_path is not None
-    _check_shapes(pred_path, foreground.shape, truth_path, truth.shape)
+    truth = _read_truth(truth_path, files.probabilities or files.labels or files.instances, foreground.shape) > 0
     predicted = foreground > 0.5
     return {"iou": metrics.iou(predicted, truth), "dice": metrics.dice(predicted, truth),
             "pixel_error": metrics.pixel_error(1.0 - foreground, ~truth).error}
