@@ -218,3 +218,25 @@ def test_output_dir_cannot_be_created(model_path, tmp_path, capsys, rng):
     (tmp_path / "file").write_text("x")
     line = run_error(capsys, ["predict", str(model_path), str(image), "--out", str(tmp_path / "file" / "sub")])
     assert "cannot create output directory" in line
+
+
+def test_zarr_input_is_read_lazily(model_path, tmp_path, rng):
+    import zarr
+
+    array = zarr.open_array(str(tmp_path / "big.zarr"), mode="w", shape=(90, 110), chunks=(32, 32), dtype="uint16")
+    array[:] = (rng.random((90, 110)) * 4000).astype(np.uint16)
+    assert main(["predict", str(model_path), str(tmp_path / "big.zarr"), "--out", str(tmp_path / "o"),
+                 "--save-probabilities", "-q"]) == 0
+    assert tifffile.imread(tmp_path / "o" / "big.tif").shape == (90, 110)
+    assert tifffile.imread(tmp_path / "o" / "big_prob.tif").shape == (2, 90, 110)
+
+
+def test_large_output_goes_through_disk_and_matches(model_path, tmp_path, rng):
+    """With a tiny memory budget the outputs stream through a temporary zarr array; results are identical."""
+    image = _png(tmp_path / "a.png", (rng.random((150, 170)) * 255).astype(np.uint8))
+    for budget, name in (("1G", "mem"), ("200K", "disk")):
+        assert main(["predict", str(model_path), str(image), "--out", str(tmp_path / name), "--tile", "132",
+                     "--save-probabilities", "--memory-budget", budget, "-q"]) == 0
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "mem" / "a_prob.tif"),
+                                  tifffile.imread(tmp_path / "disk" / "a_prob.tif"))
+    assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["a.tif", "a_prob.tif"]
