@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from biounet.augment import AugmentConfig
 from biounet.checkpoint import load_checkpoint
