@@ -142,3 +142,14 @@ def test_tta_of_equivariant_model_changes_nothing(rng):
     plain = predictor(batch)
     predictor.tta = True
     np.testing.assert_allclose(predictor(batch), plain, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiled_predictor_matches_eager(rng):
+    """torch.compile (--compile) changes how the network runs, not what it computes (~20 s to compile)."""
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(depth=1, base_channels=2))
+    image = rng.random((30, 41, 1)).astype(np.float32)
+    eager = predict_image(TorchPredictor(model), image, tile=34)
+    compiled = predict_image(TorchPredictor(model, compile=True), image, tile=34)
+    np.testing.assert_allclose(compiled, eager, atol=1e-5)

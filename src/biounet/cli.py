@@ -142,7 +142,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if missing[1:]
                                                                    else ""))
-    predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta)
+    predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
+                               compile=args.compile)
     check_writable_dir(args.out)
     options = PredictOptions(
         tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
@@ -346,6 +347,8 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="fp32 (default: tiling is exact), bf16, or auto (bf16 where native)")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif")
     predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
+    predict.add_argument("--compile", action="store_true",
+                         help="torch.compile the network first (pays off on many tiles of one size)")
     predict.add_argument("--instances", action="store_true",
                          help="also write <stem>_instances.tif: touching cells separated (connected components)")
     predict.add_argument("--watershed", action="store_true", help="with --instances: split merged cells by a "

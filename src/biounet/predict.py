@@ -131,6 +131,7 @@ class TorchPredictor:
     precision: str = "fp32"
     tta: bool = False
     channels_last: bool = True
+    compile: bool = False  # torch.compile the network (the first tile of each shape pays the compilation)
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -138,6 +139,9 @@ class TorchPredictor:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be fp32 or bf16 here, got {self.precision!r}")
+        self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
+            torch.compile(self.model) if self.compile else None  # type: ignore[assignment]
+        )
 
     @property
     def in_channels(self) -> int:
@@ -170,7 +174,7 @@ class TorchPredictor:
 
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.precision):
-            logits = self.model(batch)
+            logits = self._compiled(batch) if self._compiled is not None else self.model(batch)
         return torch.softmax(logits.float(), dim=1)
 
     @torch.inference_mode()
@@ -195,13 +199,16 @@ def same_padding_crop(in_tile: int, depth: int) -> int:
 
 
 def load_predictor(
-    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32", tta: bool = False
+    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32", tta: bool = False,
+    compile: bool = False,
 ) -> Predictor:
     """Build a :class:`TorchPredictor` from a biounet checkpoint, or an ONNX-runtime predictor from an exported
     ``.onnx`` model (see :mod:`biounet.export`)."""
     if Path(path).suffix.lower() == ".onnx":
         from biounet.export import OnnxPredictor
 
+        if compile:
+            raise ValueError(f"{path}: --compile applies to biounet checkpoints, not to ONNX models")
         return OnnxPredictor(path, device=device, precision=precision, tta=tta)
     payload = load_checkpoint(path)
     torch_device = resolve_device(device)
@@ -212,6 +219,7 @@ def load_predictor(
         device=torch_device,
         precision=resolve_precision(precision, torch_device),
         tta=tta,
+        compile=compile,
     )
 
 
