@@ -240,3 +240,15 @@ def test_large_output_goes_through_disk_and_matches(model_path, tmp_path, rng):
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "mem" / "a_prob.tif"),
                                   tifffile.imread(tmp_path / "disk" / "a_prob.tif"))
     assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["a.tif", "a_prob.tif"]
+
+
+def test_big_multipage_stack_is_opened_lazily(tmp_path):
+    """A stack over 64 MiB is read plane by plane through zarr, not loaded whole."""
+    from biounet.io import open_image
+
+    stack = np.zeros((3, 3000, 4000), np.uint16)  # 72 MB
+    stack[2, 100:110, 200:210] = 7
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")
+    source = open_image(tmp_path / "stack.tif")
+    assert source.shape == (3, 3000, 4000, 1) and not isinstance(source.array, np.ndarray)
+    np.testing.assert_array_equal(source.read(2, slice(99, 111), slice(199, 211))[..., 0], stack[2, 99:111, 199:211])

@@ -120,18 +120,17 @@ def _check_dtype(path: Path, dtype: np.dtype[Any], *, allow_bool: bool = False) 
 def _layout_from_axes(axes: str, shape: tuple[int, ...]) -> tuple[str, Any]:
     """Map tifffile series axes to one of our layouts; returns (layout, reshape) where reshape is None or a shape."""
     channel_axes = [i for i, a in enumerate(axes) if a in "SC"]
+
+    def planes(kept: int) -> tuple[int, ...] | None:  # several leading axes fold into one plane axis
+        lead = shape[:-kept]
+        return None if len(lead) == 1 else (int(np.prod(lead)), *shape[-kept:])
+
     if axes.endswith("YX") and not channel_axes:
-        if len(axes) == 2:
-            return "YX", None
-        return "ZYX", (int(np.prod(shape[:-2])), shape[-2], shape[-1])
+        return ("YX", None) if len(axes) == 2 else ("ZYX", planes(2))
     if axes.endswith("YXS") and len(channel_axes) == 1:
-        if len(axes) == 3:
-            return "YXC", None
-        return "ZYXC", (int(np.prod(shape[:-3])), *shape[-3:])
+        return ("YXC", None) if len(axes) == 3 else ("ZYXC", planes(3))
     if axes.endswith("YX") and len(channel_axes) == 1 and channel_axes[0] == len(axes) - 3:
-        if len(axes) == 3:
-            return "CYX", None
-        return "ZCYX", (int(np.prod(shape[:-3])), *shape[-3:])
+        return ("CYX", None) if len(axes) == 3 else ("ZCYX", planes(3))
     raise ImageError(f"unsupported TIFF axes {axes!r} with shape {shape}")
 
 
