@@ -218,3 +218,12 @@ def test_exclude_holds_images_out(tmp_path):
     assert "synthetic/cells/0" not in names and "synthetic/cells/3" not in names and len(names) == 4
     with pytest.raises(ValueError, match="cannot exclude cells/9"):
         fit(replace(TINY, exclude=("cells/9",)), tmp_path / "other")
+
+
+def test_many_label_values_are_flagged(tmp_path, caplog):
+    from biounet.synthetic import make_dataset, write_dataset
+
+    data = write_dataset(make_dataset("cells", 2, size=(200, 200), rng=0), tmp_path / "data")  # instance ids
+    with caplog.at_level("WARNING"):
+        fit(replace(TINY, data=str(data), layout="pairs", iterations=1, validation_fraction=0.0), tmp_path / "r")
+    assert "--label-kind instances" in caplog.text

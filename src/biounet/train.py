@@ -416,6 +416,9 @@ def fit(
     in_channels = train_samples[0].image.shape[-1]
     num_classes = max(2, int(max(int(s.classes.max(initial=0)) for s in labelled)) + 1)  # type: ignore[union-attr]
     model_config = config.model_config(in_channels, num_classes)
+    if num_classes > 8 and config.label_kind == "classes" and ddp.is_main:
+        logger.warning("training %d classes (label values 0..%d); if each label id is one cell, use "
+                       "--label-kind instances", num_classes, num_classes - 1)
 
     torch.manual_seed(config.seed)
     model = UNet(model_config).to(torch_device)
