@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from biounet.data import IGNORE, Sample, load_dataset, split_samples
 from biounet.io import NORMALIZATIONS, write_text
 from biounet.loss import weighted_cross_entropy
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_size
-from biounet.predict import PRECISIONS, TorchPredictor, autocast, predict_image, resolve_device, resolve_precision
+from biounet.predict import TorchPredictor, autocast, predict_image, resolve_device
 from biounet.weights import separation_borders, weight_map_from_classes
 
 logger = logging.getLogger(__name__)
@@ -689,12 +689,7 @@ def read_config_toml(path: str | os.PathLike[str]) -> TrainConfig:
         return TrainConfig.from_dict(tomllib.load(handle))
 
 
-def with_overrides(config: TrainConfig, **overrides: Any) -> TrainConfig:
-    """``config`` with the given non-None fields replaced."""
-    return replace(config, **{k: v for k, v in overrides.items() if v is not None})
-
-
 __all__ = [
-    "PRECISIONS", "RECIPES", "TrainConfig", "TrainResult", "fit", "learning_rate", "prepare_samples",
-    "read_config_toml", "recipe_defaults", "resolve_precision", "validate",
+    "RECIPES", "TrainConfig", "TrainResult", "fit", "learning_rate", "prepare_samples", "read_config_toml",
+    "recipe_defaults", "validate",
 ]
