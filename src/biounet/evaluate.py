@@ -7,10 +7,14 @@ labels, ``--instances``) or ``<stem>.tif`` (class labels). Kinds:
 - ``isbi2012``: ground truth PNG/TIFF with 255 = cell, 0 = membrane; the prediction's class 1 is the membrane.
   Pixel error, Rand error (``split``/``merge`` named by the side they divide by) and warping error, each
   minimised over the challenge's thresholds (:mod:`biounet.metrics`). A label prediction is a 0/1 map.
-- ``ctc``: Cell Tracking Challenge instance ground truth (``man_segNNN.tif`` pairs with ``tNNN``): SEG (mean
-  Jaccard of each ground-truth cell with the predicted cell covering more than half of it) and foreground IoU.
-  Only annotated cells count in SEG, so partial ground truth is fine.
-- ``binary``: any ground-truth mask (non-zero = foreground): foreground IoU, Dice, pixel error.
+- ``ctc``: Cell Tracking Challenge instance ground truth (``man_segNNN.tif`` pairs with ``tNNN``): SEG (the
+  Jaccard index of each ground-truth cell with the predicted cell covering more than half of it), pooled as the
+  challenge pools it, over every ground-truth cell of all frames (``pooled["seg"]``; per-frame values beside
+  it), and the foreground IoU of the network's own foreground (``<stem>.tif``, class > 0). SEG is measured on
+  ``<stem>_instances.tif`` where present, else on the instances made from the class labels as
+  ``biounet predict --instances`` makes them. Only annotated cells count in SEG, so partial ground truth is fine.
+- ``binary``: any ground-truth mask (non-zero = foreground): foreground IoU, Dice, and the pixel error rate
+  (fraction of pixels whose foreground/background call is wrong), from any prediction file kind.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ def _membrane_probability(files: PredictionFiles) -> npt.NDArray[np.float64]:
 
 
 def _predicted_instances(files: PredictionFiles) -> npt.NDArray[np.int64]:
-    from biounet.instances import instances_from_foreground
+    from biounet.instances import instances_from_labels
 
     if files.instances is not None:
         return _single_plane(files.instances, read_labels(files.instances))
@@ -117,7 +121,17 @@ def _predicted_instances(files: PredictionFiles) -> npt.NDArray[np.int64]:
     else:
         assert files.probabilities is not None
         labels = read_probabilities(files.probabilities).argmax(0)
-    return instances_from_foreground(labels > 0).astype(np.int64)
+    return instances_from_labels(labels).astype(np.int64)
+
+
+def _predicted_foreground(files: PredictionFiles) -> npt.NDArray[np.bool_]:
+    """The network's foreground (class > 0): from the class labels, the probabilities, or the instances."""
+    if files.labels is not None:
+        return _single_plane(files.labels, read_labels(files.labels)) > 0
+    if files.probabilities is not None:
+        return read_probabilities(files.probabilities).argmax(0) > 0
+    assert files.instances is not None
+    return _single_plane(files.instances, read_labels(files.instances)) > 0
 
 
 def _read_truth(truth_path: Path, pred_path: Path | None, pred_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
@@ -155,25 +169,36 @@ def score_isbi(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
 
 
 def score_ctc(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
-    """SEG and foreground IoU of one Cell Tracking Challenge frame."""
+    """SEG and foreground IoU of one Cell Tracking Challenge frame (``seg_sum`` is what pooling adds up)."""
     predicted = _predicted_instances(files)
     truth = _read_truth(truth_path, files.instances or files.labels or files.probabilities, predicted.shape)
-    row: dict[str, Any] = {"iou": metrics.iou(predicted > 0, truth > 0)}
+    row: dict[str, Any] = {"foreground_iou": metrics.iou(_predicted_foreground(files), truth > 0)}
     if truth.max() > 0:
         seg = metrics.seg_score(predicted, truth)
-        row.update(seg=seg.mean_jaccard, cells=seg.n_objects)
+        row.update(seg=seg.mean_jaccard, cells=seg.n_objects, seg_sum=float(seg.per_object.sum()))
     else:
         row.update(seg=None, note="no annotated cell: SEG undefined")
     return row
 
 
 def score_binary(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
-    """Foreground IoU, Dice and pixel error of one binary mask."""
-    foreground = _membrane_probability(files)  # class 1 probability (or 0/1 labels)
-    truth = _read_truth(truth_path, files.probabilities or files.labels or files.instances, foreground.shape) > 0
-    predicted = foreground > 0.5
+    """Foreground IoU, Dice and pixel error rate of one binary mask; any prediction file kind."""
+    predicted = _predicted_foreground(files)
+    truth = _read_truth(truth_path, files.labels or files.probabilities or files.instances, predicted.shape) > 0
     return {"iou": metrics.iou(predicted, truth), "dice": metrics.dice(predicted, truth),
-            "pixel_error": metrics.pixel_error(1.0 - foreground, ~truth).error}
+            "pixel_error_rate": float(np.count_nonzero(predicted != truth) / truth.size)}
+
+
+def pooled_seg(rows: list[dict[str, Any]]) -> float | None:
+    """SEG over every ground-truth object of all frames: ``sum of J / number of objects`` (the challenge's).
+
+    >>> pooled_seg([{"seg_sum": 0.0, "cells": 1}, {"seg_sum": 3.0, "cells": 3}])
+    0.75
+    """
+    cells = sum(int(row.get("cells") or 0) for row in rows)
+    if cells == 0:
+        return None
+    return float(sum(float(row.get("seg_sum") or 0.0) for row in rows) / cells)
 
 
 _SCORERS: dict[str, Callable[[PredictionFiles, Path], dict[str, Any]]] = {
@@ -214,17 +239,23 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     for key in numeric:
         values = [row[key] for row in rows if isinstance(row.get(key), (int, float))]
         mean[key] = float(np.mean(values)) if values else None
-    return {"kind": kind, "pred": str(pred_dir), "truth": str(truth_dir), "images": rows, "mean": mean}
+    mean.pop("seg_sum", None)
+    result = {"kind": kind, "pred": str(pred_dir), "truth": str(truth_dir), "images": rows, "mean": mean}
+    if kind == "ctc":
+        result["pooled"] = {"seg": pooled_seg(rows), "cells": sum(int(r.get("cells") or 0) for r in rows)}
+    return result
 
 
 def format_table(result: dict[str, Any]) -> str:
     """A per-image table and the mean, as plain text."""
-    columns = [k for k in result["mean"] if k not in ("cells", "splits", "mergers")]
+    columns = [k for k in result["mean"] if k not in ("cells", "splits", "mergers", "seg_sum")]
     header = ["image", *columns]
     lines = [header]
     for row in result["images"]:
         lines.append([row["image"], *(_fmt(row.get(c)) for c in columns)])
     lines.append(["mean", *(_fmt(result["mean"].get(c)) for c in columns)])
+    if "pooled" in result:
+        lines.append(["pooled", *(_fmt(result["pooled"].get(c)) if c == "seg" else "" for c in columns)])
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines)
 

@@ -26,6 +26,7 @@ __all__ = [
     "BORDER_TRUNCATION",
     "border_weights",
     "class_balance_weights",
+    "nearest_two_distances",
     "plot_weight_map",
     "separation_borders",
     "weight_map",
@@ -198,6 +199,43 @@ def _truncation_distance(sigma_px: float) -> float:
     return sigma_px * math.sqrt(2.0 * math.log(1.0 / BORDER_TRUNCATION))
 
 
+def nearest_two_distances(
+    instances: npt.NDArray[np.integer], *, max_distance_px: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Distances ``d1 <= d2`` from every pixel to the nearest and the second-nearest cell (eq. 2's d1, d2).
+
+    Only cells closer than ``max_distance_px`` are looked at (farther ones give ``inf``): each cell's distance
+    transform is computed on its bounding box grown by that distance, and the two smallest distances per pixel
+    are kept with running minima, so the cost is ``O(sum over cells of (cell size + 2 D)^2)``.
+
+    Examples
+    --------
+    >>> d1, d2 = nearest_two_distances(np.array([[1, 0, 0, 2]]), max_distance_px=5)
+    >>> d1.tolist(), d2.tolist()
+    ([[0.0, 1.0, 1.0, 0.0]], [[3.0, 2.0, 2.0, 3.0]])
+    """
+    _check_instances(instances)
+    d1 = np.full(instances.shape, np.inf)
+    d2 = np.full(instances.shape, np.inf)
+    cell_ids = np.unique(instances)
+    cell_ids = cell_ids[cell_ids > 0]
+    # Consecutive ids keep find_objects' list short whatever the ids are.
+    sequential = np.searchsorted(cell_ids, instances).astype(np.int32) + 1
+    sequential[instances == 0] = 0
+    grow = math.ceil(max_distance_px)
+    height, width = instances.shape
+    for index, box in enumerate(ndimage.find_objects(sequential), start=1):
+        if box is None:
+            continue
+        rows = slice(max(box[0].start - grow, 0), min(box[0].stop + grow, height))
+        cols = slice(max(box[1].start - grow, 0), min(box[1].stop + grow, width))
+        dist = ndimage.distance_transform_edt(sequential[rows, cols] != index)
+        near1, near2 = d1[rows, cols], d2[rows, cols]  # views: updated in place
+        np.minimum(near2, np.maximum(near1, dist), out=near2)
+        np.minimum(near1, dist, out=near1)
+    return d1, d2
+
+
 def border_weights(
     instances: npt.NDArray[np.integer], *, w0: float = 10.0, sigma_px: float = 5.0
 ) -> npt.NDArray[np.float32]:
@@ -244,25 +282,10 @@ def border_weights(
     if not (math.isfinite(sigma_px) and sigma_px > 0):
         raise ValueError(f"sigma_px must be finite and > 0, got {sigma_px}")
     out = np.zeros(instances.shape, np.float32)
-    cell_ids = np.unique(instances)
-    cell_ids = cell_ids[cell_ids > 0]
-    if cell_ids.size < 2 or w0 == 0:
+    if w0 == 0:
         return out
-    # Consecutive ids keep find_objects' list short whatever the ids are.
-    sequential = np.searchsorted(cell_ids, instances).astype(np.int32) + 1
-    sequential[instances == 0] = 0
     cutoff = _truncation_distance(sigma_px)
-    grow = math.ceil(cutoff)
-    height, width = instances.shape
-    d1 = np.full(instances.shape, np.inf)
-    d2 = np.full(instances.shape, np.inf)
-    for index, box in enumerate(ndimage.find_objects(sequential), start=1):
-        rows = slice(max(box[0].start - grow, 0), min(box[0].stop + grow, height))
-        cols = slice(max(box[1].start - grow, 0), min(box[1].stop + grow, width))
-        dist = ndimage.distance_transform_edt(sequential[rows, cols] != index)
-        near1, near2 = d1[rows, cols], d2[rows, cols]  # views: updated in place
-        np.minimum(near2, np.maximum(near1, dist), out=near2)
-        np.minimum(near1, dist, out=near1)
+    d1, d2 = nearest_two_distances(instances, max_distance_px=cutoff)
     total = d1 + d2
     keep = (total <= cutoff) & (instances == 0)
     out[keep] = w0 * np.exp(-(total[keep] ** 2) / (2.0 * sigma_px**2))
