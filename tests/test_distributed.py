@@ -9,7 +9,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from biounet.train import TileSampler, TrainConfig, fit, prepare_samples
+from biounet.config import TrainConfig
+from biounet.events import StepEvent, ValidationEvent
+from biounet.train import TileSampler, fit, prepare_samples
 from biounet.data import load_dataset
 
 CONFIG = TrainConfig(data="synthetic:cells,n=4,size=96x96,seed=0", base_channels=4, depth=2, tile=92,
@@ -28,8 +30,10 @@ def _rank_main(rank: int, world_size: int, port: int, run_dir: str, out_dir: str
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world_size),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    # the CLI's progress callback reads "loss" from step rows and "score" from validation rows
-    result = fit(CONFIG, run_dir, device="cpu", progress=lambda row: row["score"] if "score" in row else row["loss"])
+    events: list[object] = []
+    result = fit(CONFIG, run_dir, device="cpu", progress=events.append)
+    # only rank 0 reports; its events are typed
+    assert (not events) if rank else {type(e) for e in events} == {StepEvent, ValidationEvent}
     assert result.model is not None
     torch.save(result.model.state_dict(), f"{out_dir}/rank{rank}.pt")
     dist.destroy_process_group()

@@ -11,7 +11,6 @@ from PIL import Image
 
 from biounet.cli import main
 from biounet.evaluate import evaluate_folders
-from biounet.instances import instances_from_foreground
 
 from conftest import shared_path
 
@@ -124,22 +123,57 @@ def test_float_truth_with_fractions_is_refused(tmp_path, capsys):
     assert "non-integer" in capsys.readouterr().err
 
 
-def test_instances_separate_components_and_grow_back():
-    foreground = np.zeros((10, 12), bool)
-    foreground[2:8, 1:5] = True
-    foreground[2:8, 6:11] = True  # separated by a one-pixel background border at column 5
-    instances = instances_from_foreground(foreground, min_size_px=2, grow_px=1)
-    assert instances.max() == 2
-    assert instances[4, 2] != instances[4, 8]
-    assert instances[4, 5] in (1, 2)  # the border pixel was given back to a cell
-    assert instances[0, 0] == 0
 
 
-def test_instances_drop_small_and_watershed_splits_touching_discs():
-    yy, xx = np.mgrid[:40, :60]
-    foreground = ((yy - 20) ** 2 + (xx - 18) ** 2 < 100) | ((yy - 20) ** 2 + (xx - 35) ** 2 < 100)
-    foreground[0, 0] = True  # a one-pixel speck
-    assert instances_from_foreground(foreground, grow_px=0).max() == 1
-    assert instances_from_foreground(foreground, grow_px=0, watershed=True).max() == 2
-    with pytest.raises(TypeError, match="bool"):
-        instances_from_foreground(foreground.astype(np.uint8))
+def _write_ctc(folder, stem, truth, pred_labels=None, pred_instances=None):
+    (folder / "pred").mkdir(exist_ok=True)
+    (folder / "truth").mkdir(exist_ok=True)
+    tifffile.imwrite(folder / "truth" / f"man_seg{stem}.tif", truth.astype(np.uint16))
+    if pred_labels is not None:
+        tifffile.imwrite(folder / "pred" / f"t{stem}.tif", pred_labels.astype(np.uint8))
+    if pred_instances is not None:
+        tifffile.imwrite(folder / "pred" / f"t{stem}_instances.tif", pred_instances.astype(np.uint16))
+
+
+def test_ctc_seg_is_pooled_over_every_ground_truth_object(tmp_path):
+    # frame 001: one object, missed (J = 0); frame 002: three objects, all exact (J = 1) -> pooled 3/4, mean 1/2
+    one = np.zeros((20, 20), int)
+    one[2:8, 2:8] = 1
+    three = np.zeros((20, 20), int)
+    three[2:6, 2:6], three[10:14, 2:6], three[10:14, 10:14] = 1, 2, 3
+    _write_ctc(tmp_path, "001", one, pred_instances=np.zeros_like(one))
+    _write_ctc(tmp_path, "002", three, pred_instances=three)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "truth", kind="ctc")
+    assert result["pooled"]["seg"] == pytest.approx(0.75)
+    assert result["mean"]["seg"] == pytest.approx(0.5)
+    assert [row["seg"] for row in result["images"]] == [0.0, 1.0]
+
+
+def test_ctc_foreground_iou_comes_from_the_network_labels(tmp_path):
+    truth = np.zeros((20, 20), int)
+    truth[2:10, 2:10] = 1
+    labels = (truth > 0).astype(np.uint8)
+    labels[2:10, 2] = 0  # the network missed a column...
+    instances = truth.copy()  # ...that post-processing gave back
+    _write_ctc(tmp_path, "001", truth, pred_labels=labels, pred_instances=instances)
+    row = evaluate_folders(tmp_path / "pred", tmp_path / "truth", kind="ctc")["images"][0]
+    assert row["foreground_iou"] == pytest.approx(56 / 64) and row["seg"] == 1.0
+
+
+@pytest.mark.parametrize("kind_of_file", ["labels", "instances", "probabilities"])
+def test_binary_kind_is_right_for_every_file_kind(tmp_path, kind_of_file):
+    truth = np.zeros((10, 10), np.uint8)
+    truth[2:6, 2:6] = 255
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "truth").mkdir()
+    tifffile.imwrite(tmp_path / "truth" / "a.tif", truth)
+    predicted = truth > 0
+    predicted[2, 2] = False  # one pixel wrong
+    if kind_of_file == "labels":
+        tifffile.imwrite(tmp_path / "pred" / "a.tif", predicted.astype(np.uint8))
+    elif kind_of_file == "instances":
+        tifffile.imwrite(tmp_path / "pred" / "a_instances.tif", predicted.astype(np.uint16) * 7)
+    else:
+        tifffile.imwrite(tmp_path / "pred" / "a_prob.tif", np.stack([~predicted, predicted]).astype(np.float32))
+    row = evaluate_folders(tmp_path / "pred", tmp_path / "truth", kind="binary")["images"][0]
+    assert row["iou"] == pytest.approx(15 / 16) and row["pixel_error_rate"] == pytest.approx(1 / 100)

@@ -11,14 +11,9 @@ from biounet.augment import AugmentConfig
 from biounet.checkpoint import load_checkpoint
 from biounet.cli import main
 from biounet.data import IGNORE, Sample
-from biounet.train import (
-    TrainConfig,
-    config_toml,
-    fit,
-    learning_rate,
-    read_config_toml,
-    separate_touching,
-)
+from biounet.config import TrainConfig, config_toml, read_config_toml
+from biounet.events import StepEvent, ValidationEvent
+from biounet.train import fit, learning_rate, prepare_samples
 
 TINY = TrainConfig(data="synthetic:cells,n=6,size=96x96,seed=0", base_channels=4, depth=2, tile=92, batch_size=2,
                    iterations=8, val_every=4, workers=0, lr=3e-3, warmup_steps=2)
@@ -50,14 +45,17 @@ def test_run_directory_contents(tmp_path):
     assert result.steps == 8 and [row["step"] for row in result.history] == [4, 8]
     assert read_config_toml(tmp_path / "run" / "config.toml") == TINY
     best = load_checkpoint(tmp_path / "run" / "best.pt")
-    assert best["scores"]["score"] == pytest.approx(result.best_score)
+    assert best["scores"]["seg"] == pytest.approx(result.best_score)  # synthetic cells: chosen by SEG
+    model = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert model["target"] == "paper" and model["task"] == "cells" and model["class_names"] == ["background", "cell"]
+    assert set(model["instance_params"]) == {"min_size_px", "seed_threshold", "watershed"}
 
 
 def test_short_run_lowers_the_loss(tmp_path):
     config = replace(TINY, iterations=40, val_every=20, augment=AugmentConfig.disabled(), lr=5e-3,
-                     data="synthetic:cells,n=4,size=96x96,seed=0", validation_fraction=0.0)
+                     data="synthetic:cells,n=4,size=96x96,seed=0", validation_fraction=0.0, w0=0.0)
     losses = []
-    fit(config, tmp_path / "run", progress=lambda row: losses.append(row["loss"]) if "loss" in row else None)
+    fit(config, tmp_path / "run", progress=lambda e: losses.append(e.loss) if isinstance(e, StepEvent) else None)
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
 
 
@@ -78,16 +76,28 @@ def test_learning_rate_schedule():
     assert learning_rate(replace(config, schedule="constant"), 50, 0.9) == 1.0
 
 
-def test_touching_cells_are_separated_for_instance_targets():
-    instances = np.zeros((8, 10), np.int32)
-    instances[2:6, 1:5] = 1
-    instances[2:6, 5:9] = 2  # touching along a column
-    sample = Sample("t", np.zeros((8, 10, 1), np.float32), (instances > 0).astype(np.int64), instances)
-    classes = separate_touching(sample)
-    assert classes[3, 4] == 0 and classes[3, 5] == 0  # the contact became background
-    assert classes[3, 2] == 1 and classes[3, 7] == 1
+def test_prepared_targets_weight_the_gap_between_touching_cells():
+    """The seam the weight map was once computed on the wrong instance map: the cut gap carries the border term."""
+    instances = np.zeros((12, 22), np.int32)
+    instances[1:9, 1:11] = 1
+    instances[1:9, 11:21] = 2  # two 8x10 rectangles touching along a column
+    sample = Sample("t", np.zeros((12, 22, 1), np.float32), (instances > 0).astype(np.int64), instances)
     membranes = Sample("m", sample.image, (instances == 0).astype(np.int64), instances)  # ISBI-like target
-    np.testing.assert_array_equal(separate_touching(membranes), membranes.classes)
+    (cells, isbi) = prepare_samples([sample, membranes], replace(TINY, class_balance=False), 2)
+    assert cells.classes[4, 10] == 0 and cells.classes[4, 11] == 0  # the contact became background
+    assert cells.weights[4, 10] >= 9 and cells.weights[4, 11] >= 9  # 1 + 10 exp(-9/50) = 9.35
+    np.testing.assert_array_equal(isbi.classes, membranes.classes)
+
+
+def test_class_frequencies_are_counted_after_separation():
+    instances = np.zeros((12, 22), np.int32)
+    instances[1:9, 1:11], instances[1:9, 11:21] = 1, 2
+    sample = Sample("t", np.zeros((12, 22, 1), np.float32), (instances > 0).astype(np.int64), instances)
+    (prepared,) = prepare_samples([sample], replace(TINY, w0=0.0), 2)
+    background = prepared.classes == 0
+    # w_c = 1 / (2 f_c) with f_c over the separated target: the weights average to 1 exactly
+    assert prepared.weights.mean() == pytest.approx(1.0)
+    assert prepared.weights[background][0] == pytest.approx(1 / (2 * background.mean()))
 
 
 def test_ignore_label_is_kept():
@@ -95,8 +105,35 @@ def test_ignore_label_is_kept():
     instances[1:4, 1:4] = 1
     classes = (instances > 0).astype(np.int64)
     classes[5, 5] = IGNORE
-    out = separate_touching(Sample("t", np.zeros((6, 6, 1), np.float32), classes, instances))
-    assert out[5, 5] == IGNORE
+    (out,) = prepare_samples([Sample("t", np.zeros((6, 6, 1), np.float32), classes, instances)], TINY, 2)
+    assert out.classes[5, 5] == IGNORE and out.weights[5, 5] == 0
+
+
+def test_training_without_validation_writes_the_final_model(tmp_path):
+    events = []
+    result = fit(replace(TINY, validation_fraction=0.0, iterations=4), tmp_path / "run", progress=events.append)
+    assert result.best_score is None and not (tmp_path / "run" / "best.pt").exists()
+    model = load_checkpoint(tmp_path / "run" / "model.pt")
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert all((model["model_state"][k] == last["model_state"][k]).all() for k in last["model_state"])
+    validations = [e for e in events if isinstance(e, ValidationEvent)]
+    assert [v.step for v in validations] == [4, 4][:1] and validations[0].score is None
+
+
+def test_cli_trains_without_validation(tmp_path, capsys):
+    code = main(["train", "--data", "synthetic:cells,n=3,size=96x96,seed=0", "--out", str(tmp_path / "run"),
+                 "--base-channels", "4", "--depth", "2", "--tile", "92", "--iterations", "3",
+                 "--validation-fraction", "0", "--precision", "fp32", "--workers", "0", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert "no validation images" in capsys.readouterr().out
+    assert (tmp_path / "run" / "model.pt").exists()
+
+
+def test_boundary_target_trains_three_classes(tmp_path):
+    result = fit(replace(TINY, target="boundary", iterations=2, val_every=2), tmp_path / "run")
+    model = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert model["model_config"]["num_classes"] == 3 and model["class_names"][2] == "boundary"
+    assert result.history[-1]["seg"] >= 0.0
 
 
 @pytest.mark.parametrize(

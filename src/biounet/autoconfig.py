@@ -24,7 +24,7 @@ import torch
 
 from biounet.model import ModelConfig, UNet, output_size
 from biounet.predict import autocast, cpu_has_native_bf16, resolve_device
-from biounet.train import TrainConfig, read_config_toml, recipe_defaults
+from biounet.config import TrainConfig, read_config_toml, recipe_defaults
 
 MIN_STEPS = 800
 WIDTHS = (16, 32, 64)

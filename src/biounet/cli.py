@@ -16,6 +16,7 @@ from typing import Any
 logger = logging.getLogger("biounet")
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # like a shell's Ctrl-C: `train && predict` does not go on
 
 
 class CliError(ValueError):
@@ -165,7 +166,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 bar.close()
         extra = f" and {result.probabilities_path}" if result.probabilities_path else ""
         if args.instances:
-            extra += f" and {_write_instances(result.labels_path, args.watershed)}"
+            extra += f" and {_write_instances(result.labels_path, args.model, args.watershed)}"
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
     return 0
@@ -204,28 +205,48 @@ def _cmd_train(args: argparse.Namespace) -> int:
                dynamic_ncols=True)
     from biounet.train import fit
 
-    def progress(row: dict[str, float]) -> None:
-        if "score" in row:
-            shown = {k: round(row[k], 4) for k in ("pixel_error", "mean_iou") if k in row}
-            bar.write(f"step {int(row['step'])}: validation {shown}")
-            return
-        bar.update(int(row["step"]) - bar.n)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", steps_per_s=f"{row['steps_per_s']:.2f}",
-                        elapsed=f"{row['elapsed_s']:.0f}s")
-
     try:
-        result = fit(config, args.out, resume=args.resume, device=args.device, progress=progress,
+        result = fit(config, args.out, resume=args.resume, device=args.device, progress=_train_progress(bar),
                      stop_after=args.stop_after, notes=notes)
     finally:
         bar.close()
     if not main_rank:
         return 0
-    if result.steps < (config.iterations or 0) and args.stop_after is None:
-        print(f"interrupted at step {result.steps}; continue with --resume", file=sys.stderr)
-    print(f"trained {result.steps} steps in {result.elapsed_s:.0f} s; best validation score "
-          f"{result.best_score if result.best_score is None else round(result.best_score, 4)}; "
-          f"model: {Path(args.out) / 'model.pt'}")
+    if result.interrupted and args.stop_after is None:
+        print(f"biounet train: interrupted at step {result.steps}; last.pt saved, continue with --resume",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    best = "no validation images" if result.best_score is None else f"best validation {_score_text(result)}"
+    model_line = f"model: {Path(args.out) / 'model.pt'}" if not result.interrupted else "stopped early"
+    print(f"trained {result.steps} steps in {result.elapsed_s:.0f} s; {best}; {model_line}")
     return 0
+
+
+def _score_text(result: Any) -> str:
+    rows = [r for r in result.history if "score" in r]
+    name = next((k for k in ("seg", "rand_error", "mean_iou", "pixel_error", "foreground_iou")
+                 if rows and k in rows[-1] and rows[-1][k] == rows[-1]["score"]), "score")
+    from biounet.validation import HIGHER_IS_BETTER
+
+    direction = "higher is better" if HIGHER_IS_BETTER.get(name, False) else "lower is better"
+    return f"{name} {result.best_score:.4f} ({direction})"
+
+
+def _train_progress(bar: Any) -> Callable[[Any], None]:
+    """A progress callback that draws typed training events on a tqdm bar."""
+    from biounet.events import StepEvent, ValidationEvent
+
+    def progress(event: StepEvent | ValidationEvent) -> None:
+        if isinstance(event, ValidationEvent):
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in event.scores.items())
+            mark = " (best so far)" if event.best else ""
+            bar.write(f"step {event.step}: validation {shown or 'skipped (no validation images)'}{mark}")
+            return
+        bar.update(event.step - bar.n)
+        bar.set_postfix(loss=f"{event.loss:.4f}", steps_per_s=f"{event.steps_per_s:.2f}",
+                        elapsed=f"{event.elapsed_s:.0f}s")
+
+    return progress
 
 
 # --- export -------------------------------------------------------------------------------------------------------
@@ -244,20 +265,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_instances(labels_path: Path, watershed: bool) -> Path:
-    """``<stem>_instances.tif`` from the class labels just written (foreground = every class but 0)."""
+def _write_instances(labels_path: Path, model_path: Path, watershed: bool) -> Path:
+    """``<stem>_instances.tif`` from the class labels just written, made the way the model's target asks for
+    (:func:`biounet.instances.instances_from_labels`) with the post-processing its training run chose."""
     import numpy as np
 
-    from biounet.instances import instances_from_foreground
+    from biounet.instances import InstanceParams, instances_from_labels
     from biounet.io import read_labels, write_tiff
 
+    target, params = _instance_settings(model_path)
+    if watershed:
+        params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
     labels = read_labels(labels_path)
-    planes = [instances_from_foreground(plane > 0, watershed=watershed) for plane in labels]
+    planes = [instances_from_labels(plane, target=target, params=params) for plane in labels]
     out = labels_path.with_name(labels_path.name.split(".")[0] + "_instances.tif")
     stack = np.stack(planes)
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
     write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype))
     return out
+
+
+def _instance_settings(model_path: Path) -> tuple[str | None, Any]:
+    """The target and instance post-processing stored in a checkpoint (None and defaults for ONNX models)."""
+    from biounet.checkpoint import load_checkpoint
+    from biounet.instances import InstanceParams
+
+    if model_path.suffix.lower() == ".onnx":
+        return None, InstanceParams()
+    payload = load_checkpoint(model_path)
+    return payload.get("target"), InstanceParams(**(payload.get("instance_params") or {}))
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------------
@@ -292,13 +328,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"biounet demo: synthetic touching cells, training a base-16 U-Net for {args.time_budget:.0f} s, "
           f"outputs in {args.out}", file=sys.stderr)
     bar = tqdm(unit="step", file=sys.stderr, disable=args.quiet, dynamic_ncols=True)
-
-    def progress(row: dict[str, float]) -> None:
-        if "score" in row:
-            bar.write(f"step {int(row['step'])}: validation mean IoU {row['mean_iou']:.4f}")
-            return
-        bar.update(int(row["step"]) - bar.n)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", elapsed=f"{row['elapsed_s']:.0f}s")
+    progress = _train_progress(bar)
 
     try:
         summary = run_demo(args.out, time_budget_s=args.time_budget, device=args.device, progress=progress)
@@ -313,6 +343,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from biounet.config import SELECT_BY, TRAIN_TARGETS
+
     parser = argparse.ArgumentParser(
         prog="biounet", description="U-Net as Ronneberger, Fischer & Brox (2015) describe it."
     )
@@ -400,7 +432,16 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=float)
     train.add_argument("--normalization", choices=("percentile", "range", "minmax", "zscore"))
     train.add_argument("--workers", type=int, help="data-loading worker processes (default 1)")
-    train.add_argument("--w0", type=float, help="border weight w0 (paper: 10)")
+    train.add_argument("--target", choices=TRAIN_TARGETS,
+                       help="what cells are taught as: paper (background gaps between touching cells, the "
+                       "default), boundary (interior + boundary band), distance (paper + distance map)")
+    train.add_argument("--boundary-px", type=_positive_int, help="boundary target: band width in px (default 2)")
+    train.add_argument("--w0", type=float, help="border weight w0 (paper: 10; 0 switches the border term off)")
+    train.add_argument("--no-class-balance", dest="class_balance", action="store_false", default=None,
+                       help="w_c = 1 instead of the inverse class frequency (the border term stays)")
+    train.add_argument("--select-by", choices=SELECT_BY,
+                       help="validation measure that picks model.pt (auto: SEG for cells, Rand error for "
+                       "membranes, mean IoU otherwise)")
     train.add_argument("--sigma", type=float, dest="sigma_px", help="border width sigma in px (paper: ~5)")
     train.add_argument("--seed", type=int)
     train.add_argument("--device", default="auto")

@@ -19,13 +19,16 @@ import numpy as np
 
 from biounet import metrics
 from biounet.augment import AugmentConfig
-from biounet.instances import instances_from_foreground
+from biounet.checkpoint import load_checkpoint
+from biounet.instances import InstanceParams, instances_from_probabilities
 from biounet.io import write_png, write_tiff
 from biounet.predict import TorchPredictor, predict_image
 from biounet.report import overlay, side_by_side, to_gray_uint8
 from biounet.synthetic import make_dataset, write_dataset
-from biounet.train import TrainConfig, fit, separate_touching
-from biounet.weights import plot_weight_map, weight_map
+from biounet.config import TrainConfig, read_config_toml
+from biounet.targets import training_targets
+from biounet.train import fit
+from biounet.weights import plot_weight_map
 
 DEMO_KIND = "cells"
 DEMO_SIZE = (256, 256)
@@ -51,9 +54,9 @@ def run_demo(
     data_dir = write_dataset(train_samples, out / "data")
 
     first = train_samples[0]
-    assert first.instances is not None
-    plot_weight_map(first.image, first.instances, weight_map(separate_touching_instances(first)),
-                    out / "weight_map.png")
+    assert first.classes is not None and first.instances is not None
+    targets = training_targets(first.classes, first.instances, num_classes=2)  # what the loss sees (per image w_c)
+    plot_weight_map(first.image, first.instances, targets.weights, out / "weight_map.png")
 
     config = demo_config(str(data_dir), time_budget_s)
     _remove_previous_demo_run(out / "run", str(data_dir))
@@ -62,6 +65,7 @@ def run_demo(
     from biounet.checkpoint import load_model
 
     predictor = TorchPredictor(load_model(out / "run" / "model.pt"), normalization=config.normalization)
+    params = InstanceParams(**(load_checkpoint(out / "run" / "model.pt").get("instance_params") or {}))
     test_samples = make_dataset(DEMO_KIND, n_test, size=DEMO_SIZE, rng=1)
     predictions = out / "test_predictions"
     predictions.mkdir(exist_ok=True)
@@ -69,7 +73,7 @@ def run_demo(
     for index, sample in enumerate(test_samples):
         assert sample.instances is not None
         probs = predict_image(predictor, sample.image)
-        instances = instances_from_foreground(probs.argmax(0) > 0)
+        instances = instances_from_probabilities(probs, params=params)
         write_tiff(predictions / f"test{index}.tif", probs.argmax(0).astype(np.uint8))
         write_tiff(predictions / f"test{index}_instances.tif", instances.astype(np.uint16))
         write_tiff(predictions / f"test{index}_prob.tif", probs)
@@ -93,14 +97,6 @@ def run_demo(
 
 def _remove_previous_demo_run(run_dir: Path, data: str) -> None:
     """A demo run left by an earlier ``biounet demo`` into the same folder is replaced; anything else is kept."""
-    from biounet.train import read_config_toml
-
     toml = run_dir / "config.toml"
     if toml.exists() and read_config_toml(toml).data == data:
         shutil.rmtree(run_dir)
-
-
-def separate_touching_instances(sample: Any) -> np.ndarray:
-    """The sample's instances with touching cells cut apart, as the training targets have them."""
-    classes = separate_touching(sample)
-    return np.where(classes == 1, sample.instances, 0)

@@ -147,6 +147,7 @@ def pixel_error(
     true_cells: npt.NDArray[np.bool_],
     *,
     thresholds: npt.ArrayLike = PIXEL_THRESHOLDS,
+    valid: npt.NDArray[np.bool_] | None = None,
 ) -> PixelScores:
     """ISBI 2012 pixel error: 1 - the maximal pixel F-score of the cell class over thresholds.
 
@@ -159,6 +160,8 @@ def pixel_error(
     thresholds : sequence of float, optional
         Levels ``t`` in [0, 1]; a pixel is predicted cell where ``1 - membrane_prob > t``.
         Default 0.0, 0.1, ..., 1.0.
+    valid : (H, W) ndarray of bool, optional
+        Annotated pixels; the others are left out (partial ground truth).
 
     Returns
     -------
@@ -195,6 +198,10 @@ def pixel_error(
     cells = _check_mask("true_cells", true_cells)
     _check_same_shape("membrane_prob", prob, "true_cells", cells)
     levels = _check_thresholds(thresholds)
+    if valid is not None:
+        keep = _check_mask("valid", valid)
+        _check_same_shape("membrane_prob", prob, "valid", keep)
+        prob, cells = prob[keep], cells[keep]
     cell_prob = 1.0 - prob
     n_true = int(np.count_nonzero(cells))
     best_f, best_t = -1.0, float(levels[0])
@@ -690,13 +697,16 @@ def _overlap_counts(pred_mask: npt.ArrayLike, true_mask: npt.ArrayLike) -> tuple
     return int(np.count_nonzero(pred & true)), int(np.count_nonzero(pred)), int(np.count_nonzero(true))
 
 
-def iou(pred_mask: npt.NDArray[np.bool_], true_mask: npt.NDArray[np.bool_]) -> float:
+def iou(pred_mask: npt.NDArray[np.bool_], true_mask: npt.NDArray[np.bool_], *,
+        valid: npt.NDArray[np.bool_] | None = None) -> float:
     """Foreground intersection over union (Jaccard index) ``|P & T| / |P | T|``; 1.0 when both masks are empty.
 
     Parameters
     ----------
     pred_mask, true_mask : ndarray of bool, same shape
         Predicted and true foreground.
+    valid : ndarray of bool, same shape, optional
+        Annotated pixels; the others are left out (partial ground truth).
 
     Returns
     -------
@@ -714,7 +724,13 @@ def iou(pred_mask: npt.NDArray[np.bool_], true_mask: npt.NDArray[np.bool_]) -> f
     --------
     >>> iou(np.array([True, True, False]), np.array([True, False, False]))
     0.5
+    >>> iou(np.array([True, True, False]), np.array([True, False, False]), valid=np.array([True, False, True]))
+    1.0
     """
+    if valid is not None:
+        keep = _check_mask("valid", valid)
+        _check_same_shape("pred_mask", np.asarray(pred_mask), "valid", keep)
+        pred_mask, true_mask = np.asarray(pred_mask)[keep], np.asarray(true_mask)[keep]
     both, n_pred, n_true = _overlap_counts(pred_mask, true_mask)
     union = n_pred + n_true - both
     return 1.0 if union == 0 else both / union

@@ -248,7 +248,20 @@ def num_target_classes(task: str, target: str, dataset_classes: int) -> int:
     return 3 if task == "cells" and target == "boundary" else dataset_classes
 
 
+def class_names(task: str, target: str, num_classes: int) -> list[str]:
+    """Names of the classes a network predicts, stored with the model (instances are made by them).
+
+    >>> class_names("cells", "boundary", 3), class_names("membranes", "paper", 2)
+    (['background', 'interior', 'boundary'], ['cell', 'membrane'])
+    """
+    if task == "cells":
+        return ["background", "interior", "boundary"] if target == "boundary" else ["background", "cell"]
+    if task == "membranes":
+        return ["cell", "membrane"]
+    return [f"class{k}" for k in range(num_classes)]
+
+
 __all__ = [
-    "BOUNDARY_CLASS", "IGNORE", "TARGETS", "TASKS", "TrainingTargets", "boundary_band", "cell_distance",
+    "BOUNDARY_CLASS", "IGNORE", "TARGETS", "TASKS", "TrainingTargets", "boundary_band", "cell_distance", "class_names",
     "class_frequencies", "num_target_classes", "target_classes", "task_of", "training_targets",
 ]

@@ -1,0 +1,178 @@
+"""What determines a training run: :class:`TrainConfig`, the recipes, and its ``config.toml`` form.
+
+Recipes:
+
+- ``paper``: SGD with momentum 0.99, one large tile (572 px) per step, base 64, fp32, constant learning rate.
+- ``fast``: Adam, learning rate warmed up for ``warmup_steps`` then cosine-decayed to 5 % over the run (by step
+  count, or by elapsed time under a time budget), bf16 autocast where the hardware runs it natively.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from biounet.augment import AugmentConfig
+from biounet.io import NORMALIZATIONS, write_text
+from biounet.model import ModelConfig, nearest_valid_sizes, output_size
+
+RECIPES: tuple[str, ...] = ("fast", "paper")
+OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+LABEL_KINDS: tuple[str, ...] = ("classes", "instances")
+TRAIN_TARGETS: tuple[str, ...] = ("paper", "boundary")
+"""Target representations training supports (:mod:`biounet.targets`)."""
+SELECT_BY: tuple[str, ...] = ("auto", "seg", "foreground_iou", "pixel_error", "rand_error", "mean_iou")
+"""Validation measures a run can keep its best checkpoint by; ``auto``: SEG for cells, Rand error for membranes,
+mean IoU otherwise (see :func:`biounet.validation.score_name`)."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; written to ``config.toml`` and stored in checkpoints."""
+
+    data: str
+    layout: str | None = None
+    label_kind: str = "classes"  # pairs layout: "instances" when label files hold one id per cell
+    silver: bool = False  # ctc layout: also train on the silver-truth frames
+    exclude: tuple[str, ...] = ()  # sample names left out of training and validation (held out for testing)
+    recipe: str = "fast"
+    base_channels: int = 16
+    depth: int = 4
+    variant: str = "paper"
+    batch_norm: bool = False
+    tile: int = 572  # input tile side; labels and weights are cut at the network's output size
+    batch_size: int = 1
+    iterations: int | None = None
+    time_budget_s: float | None = None
+    precision: str = "fp32"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.99
+    weight_decay: float = 0.0
+    warmup_steps: int = 20
+    schedule: str = "cosine"  # or "constant"
+    target: str = "paper"  # paper | boundary | distance (biounet.targets)
+    boundary_px: int = 2  # width of the boundary target's band
+    w0: float = 10.0  # border term of eq. 2; 0 switches it off
+    sigma_px: float = 5.0
+    class_balance: bool = True  # w_c = 1 / (K' f_c); independent of the border term
+    select_by: str = "auto"  # the validation measure that picks best.pt
+    validation_fraction: float = 0.2
+    val_every: int = 200
+    seed: int = 0
+    normalization: str = "percentile"
+    workers: int = 0  # data-loading processes; 0 = in the training process (best on 2 cores)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("target", TRAIN_TARGETS), ("select_by", SELECT_BY), ("label_kind", LABEL_KINDS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.boundary_px < 1 or self.w0 < 0 or self.sigma_px <= 0:
+            raise ValueError(f"boundary_px must be >= 1, w0 >= 0 and sigma_px > 0; got {self.boundary_px}, "
+                             f"{self.w0}, {self.sigma_px}")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be fp32 or bf16 (resolve 'auto' first), got {self.precision!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be cosine or constant, got {self.schedule!r}")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {self.normalization!r}")
+        if self.iterations is None and self.time_budget_s is None:
+            raise ValueError("give iterations or a time budget")
+        if self.iterations is not None and self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}")
+        if self.time_budget_s is not None and self.time_budget_s <= 0:
+            raise ValueError(f"time budget must be > 0 seconds, got {self.time_budget_s}")
+        for name in ("batch_size", "val_every", "base_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.workers < 0:
+            raise ValueError(f"lr must be > 0, warmup_steps and workers >= 0; got {self.lr}, "
+                             f"{self.warmup_steps}, {self.workers}")
+        if not 0.0 <= self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        try:
+            output_size(self.tile, self.depth, "valid")
+        except ValueError:
+            below, above = nearest_valid_sizes(self.tile, self.depth)
+            raise ValueError(f"tile size {self.tile} is not valid for a U-Net of depth {self.depth}; nearest valid "
+                             f"tile sizes: {below} or {above}") from None
+
+    def model_config(self, in_channels: int, num_classes: int) -> ModelConfig:
+        return ModelConfig(in_channels=in_channels, num_classes=num_classes, depth=self.depth,
+                           base_channels=self.base_channels, variant=self.variant, batch_norm=self.batch_norm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        values = dict(values)
+        if "exclude" in values:
+            values["exclude"] = tuple(values["exclude"])
+        augment = values.pop("augment", {}) or {}
+        augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training settings: {', '.join(unknown)}")
+        return cls(**values, augment=AugmentConfig(**augment))
+
+
+def recipe_defaults(recipe: str) -> dict[str, Any]:
+    """Settings that define a recipe (see the module docstring)."""
+    if recipe == "paper":
+        return dict(recipe="paper", optimizer="sgd", lr=0.01, momentum=0.99, batch_size=1, base_channels=64,
+                    tile=572, precision="fp32", schedule="constant", warmup_steps=0)
+    if recipe == "fast":
+        return dict(recipe="fast", optimizer="adam", lr=1e-3, batch_size=1, tile=572, schedule="cosine",
+                    warmup_steps=20)
+    raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def config_toml(config: TrainConfig) -> str:
+    """The resolved config as TOML (``None`` values are omitted)."""
+    values = config.to_dict()
+    augment = values.pop("augment")
+    lines = [f"{k} = {_toml_value(v)}" for k, v in values.items() if v is not None]
+    lines += ["", "[augment]"] + [f"{k} = {_toml_value(v)}" for k, v in augment.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def write_config_toml(path: Path, config: TrainConfig, comments: list[str] | None = None) -> None:
+    header = "".join(f"# {line}\n" for line in (comments or []))
+    write_text(path, header + config_toml(config))
+
+
+def read_config_toml(path: str | os.PathLike[str]) -> TrainConfig:
+    """Read a ``config.toml`` written by :func:`write_config_toml` (or by hand)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    with open(path, "rb") as handle:
+        return TrainConfig.from_dict(tomllib.load(handle))
+
+
+__all__ = [
+    "LABEL_KINDS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECT_BY", "TRAIN_TARGETS", "TrainConfig", "config_toml",
+    "read_config_toml", "recipe_defaults", "write_config_toml",
+]

@@ -1,0 +1,103 @@
+"""Instances from predictions: a perfect prediction (the training target itself) gives the cells back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from biounet import metrics
+from biounet.instances import (
+    InstanceParams, fill_gaps, instances_from_foreground, instances_from_labels, instances_from_probabilities,
+)
+from biounet.targets import training_targets
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _disc(shape, centre, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (yy - centre[0]) ** 2 + (xx - centre[1]) ** 2 < radius**2
+
+
+def _isolated_and_touching():
+    isolated = np.zeros((40, 60), np.int32)
+    isolated[_disc(isolated.shape, (20, 15), 9)] = 1
+    isolated[_disc(isolated.shape, (20, 45), 9)] = 2
+    touching = np.zeros((20, 30), np.int32)
+    touching[:, :15], touching[:, 15:] = 1, 2  # a contact that ends at the image border
+    return isolated, touching
+
+
+def _perfect_prediction(instances, target):
+    num_classes = 3 if target == "boundary" else 2
+    t = training_targets((instances > 0).astype(np.int64), instances, num_classes=num_classes, target=target)
+    probs = np.stack([(t.classes == k).astype(np.float32) for k in range(num_classes)])
+    return probs, t
+
+
+@pytest.mark.parametrize("target", ["paper", "boundary", "distance"])
+@pytest.mark.parametrize("case", [0, 1], ids=["isolated", "touching"])
+def test_perfect_prediction_gives_the_cells_back(target, case):
+    instances = _isolated_and_touching()[case]
+    probs, t = _perfect_prediction(instances, target)
+    if target == "paper":
+        assert (probs.argmax(0) > 0).sum() < (instances > 0).sum() or case == 0  # the contact was cut...
+    predicted = instances_from_probabilities(probs, target=target, params=InstanceParams(min_size_px=0),
+                                             distance=t.distance)
+    assert metrics.seg_score(predicted, instances).mean_jaccard == 1.0  # ...and given back
+    assert metrics.iou(predicted > 0, instances > 0) == 1.0
+
+
+def test_touching_rectangles_inside_the_image():
+    # where a contact ends in background, the background pixel beside its end is filled too (documented)
+    instances = np.zeros((12, 22), np.int32)
+    instances[1:9, 1:11], instances[1:9, 11:21] = 1, 2
+    probs, _ = _perfect_prediction(instances, "paper")
+    predicted = instances_from_probabilities(probs, params=InstanceParams(min_size_px=0))
+    assert predicted.max() == 2
+    assert metrics.seg_score(predicted, instances).mean_jaccard == pytest.approx(80 / 82)  # 2 px at the ends
+    boundary, _ = _perfect_prediction(instances, "boundary")
+    predicted = instances_from_probabilities(boundary, target="boundary", params=InstanceParams(min_size_px=0))
+    assert metrics.seg_score(predicted, instances).mean_jaccard == 1.0
+
+
+def test_nothing_grows_into_true_background():
+    foreground = np.zeros((10, 20), bool)
+    foreground[2:8, 2:7] = True
+    foreground[2:8, 10:15] = True  # 3 px of true background between them: no contact
+    np.testing.assert_array_equal(instances_from_foreground(foreground, min_size_px=0) > 0, foreground)
+
+
+def test_fill_gaps_returns_the_cut_contact():
+    cut = np.array([[1, 1, 0, 0, 2, 2]] * 3, dtype=np.int32)
+    np.testing.assert_array_equal(fill_gaps(cut), [[1, 1, 1, 2, 2, 2]] * 3)
+
+
+def test_instances_drop_small_and_watershed_splits_touching_discs():
+    foreground = _disc((40, 60), (20, 18), 10) | _disc((40, 60), (20, 35), 10)
+    foreground[0, 0] = True  # a one-pixel speck
+    assert instances_from_foreground(foreground).max() == 1
+    assert instances_from_foreground(foreground, watershed=True).max() == 2
+    with pytest.raises(TypeError, match="bool"):
+        instances_from_foreground(foreground.astype(np.uint8))
+
+
+def test_labels_with_a_boundary_class_are_split_by_it():
+    labels = np.array([[1, 1, 2, 2, 1, 1]] * 4)
+    assert instances_from_labels(labels, params=InstanceParams(min_size_px=0)).max() == 2
+    assert instances_from_labels(labels, target="paper", params=InstanceParams(min_size_px=0)).max() == 1
+
+
+@pytest.mark.shared_data
+def test_dic_hela_gold_truth_survives_the_cut():
+    tifffile = pytest.importorskip("tifffile")
+    masks = sorted((SHARED / "DIC-C2DH-HeLa" / "01_GT" / "SEG").glob("man_seg*.tif"))
+    if not masks:
+        pytest.skip("../shared/data/DIC-C2DH-HeLa is not available")
+    for path in masks[:3]:
+        truth = tifffile.imread(path).astype(np.int32)
+        probs, _ = _perfect_prediction(truth, "paper")
+        predicted = instances_from_probabilities(probs, params=InstanceParams(min_size_px=0))
+        assert metrics.seg_score(predicted, truth).mean_jaccard > 0.995
