@@ -23,7 +23,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -47,13 +47,20 @@ IGNORE = -1
 
 LAYOUTS: tuple[str, ...] = ("pairs", "isbi2012", "ctc", "synthetic")
 SPLITS: tuple[str, ...] = ("train", "test")
-LABEL_KINDS: tuple[str, ...] = ("classes", "instances")
+LABEL_KINDS: tuple[str, ...] = ("classes", "instances", "auto")
+"""``pairs`` label encodings; ``"auto"`` picks one of the other two with :func:`guess_label_kind`."""
 SYNTHETIC_PREFIX = "synthetic:"
 
 PAIRS_IMAGE_DIRS: tuple[str, ...] = ("images", "image", "img")
 PAIRS_LABEL_DIRS: tuple[str, ...] = ("labels", "label", "masks")
 BINARY_MASK_VALUE = 255
 """In a ``pairs`` class label file whose values are a subset of {0, 255}, 255 is class 1 (a binary mask)."""
+
+AUTO_MIN_INSTANCE_IDS = 9
+"""``label_kind="auto"`` calls labels instance ids only when some image has at least this many non-zero ids (fewer
+could be class ids; training warns above 8 classes too)."""
+AUTO_MIN_CONNECTED_FRACTION = 0.95
+"""... and when at least this fraction of the ids (counted per image) is one 8-connected region each."""
 
 ISBI_CELL_VALUE = 255
 """ISBI 2012 label files are {0, 255}: 255 is cell interior, 0 is membrane."""
@@ -293,10 +300,12 @@ def load_dataset(
     split : {"train", "test"}, optional
         ``"train"``: labeled samples. ``"test"``: images only, labels are not read (ISBI 2012 reads ``test/``,
         CTC gives every frame). Default ``"train"``, or the split folder ``path`` names (``isbi2012/test``).
-    label_kind : {"classes", "instances"}, optional
+    label_kind : {"classes", "instances", "auto"}, optional
         ``pairs`` only. ``"classes"``: label files hold class ids ``0..K-1``; a file whose values are a subset of
         {0, 255} is a binary mask (255 is class 1); instances are the 4-connected components of each class > 0.
         ``"instances"``: label files hold instance ids (0 = background) and ``classes = instances > 0``.
+        ``"auto"``: one of the two for the whole dataset, chosen by :func:`guess_label_kind` from all label files
+        (logged at INFO level with the reason); ambiguous labels raise ValueError.
     num_classes : int, optional
         ``pairs`` only: reject class ids ``>= num_classes``.
     allow_unlabeled : bool, optional
@@ -454,19 +463,131 @@ def _load_pairs(
                 f"{len(orphans)} label file(s) in {labels_dir} have no image with the same stem in {images_dir}: "
                 f"{_list_names(orphans)}"
             )
-    samples: list[Sample] = []
+    planes_of: dict[str, list[npt.NDArray[np.float32]]] = {}
+    labels_of: dict[str, npt.NDArray[np.int64]] = {}
     for stem, image_path in images.items():
-        planes = _read_planes(image_path, normalization)
-        if stem not in labels:
-            samples.extend(_unlabeled(_plane_name(stem, z, len(planes)), image) for z, image in enumerate(planes))
-            continue
-        label_path = labels[stem]
-        stack = read_labels(label_path)
-        _check_size(image_path, (len(planes), *planes[0].shape[:2]), label_path, stack.shape)
+        planes_of[stem] = _read_planes(image_path, normalization)
+        if stem in labels:
+            labels_of[stem] = read_labels(labels[stem])
+            _check_size(image_path, (len(planes_of[stem]), *planes_of[stem][0].shape[:2]), labels[stem],
+                        labels_of[stem].shape)
+    if label_kind == "auto" and labels_of:
+        label_kind = _guess_pairs_label_kind(labels_of, labels_dir)
+    samples: list[Sample] = []
+    for stem, planes in planes_of.items():
         for z, image in enumerate(planes):
-            classes, instances = _pairs_labels(stack[z], label_path, label_kind, num_classes)
-            samples.append(Sample(_plane_name(stem, z, len(planes)), image, classes, instances))
+            name = _plane_name(stem, z, len(planes))
+            if stem not in labels_of:
+                samples.append(_unlabeled(name, image))
+                continue
+            classes, instances = _pairs_labels(labels_of[stem][z], labels[stem], label_kind, num_classes)
+            samples.append(Sample(name, image, classes, instances))
     return samples
+
+
+def _guess_pairs_label_kind(labels_of: dict[str, npt.NDArray[np.int64]], labels_dir: Path | None) -> str:
+    planes = [plane for stack in labels_of.values() for plane in stack]
+    try:
+        guess = guess_label_kind(planes)
+    except ValueError as err:
+        raise ValueError(f"{labels_dir}: {err}") from err
+    logger.info("label_kind='auto': %s label files read as %r (%s)", labels_dir, guess.kind, guess.reason)
+    return guess.kind
+
+
+class LabelKindGuess(NamedTuple):
+    """Result of :func:`guess_label_kind`."""
+
+    kind: str  # "classes" or "instances"
+    reason: str  # one line saying why, for a log
+
+
+def guess_label_kind(labels_list: Sequence[npt.NDArray[np.integer]]) -> LabelKindGuess:
+    """Whether a dataset's label images hold class ids or instance ids, decided from all of them together.
+
+    Parameters
+    ----------
+    labels_list : sequence of ndarray of int
+        The label images of one dataset (each 2-D, or N-D for volumes), as read from their files.
+
+    Returns
+    -------
+    LabelKindGuess
+        ``(kind, reason)``: ``kind`` is ``"classes"`` or ``"instances"`` (the ``label_kind`` values of
+        :func:`load_dataset`), ``reason`` a sentence saying why.
+
+    Raises
+    ------
+    ValueError
+        If ``labels_list`` is empty, a label is negative, or the labels are ambiguous (see Notes); the message
+        says to pass ``label_kind`` (``--label-kind``) explicitly.
+    TypeError
+        If a label image is not of integer dtype.
+
+    Notes
+    -----
+    In this order:
+
+    1. ``"classes"`` if every image is a binary mask: its values lie within {0, 1} or within {0, 255} (read as
+       class 1, as ``label_kind="classes"`` does).
+    2. ``"instances"`` if some image has at least :data:`AUTO_MIN_INSTANCE_IDS` non-zero ids and at least
+       :data:`AUTO_MIN_CONNECTED_FRACTION` of all (image, id) pairs are one 8-connected region each: one id
+       per cell, touching cells or not, consecutive (Cellpose) or not (napari label layers).
+    3. Otherwise ambiguous: a few values (e.g. 3 semantic classes, or a few cells per image), or many ids
+       that are not one region each.
+
+    Examples
+    --------
+    >>> guess_label_kind([np.array([[0, 255], [255, 0]])]).kind
+    'classes'
+    >>> cells = np.kron(np.arange(16).reshape(4, 4), np.ones((3, 3), dtype=int))   # 15 touching squares
+    >>> guess_label_kind([cells])
+    LabelKindGuess(kind='instances', reason='up to 15 ids per image, 100% of them one connected region each')
+    """
+    if len(labels_list) == 0:
+        raise ValueError("labels_list is empty: no label images to look at")
+    n_ids = 0
+    n_single = 0
+    max_ids = 0
+    values_seen: set[int] = set()
+    binary = True
+    for index, labels in enumerate(labels_list):
+        array = np.asarray(labels)
+        if not np.issubdtype(array.dtype, np.integer):
+            raise TypeError(f"labels_list[{index}] must be an integer label image, got dtype {array.dtype}")
+        values = np.unique(array)
+        if values.size and values[0] < 0:
+            raise ValueError(f"labels_list[{index}] has the negative label {values[0]}; labels must be >= 0")
+        value_set = set(values.tolist())
+        values_seen |= value_set
+        binary = binary and (value_set <= {0, 1} or value_set <= {0, BINARY_MASK_VALUE})
+        regions_per_id = _regions_per_id(array)
+        n_ids += regions_per_id.size
+        n_single += int(np.count_nonzero(regions_per_id == 1))
+        max_ids = max(max_ids, int(regions_per_id.size))
+    if binary:
+        return LabelKindGuess("classes", f"binary masks, values {sorted(values_seen)}")
+    fraction = n_single / n_ids  # not binary, so some image has a non-zero id
+    summary = f"up to {max_ids} ids per image, {fraction:.0%} of them one connected region each"
+    if max_ids >= AUTO_MIN_INSTANCE_IDS and fraction >= AUTO_MIN_CONNECTED_FRACTION:
+        return LabelKindGuess("instances", summary)
+    shown = sorted(values_seen)
+    raise ValueError(
+        f"cannot tell class ids from instance ids: values {shown[:10]}{'...' if len(shown) > 10 else ''} in "
+        f"{len(labels_list)} label image(s), {summary} (instances need >= {AUTO_MIN_INSTANCE_IDS} ids in some "
+        f"image, >= {AUTO_MIN_CONNECTED_FRACTION:.0%} of them one region each); pass label_kind='classes' "
+        f"(--label-kind classes: each value is a class 0..K-1) or label_kind='instances' (--label-kind "
+        f"instances: each value > 0 is one object)"
+    )
+
+
+def _regions_per_id(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
+    """Number of 8-connected (fully connected in N-D) regions of each non-zero id, in ascending id order."""
+    regions = measure.label(labels, background=0, connectivity=labels.ndim)  # same-valued connected regions
+    _, first_pixel = np.unique(regions.reshape(-1), return_index=True)
+    region_ids = labels.reshape(-1)[first_pixel]
+    region_ids = region_ids[region_ids != 0]  # drop the background region
+    return np.unique(region_ids, return_counts=True)[1].astype(np.int64)
 
 
 def _plane_name(stem: str, plane: int, planes: int) -> str:
