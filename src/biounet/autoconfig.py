@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from biounet.model import ModelConfig, UNet, output_size
-from biounet.predict import autocast, cpu_has_native_bf16, resolve_device
+from biounet.device import autocast, cpu_has_native_bf16, resolve_device
 from biounet.train import TrainConfig, read_config_toml, recipe_defaults
 
 MIN_STEPS = 800

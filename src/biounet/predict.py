@@ -24,47 +24,13 @@ import numpy.typing as npt
 import torch
 
 from biounet.checkpoint import load_checkpoint, model_from_payload
+from biounet.device import autocast, resolve_device, resolve_precision
 from biounet.io import ImageSource, check_writable_dir, normalization_for, open_image, remove_tree, write_tiff
 from biounet.model import UNet, nearest_valid_sizes, output_size, smallest_input_size
 from biounet.tiling import TileGeometry, count_tiles, predict_tiled
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
 MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``"auto"`` is bf16 on CUDA with bf16 support or on a CPU with native bf16, fp32 otherwise."""
-    if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast for ``precision == "bf16"``, a no-op otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 class Predictor(Protocol):
