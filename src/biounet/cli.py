@@ -98,8 +98,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
     from biounet.checkpoint import load_checkpoint, model_from_payload
-    from biounet.model import count_parameters, output_size, valid_input_sizes
-    from biounet.predict import TorchPredictor, smallest_tile
+    from biounet.model import count_parameters, output_size, smallest_tile, valid_input_sizes
+    from biounet.predict import TorchPredictor
 
     payload = load_checkpoint(args.model)
     model = model_from_payload(payload, args.model)

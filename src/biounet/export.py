@@ -29,9 +29,17 @@ import torch
 import biounet
 from biounet.checkpoint import load_checkpoint, model_from_payload
 from biounet.io import NORMALIZATIONS, temp_path
-from biounet.model import ModelConfig, UNet, context_margin, smallest_input_size
-from biounet.predict import dihedral, geometry_sizes, same_padding_crop
+from biounet.model import (
+    ModelConfig,
+    UNet,
+    context_margin,
+    geometry_sizes,
+    same_padding_crop,
+    smallest_input_size,
+    smallest_tile,
+)
 from biounet.tiling import TileGeometry
+from biounet.tta import dihedral_mean
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 EXPORT_FORMAT_VERSION = 1
@@ -81,9 +89,7 @@ def export_metadata(
         raise ValueError(f"got {len(names)} class names for a network with {config.num_classes} classes")
     align = 2**config.depth
     first = smallest_input_size(config.depth, config.padding)
-    smallest = first  # as biounet.predict.smallest_tile: the output must span one pooling period
-    while geometry_sizes(smallest, config.depth, config.padding)[0] < align:
-        smallest += align
+    smallest = smallest_tile(config)
     tiles = [smallest + k * align for k in range(4)]
     return {
         "export_format_version": EXPORT_FORMAT_VERSION,
@@ -357,7 +363,7 @@ class OnnxPredictor:
             raise ValueError(f"batch must be (N, {self.in_channels}, H, W), got shape {batch.shape}")
         x = torch.from_numpy(np.asarray(batch, dtype=np.float32))
         if self.tta:
-            probs = sum(dihedral(self._probabilities(dihedral(x, k)), k, inverse=True) for k in range(8)) / 8
+            probs = dihedral_mean(self._probabilities, x)
         else:
             probs = self._probabilities(x)
         if self.padding == "same":

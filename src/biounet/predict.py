@@ -11,7 +11,6 @@ budget are accumulated in a temporary on-disk zarr array, so peak memory does no
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,8 +25,9 @@ import torch
 from biounet.checkpoint import load_checkpoint, model_from_payload
 from biounet.device import autocast, resolve_device, resolve_precision
 from biounet.io import ImageSource, check_writable_dir, normalization_for, open_image, remove_tree, write_tiff
-from biounet.model import UNet, nearest_valid_sizes, output_size, smallest_input_size
+from biounet.model import UNet, geometry_sizes, nearest_valid_sizes, output_size, same_padding_crop, smallest_tile
 from biounet.tiling import TileGeometry, count_tiles, predict_tiled
+from biounet.tta import dihedral_mean
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
 MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
@@ -61,24 +61,6 @@ class Predictor(Protocol):
     def geometry(self, in_tile: int) -> TileGeometry: ...
 
     def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
-
-
-def geometry_sizes(in_tile: int, depth: int, padding: str) -> tuple[int, int]:
-    """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
-    out = output_size(in_tile, depth, padding)
-    if padding == "same":
-        margin = same_padding_crop(in_tile, depth)
-        return in_tile - 2 * margin, margin
-    return out, (in_tile - out) // 2
-
-
-def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
-    """The ``k``-th of the 8 rotations/flips of the last two axes (k in 0..7), or its inverse."""
-    if inverse:
-        x = torch.flip(x, dims=(-1,)) if k >= 4 else x
-        return torch.rot90(x, -(k % 4), dims=(-2, -1))
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
 
 
 @dataclass
@@ -149,19 +131,13 @@ class TorchPredictor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.tta:
-            probs = sum(dihedral(self._forward(dihedral(x, k)), k, inverse=True) for k in range(8)) / 8
+            probs = dihedral_mean(self._forward, x)
         else:
             probs = self._forward(x)
         if self.padding == "same":
             crop = same_padding_crop(x.shape[-1], self.depth)
             probs = probs[..., crop : probs.shape[-2] - crop, crop : probs.shape[-1] - crop]
         return probs.float().cpu().numpy()
-
-
-def same_padding_crop(in_tile: int, depth: int) -> int:
-    """Pixels discarded on each side of a same-padded tile: an eighth of the tile, rounded up to ``2**depth``."""
-    align = 2**depth
-    return int(math.ceil(in_tile / 8 / align)) * align
 
 
 def load_predictor(
@@ -229,14 +205,6 @@ def _covering_tile(predictor: Predictor, shape: tuple[int, int]) -> int:
     """The smallest input tile whose output covers the whole image."""
     size = smallest_tile(predictor)
     while predictor.geometry(size).out_tile < max(shape):
-        size += 2**predictor.depth
-    return size
-
-
-def smallest_tile(predictor: Predictor) -> int:
-    """Smallest input tile whose output spans at least one pooling period (204 for the paper's network)."""
-    size = smallest_input_size(predictor.depth, predictor.padding)
-    while predictor.geometry_sizes(size)[0] < 2**predictor.depth:
         size += 2**predictor.depth
     return size
 
