@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,52 +24,22 @@ import torch
 
 from biounet.checkpoint import load_checkpoint, model_from_payload
 from biounet.device import autocast, resolve_device, resolve_precision
+from biounet.export import OnnxPredictor
 from biounet.io import ImageSource, check_writable_dir, normalization_for, open_image, remove_tree, write_tiff
-from biounet.model import UNet, geometry_sizes, nearest_valid_sizes, output_size, same_padding_crop, smallest_tile
-from biounet.tiling import TileGeometry, count_tiles, predict_tiled
-from biounet.tta import dihedral_mean
+from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_size, smallest_tile
+from biounet.predictor import Predictor
+from biounet.tiling import count_tiles, predict_tiled
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
 MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
 
 
-class Predictor(Protocol):
-    """What tiled prediction needs: the tiling contract and a batch call (:class:`TorchPredictor`,
-    :class:`biounet.export.OnnxPredictor`)."""
-
-    normalization: str
-    class_names: list[str]
-    tta: bool
-
-    @property
-    def in_channels(self) -> int: ...
-
-    @property
-    def num_classes(self) -> int: ...
-
-    @property
-    def depth(self) -> int: ...
-
-    @property
-    def padding(self) -> str: ...
-
-    @property
-    def base_channels(self) -> int: ...
-
-    def geometry_sizes(self, in_tile: int) -> tuple[int, int]: ...
-
-    def geometry(self, in_tile: int) -> TileGeometry: ...
-
-    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
-
-
 @dataclass
-class TorchPredictor:
-    """A network with its tiling contract; call it on a float32 batch ``(N, C, in_tile, in_tile)``.
+class TorchPredictor(Predictor):
+    """A PyTorch :class:`~biounet.model.UNet` with its tiling contract (see :class:`~biounet.predictor.Predictor`).
 
-    Returns class probabilities ``(N, K, out_tile, out_tile)`` as float32 numpy. For a same-padded network the
-    outer ``crop`` pixels of each tile are discarded (overlap with centre cropping; not seamless, since the
-    network's zero padding differs from the true context).
+    Runs on ``device`` in ``precision`` (fp32, or bf16 autocast), channels-last by default, optionally through
+    ``torch.compile`` (the first tile of each shape pays the compilation).
     """
 
     model: UNet
@@ -79,7 +49,7 @@ class TorchPredictor:
     precision: str = "fp32"
     tta: bool = False
     channels_last: bool = True
-    compile: bool = False  # torch.compile the network (the first tile of each shape pays the compilation)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -92,52 +62,17 @@ class TorchPredictor:
         )
 
     @property
-    def in_channels(self) -> int:
-        return self.model.config.in_channels
+    def model_config(self) -> ModelConfig:
+        return self.model.config
 
-    @property
-    def num_classes(self) -> int:
-        return self.model.config.num_classes
+    def _to_tensor(self, batch: npt.NDArray[np.float32]) -> torch.Tensor:
+        x = torch.from_numpy(batch).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    @property
-    def depth(self) -> int:
-        return self.model.config.depth
-
-    @property
-    def padding(self) -> str:
-        return self.model.config.padding
-
-    @property
-    def base_channels(self) -> int:
-        return self.model.config.base_channels
-
-    def geometry_sizes(self, in_tile: int) -> tuple[int, int]:
-        """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
-        return geometry_sizes(in_tile, self.depth, self.padding)
-
-    def geometry(self, in_tile: int) -> TileGeometry:
-        """Tile sizes for an input tile side ``in_tile`` (a valid input size of the network)."""
-        out, margin = self.geometry_sizes(in_tile)
-        return TileGeometry(in_tile=in_tile, out_tile=out, margin=margin, align=2**self.depth)
-
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.precision):
             logits = self._compiled(batch) if self._compiled is not None else self.model(batch)
         return torch.softmax(logits.float(), dim=1)
-
-    @torch.inference_mode()
-    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        x = torch.from_numpy(batch).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.tta:
-            probs = dihedral_mean(self._forward, x)
-        else:
-            probs = self._forward(x)
-        if self.padding == "same":
-            crop = same_padding_crop(x.shape[-1], self.depth)
-            probs = probs[..., crop : probs.shape[-2] - crop, crop : probs.shape[-1] - crop]
-        return probs.float().cpu().numpy()
 
 
 def load_predictor(
@@ -147,8 +82,6 @@ def load_predictor(
     """Build a :class:`TorchPredictor` from a biounet checkpoint, or an ONNX-runtime predictor from an exported
     ``.onnx`` model (see :mod:`biounet.export`)."""
     if Path(path).suffix.lower() == ".onnx":
-        from biounet.export import OnnxPredictor
-
         if compile:
             raise ValueError(f"{path}: --compile applies to biounet checkpoints, not to ONNX models")
         return OnnxPredictor(path, device=device, precision=precision, tta=tta)
