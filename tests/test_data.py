@@ -10,16 +10,15 @@ import tifffile
 from PIL import Image
 
 from biounet.data import (
-    IGNORE,
     ISBI_MEMBRANE_CLASS,
     LAYOUTS,
-    Sample,
     detect_layout,
     load_dataset,
     split_samples,
     unannotated_cells,
 )
 from biounet.io import ImageError
+from biounet.samples import IGNORE, Sample
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

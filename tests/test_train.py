@@ -10,7 +10,7 @@ import pytest
 from biounet.augment import AugmentConfig
 from biounet.checkpoint import load_checkpoint
 from biounet.cli import main
-from biounet.data import IGNORE, Sample
+from biounet.samples import IGNORE, Sample
 from biounet.train import (
     TrainConfig,
     config_toml,

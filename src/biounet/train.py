@@ -39,12 +39,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from biounet.augment import AugmentConfig, sample_window
 from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from biounet.data import IGNORE, Sample, load_dataset, split_samples
+from biounet.data import load_dataset, split_samples
 from biounet.device import autocast, resolve_device
 from biounet.io import NORMALIZATIONS, write_text
 from biounet.loss import weighted_cross_entropy
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_size
 from biounet.predict import TorchPredictor, predict_image
+from biounet.samples import IGNORE, Sample
 from biounet.weights import separation_borders, weight_map_from_classes
 
 logger = logging.getLogger(__name__)
