@@ -249,11 +249,11 @@ def _write_instances(labels_path: Path, watershed: bool) -> Path:
     import numpy as np
 
     from biounet.instances import instances_from_foreground
-    from biounet.io import read_labels, write_tiff
+    from biounet.io import output_stem, read_labels, write_tiff
 
     labels = read_labels(labels_path)
     planes = [instances_from_foreground(plane > 0, watershed=watershed) for plane in labels]
-    out = labels_path.with_name(labels_path.name.split(".")[0] + "_instances.tif")
+    out = labels_path.with_name(output_stem(labels_path) + "_instances.tif")
     stack = np.stack(planes)
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
     write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype))

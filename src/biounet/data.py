@@ -34,8 +34,10 @@ from biounet.io import (
     NORMALIZATIONS,
     ImageError,
     ImageSource,
+    files_by_stem,
     normalization_for,
     open_image,
+    output_stem,
     read_labels,
 )
 from biounet.samples import IGNORE, Sample
@@ -91,15 +93,6 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda path: natural_key(path.name))
 
 
-def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
-    stems: dict[str, Path] = {}
-    for path in files:
-        if path.stem in stems:
-            raise ValueError(f"{folder}: two files with the stem {path.stem!r}: {stems[path.stem].name}, {path.name}")
-        stems[path.stem] = path
-    return stems
-
-
 def _pairs_dirs(root: Path) -> tuple[Path | None, Path | None]:
     images = [root / name for name in PAIRS_IMAGE_DIRS if (root / name).is_dir()]
     labels = [root / name for name in PAIRS_LABEL_DIRS if (root / name).is_dir()]
@@ -112,7 +105,7 @@ def _pairs_dirs(root: Path) -> tuple[Path | None, Path | None]:
 
 def _numeric_slices(folder: Path) -> bool:
     files = _image_files(folder) if folder.is_dir() else []
-    return bool(files) and all(path.stem.isdigit() for path in files)
+    return bool(files) and all(output_stem(path).isdigit() for path in files)
 
 
 def _isbi_location(root: Path) -> tuple[Path, str | None] | None:
@@ -375,7 +368,7 @@ def _load_pairs(
     images_dir, labels_dir = _pairs_dirs(root)
     if images_dir is None:
         raise FileNotFoundError(f"{root}: no image folder; expected one of {PAIRS_IMAGE_DIRS}")
-    images = _by_stem(_image_files(images_dir), images_dir)
+    images = files_by_stem(_image_files(images_dir))
     if not images:
         raise ValueError(f"{images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}); the dataset is empty")
     labels: dict[str, Path] = {}
@@ -385,7 +378,7 @@ def _load_pairs(
                 f"{root}: no label folder; expected one of {PAIRS_LABEL_DIRS} (or pass allow_unlabeled=True)"
             )
         if labels_dir is not None:
-            labels = _by_stem(_image_files(labels_dir), labels_dir)
+            labels = files_by_stem(_image_files(labels_dir))
         missing = [path for stem, path in images.items() if stem not in labels]
         if missing and not allow_unlabeled:
             raise ValueError(
@@ -462,14 +455,14 @@ def _load_isbi(root: Path, normalization: str, split: str | None, allow_unlabele
                                  allow_unlabeled)
     if not slices_dir.is_dir():
         raise FileNotFoundError(f"{root}: ISBI 2012 {split!r} data not found: neither {slices_dir} nor {volume}")
-    images = _by_stem(_image_files(slices_dir), slices_dir)
+    images = files_by_stem(_image_files(slices_dir))
     if not images:
         raise ValueError(f"{slices_dir}: no image files; the dataset is empty")
     labels: dict[str, Path] = {}
     if split == "train":
         labels_dir = root / split / "label"
         if labels_dir.is_dir():
-            labels = _by_stem(_image_files(labels_dir), labels_dir)
+            labels = files_by_stem(_image_files(labels_dir))
         missing = [path for stem, path in images.items() if stem not in labels]
         if missing and not allow_unlabeled:
             raise ValueError(
@@ -591,7 +584,7 @@ def _load_ctc_sequence(
     samples = []
     for frame in sorted(frames):
         image_path = frames[frame]
-        name = f"{root.name}/{sequence}/{image_path.stem}"
+        name = f"{root.name}/{sequence}/{output_stem(image_path)}"
         labeled = False
         if split == "train":
             labeled = (use_gt and frame in gold) or (use_silver and frame in silver)

@@ -26,7 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from biounet import metrics
-from biounet.io import IMAGE_SUFFIXES, read_labels
+from biounet.io import IMAGE_SUFFIXES, output_stem, read_labels
 
 KINDS: tuple[str, ...] = ("isbi2012", "ctc", "binary")
 _CTC_TRUTH = re.compile(r"^man_seg(\d+)$")
@@ -42,7 +42,7 @@ class PredictionFiles:
 
 
 def _stem(path: Path) -> str:
-    return path.name.split(".")[0]
+    return output_stem(path)
 
 
 def find_predictions(folder: Path) -> dict[str, PredictionFiles]:

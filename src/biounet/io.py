@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,8 @@ STATS_MAX_PIXELS = 4_000_000
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + (".zarr", ".npy")
+COMPOUND_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr")
+"""Two-part extensions that :func:`output_stem` removes whole (OME-TIFF and OME-Zarr)."""
 _SUPPORTED_KINDS = "biu f"  # numpy dtype kinds: bool (labels only), int, uint, float
 
 
@@ -270,6 +272,43 @@ def read_labels(path: str | os.PathLike[str]) -> npt.NDArray[np.int64]:
         if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
             raise TypeError(f"{path}: float label image with non-integer values; labels must be whole numbers")
     return labels.astype(np.int64)
+
+
+# --- file stems -------------------------------------------------------------------------------------------------
+
+
+def output_stem(path: str | os.PathLike[str]) -> str:
+    """The file name without its final extension: what outputs are named after and images and labels pair by.
+
+    Everything but the last extension is kept, so names with dots stay distinct (``a.b.c.tif`` -> ``a.b.c``) and
+    hidden files keep their leading dot. The two-part extensions of :data:`COMPOUND_SUFFIXES` (``.ome.tif``,
+    ``.ome.tiff``, ``.ome.zarr``, any case) are removed whole.
+
+    >>> output_stem("a.b.c.tif"), output_stem(".hidden.tif"), output_stem("x.ome.tif"), output_stem("data/t001")
+    ('a.b.c', '.hidden', 'x', 't001')
+    """
+    name = Path(path).name
+    for suffix in COMPOUND_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def files_by_stem(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
+    """Files keyed by their :func:`output_stem`, in the given order.
+
+    Raises
+    ------
+    ValueError
+        If two files have the same stem (``x.tif`` and ``x.png``); the message names both.
+    """
+    stems: dict[str, Path] = {}
+    for path in map(Path, paths):
+        stem = output_stem(path)
+        if stem in stems:
+            raise ValueError(f"two files with the stem {stem!r}: {stems[stem]}, {path}")
+        stems[stem] = path
+    return stems
 
 
 # --- intensity normalisation ------------------------------------------------------------------------------------

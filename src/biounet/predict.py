@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,16 @@ import torch
 from biounet.checkpoint import load_checkpoint, model_from_payload
 from biounet.device import autocast, resolve_device, resolve_precision
 from biounet.export import OnnxPredictor
-from biounet.io import ImageSource, check_writable_dir, normalization_for, open_image, remove_tree, write_tiff
+from biounet.io import (
+    ImageSource,
+    check_writable_dir,
+    files_by_stem,
+    normalization_for,
+    open_image,
+    output_stem,
+    remove_tree,
+    write_tiff,
+)
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_size, smallest_tile
 from biounet.predictor import Predictor
 from biounet.tiling import count_tiles, predict_tiled
@@ -186,6 +195,22 @@ class PredictResult:
     tiles: int
 
 
+def check_output_stems(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
+    """The inputs of one prediction call by output stem (:func:`biounet.io.output_stem`).
+
+    Raises
+    ------
+    ValueError
+        If two inputs have the same stem (``x.tif`` and ``x.png``), so that their outputs would overwrite each
+        other; the message names both.
+    """
+    try:
+        return files_by_stem(paths)
+    except ValueError as err:
+        raise ValueError(f"{err}: both would be written as <stem>.tif; rename one or predict them into "
+                         f"different output folders") from None
+
+
 def check_compatible(predictor: Predictor, source: ImageSource) -> None:
     if source.channels != predictor.in_channels:
         raise ValueError(
@@ -239,7 +264,7 @@ def predict_file(
     label_dtype = np.uint8 if num_classes <= 255 else np.uint16
     prob_shape = (planes, num_classes, height, width)
     on_disk = planes * num_classes * height * width * 4 > options.memory_budget // 4
-    stem = Path(path).name.split(".")[0] if Path(path).suffix.lower() != ".zarr" else Path(path).stem
+    stem = output_stem(path)
     labels_path, prob_path = out_dir / f"{stem}.tif", out_dir / f"{stem}_prob.tif"
     done = 0
 
