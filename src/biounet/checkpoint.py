@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from biounet.io import temp_path
+from biounet.io import atomic_path
 from biounet.model import ModelConfig, UNet
 
 CHECKPOINT_FORMAT = 1
@@ -27,12 +27,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     """Write ``payload`` (with ``format`` and ``kind`` added) to ``path`` atomically: temporary file, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:  # never leave a half-written checkpoint behind
         torch.save({"format": CHECKPOINT_FORMAT, "kind": CHECKPOINT_KIND, **payload}, tmp)
-        os.replace(tmp, path)  # never leave a half-written checkpoint behind
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -28,7 +28,7 @@ import torch
 
 import biounet
 from biounet.checkpoint import load_checkpoint, model_from_payload
-from biounet.io import NORMALIZATIONS, temp_path
+from biounet.io import NORMALIZATIONS, atomic_path
 from biounet.model import ModelConfig, UNet, context_margin, geometry_sizes, smallest_input_size, smallest_tile
 from biounet.predictor import Predictor
 
@@ -155,15 +155,11 @@ def export_model(
     network = copy.deepcopy(model).cpu().eval()
     example = torch.zeros(1, model.config.in_channels, metadata["smallest_tile"], metadata["smallest_tile"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         if export_format == "onnx":
             _write_onnx(network, example, tmp, metadata, opset)
         else:
             _write_torchscript(network, example, tmp, metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

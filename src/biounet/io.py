@@ -19,6 +19,7 @@ Statistics of a plane larger than ``STATS_MAX_PIXELS`` are taken on a regular su
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -405,7 +406,7 @@ def check_writable_dir(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def temp_path(path: Path) -> Path:
+def _temp_path(path: Path) -> Path:
     """A new hidden temporary file beside ``path``, with the permissions a plain ``open`` would give it."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -415,8 +416,34 @@ def temp_path(path: Path) -> Path:
     return Path(name)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path beside ``path`` to write to.
+
+    When the block succeeds the temporary file replaces ``path`` (one rename in the same directory, so readers see
+    the old file or the new one, never a partial one); when it raises, the temporary file is removed and an
+    existing ``path`` is left as it was.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text(), [p.name for p in target.parent.iterdir()]
+    ('done', ['notes.txt'])
+    """
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> Path:
-    """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (temporary file, then rename).
+    """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (:func:`atomic_path`).
 
     Arrays over 64 MiB are written tile by tile (BigTIFF, tiled), reading ``data`` one tile at a time, so a
     disk-backed ``data`` is never loaded whole. Planes are the leading axes; the last two are rows and columns.
@@ -424,9 +451,8 @@ def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> P
     import tifffile
 
     path = Path(path)
-    tmp = temp_path(path)
-    try:
-        nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    with atomic_path(path) as tmp:
         if nbytes <= 64 * 2**20:
             tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack", compression="zlib")
         else:
@@ -435,9 +461,6 @@ def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> P
                 photometric="minisblack", planarconfig="separate" if len(data.shape) > 2 else None,
                 bigtiff=True, compression="zlib",
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -455,14 +478,10 @@ def _tiles(data: Any, tile: int) -> Iterator[npt.NDArray[Any]]:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file atomically (temporary file, then rename)."""
+    """Write a text file atomically (:func:`atomic_path`)."""
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -471,12 +490,8 @@ def write_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8]) -> Path:
     from PIL import Image
 
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(rgb).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

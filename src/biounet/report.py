@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.io import temp_path, write_png, write_text
+from biounet.io import atomic_path, write_png, write_text
 
 # Distinct colours for class or instance outlines (tab10 without grey), as RGB bytes.
 PALETTE = np.array(
@@ -89,12 +89,8 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str
         axes.grid(alpha=0.3)
     figure.tight_layout()
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
