@@ -22,10 +22,10 @@ from biounet.augment import AugmentConfig
 from biounet.instances import instances_from_foreground
 from biounet.io import write_png, write_tiff
 from biounet.predict import TorchPredictor, predict_image
-from biounet.report import overlay, side_by_side, to_gray_uint8
+from biounet.report import overlay, plot_weight_map, side_by_side, to_gray_uint8
 from biounet.synthetic import make_dataset, write_dataset
 from biounet.train import TrainConfig, fit, separate_touching
-from biounet.weights import plot_weight_map, weight_map
+from biounet.weights import weight_map
 
 DEMO_KIND = "cells"
 DEMO_SIZE = (256, 256)
