@@ -2,8 +2,10 @@
 
 A checkpoint is a plain dict:
 ``{"format", "kind", "model_config", "normalization", "class_names", "train_config", "step", "model_state", ...}``
-plus, for training checkpoints, the optimizer, scheduler and random-number-generator states needed to resume
-exactly. Prediction rebuilds the network from ``model_config``, so nothing has to be retyped.
+plus, for the training checkpoint ``last.pt``, what resuming exactly needs: the optimizer and random-number-generator
+states, the elapsed time and the best validation score. No scheduler state is stored: the learning rate is a function
+of the step and the elapsed time. Prediction rebuilds the network from ``model_config``, so nothing has to be
+retyped.
 """
 
 from __future__ import annotations

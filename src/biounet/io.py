@@ -1,4 +1,4 @@
-"""Reading images lazily, normalising intensities, and writing label and probability images atomically.
+"""Reading images lazily, normalising intensities, naming files by stem, and writing files atomically.
 
 Every image is seen as a stack of planes, ``(Z, H, W, C)`` channel-last: a PNG is ``(1, H, W, C)``, a multi-page
 TIFF ``(pages, H, W, C)``. TIFF and zarr inputs are opened lazily (:class:`ImageSource`) so that an image larger

@@ -139,7 +139,7 @@ class UNet(nn.Module):
         for level in reversed(range(config.depth)):
             up_out = widths[level]
             if config.variant == "release" and level == 0:
-                up_out = widths[1]  # the released model's last up-convolution keeps 128 channels
+                up_out = widths[1]  # the released model's last up-convolution keeps 2 * base (128 for base 64)
             up: nn.Module = nn.ConvTranspose2d(widths[level + 1], up_out, kernel_size=2, stride=2)
             if config.variant == "release":
                 up = nn.Sequential(up, nn.ReLU(inplace=True))

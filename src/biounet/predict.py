@@ -246,7 +246,7 @@ def predict_file(
 ) -> PredictResult:
     """Segment every plane of the image at ``path``; write ``out_dir/<stem>.tif`` and, if asked, ``<stem>_prob.tif``.
 
-    ``progress(done, total)`` is called with tile counts. Outputs are written only when the whole image is done,
+    ``<stem>`` is :func:`biounet.io.output_stem` of ``path``. ``progress(done, total)`` is called with tile counts. Outputs are written only when the whole image is done,
     each to a temporary name first, so a failure leaves no partial file.
     """
     source = open_image(path)
