@@ -10,16 +10,15 @@ import tifffile
 from PIL import Image
 
 from biounet.data import (
-    IGNORE,
     ISBI_MEMBRANE_CLASS,
     LAYOUTS,
-    Sample,
     detect_layout,
     load_dataset,
     split_samples,
     unannotated_cells,
 )
 from biounet.io import ImageError
+from biounet.samples import IGNORE, Sample
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -490,3 +489,12 @@ def test_real_dic_hela() -> None:
     assert np.mean(samples[0].classes == IGNORE) < 0.01  # complete gold truth: almost nothing ignored
     silver = load_dataset(root, use_silver=True, sequences=["01"])
     assert len(silver) == 84
+
+
+def test_pairs_pair_names_with_dots_by_their_full_stem(tmp_path: Path) -> None:
+    _png(tmp_path / "images" / "a.1.png", _ramp())
+    _png(tmp_path / "images" / "a.2.png", _ramp(offset=7))
+    _tif(tmp_path / "labels" / "a.1.tif", np.ones((12, 16), dtype=np.uint8))
+    _tif(tmp_path / "labels" / "a.2.tif", np.zeros((12, 16), dtype=np.uint8))
+    samples = load_dataset(tmp_path)
+    assert sorted(sample.name.rsplit("/", 1)[-1] for sample in samples) == ["a.1", "a.2"]  # not merged into "a"

@@ -17,8 +17,8 @@ from biounet.export import (
     export_model,
     read_metadata,
 )
-from biounet.model import ModelConfig, UNet
-from biounet.predict import TorchPredictor, load_predictor, predict_image, smallest_tile
+from biounet.model import ModelConfig, UNet, smallest_tile
+from biounet.predict import TorchPredictor, load_predictor, predict_image
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

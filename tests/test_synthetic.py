@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from biounet.data import IGNORE, Sample, load_dataset
+from biounet.data import load_dataset
 from biounet.io import PERCENTILES
+from biounet.samples import IGNORE, Sample
 from biounet.synthetic import KINDS, make_dataset, make_sample, write_dataset
 
 

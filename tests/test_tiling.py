@@ -7,6 +7,7 @@ import torch
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes
 from biounet.predict import TorchPredictor, check_in_tile, predict_image
 from biounet.tiling import TileGeometry, mirror_indices, padded_extent, predict_tiled, read_mirrored, tile_starts
+from biounet.tta import dihedral
 
 
 def whole_image_pass(model: UNet, image: np.ndarray, geometry: TileGeometry) -> np.ndarray:
@@ -153,3 +154,17 @@ def test_compiled_predictor_matches_eager(rng):
     eager = predict_image(TorchPredictor(model), image, tile=34)
     compiled = predict_image(TorchPredictor(model, compile=True), image, tile=34)
     np.testing.assert_allclose(compiled, eager, atol=1e-5)
+
+
+def test_predictor_rejects_batch_with_wrong_channels():
+    predictor = TorchPredictor(UNet(ModelConfig(depth=2, base_channels=4)))
+    with pytest.raises(ValueError, match=r"batch must be \(N, 1, H, W\)"):
+        predictor(np.zeros((1, 2, 44, 44), dtype=np.float32))
+
+
+def test_dihedral_inverse_undoes_each_transform():
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    seen = {tuple(dihedral(x, k).flatten().tolist()) for k in range(8)}
+    assert len(seen) == 8  # the 8 elements of the dihedral group are distinct on a generic tile
+    for k in range(8):
+        torch.testing.assert_close(dihedral(dihedral(x, k), k, inverse=True), x)

@@ -10,7 +10,7 @@ import pytest
 from biounet.augment import AugmentConfig
 from biounet.checkpoint import load_checkpoint
 from biounet.cli import main
-from biounet.data import IGNORE, Sample
+from biounet.samples import IGNORE, Sample
 from biounet.config import TrainConfig, config_toml, read_config_toml
 from biounet.events import StepEvent, ValidationEvent
 from biounet.train import fit, learning_rate, prepare_samples

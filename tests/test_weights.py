@@ -13,7 +13,6 @@ from biounet.weights import (
     BORDER_TRUNCATION,
     border_weights,
     class_balance_weights,
-    plot_weight_map,
     separation_borders,
     weight_map,
     weight_map_from_classes,
@@ -210,21 +209,3 @@ def test_errors():
         weight_map(cells, ignore_mask=np.zeros((3, 3), bool))
     with pytest.raises(ValueError, match="must have the same shape"):
         weight_map_from_classes(cells, cells[:5], num_classes=3)
-
-
-# --- figure ----------------------------------------------------------------------------------------------------
-
-
-def test_plot_weight_map_writes_png(tmp_path):
-    cells = np.zeros((40, 48), np.int32)
-    cells[5:20, 5:24] = 1
-    cells[5:20, 24:40] = 2  # touching
-    cells[25:36, 10:30] = 3
-    image = np.random.default_rng(0).random(cells.shape) + (cells > 0)
-    separated = separation_borders(cells)
-    path = plot_weight_map(image, cells, weight_map(separated), tmp_path / "fig3.png")
-    assert path == tmp_path / "fig3.png"
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["fig3.png"]  # no temporary file left behind
-    with pytest.raises(ValueError, match="must share"):
-        plot_weight_map(image[:5], cells, weight_map(separated), tmp_path / "bad.png")

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 
 from biounet.model import ModelConfig, UNet, output_size
-from biounet.predict import autocast, cpu_has_native_bf16, resolve_device
 from biounet.config import TrainConfig, read_config_toml, recipe_defaults
+from biounet.device import autocast, cpu_has_native_bf16, resolve_device
 
 MIN_STEPS = 800
 WIDTHS = (16, 32, 64)

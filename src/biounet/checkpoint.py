@@ -2,8 +2,10 @@
 
 A checkpoint is a plain dict:
 ``{"format", "kind", "model_config", "normalization", "class_names", "train_config", "step", "model_state", ...}``
-plus, for training checkpoints, the optimizer, scheduler and random-number-generator states needed to resume
-exactly. Prediction rebuilds the network from ``model_config``, so nothing has to be retyped.
+plus, for the training checkpoint ``last.pt``, what resuming exactly needs: the optimizer and random-number-generator
+states, the elapsed time and the best validation score. No scheduler state is stored: the learning rate is a function
+of the step and the elapsed time. Prediction rebuilds the network from ``model_config``, so nothing has to be
+retyped.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from biounet.io import temp_path
+from biounet.io import atomic_path
 from biounet.model import ModelConfig, UNet
 
 CHECKPOINT_FORMAT = 1
@@ -27,12 +29,8 @@ def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Pa
     """Write ``payload`` (with ``format`` and ``kind`` added) to ``path`` atomically: temporary file, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:  # never leave a half-written checkpoint behind
         torch.save({"format": CHECKPOINT_FORMAT, "kind": CHECKPOINT_KIND, **payload}, tmp)
-        os.replace(tmp, path)  # never leave a half-written checkpoint behind
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -99,8 +99,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
     from biounet.checkpoint import load_checkpoint, model_from_payload
-    from biounet.model import count_parameters, output_size, valid_input_sizes
-    from biounet.predict import TorchPredictor, smallest_tile
+    from biounet.model import count_parameters, output_size, smallest_tile, valid_input_sizes
+    from biounet.predict import TorchPredictor
 
     payload = load_checkpoint(args.model)
     model = model_from_payload(payload, args.model)
@@ -271,14 +271,14 @@ def _write_instances(labels_path: Path, model_path: Path, watershed: bool) -> Pa
     import numpy as np
 
     from biounet.instances import InstanceParams, instances_from_labels
-    from biounet.io import read_labels, write_tiff
+    from biounet.io import output_stem, read_labels, write_tiff
 
     target, params = _instance_settings(model_path)
     if watershed:
         params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
     labels = read_labels(labels_path)
     planes = [instances_from_labels(plane, target=target, params=params) for plane in labels]
-    out = labels_path.with_name(labels_path.name.split(".")[0] + "_instances.tif")
+    out = labels_path.with_name(output_stem(labels_path) + "_instances.tif")
     stack = np.stack(planes)
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
     write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype))

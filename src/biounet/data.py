@@ -21,7 +21,6 @@ import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,15 +34,16 @@ from biounet.io import (
     NORMALIZATIONS,
     ImageError,
     ImageSource,
+    files_by_stem,
     normalization_for,
     open_image,
+    output_stem,
     read_labels,
 )
+from biounet.samples import IGNORE, Sample
+from biounet.synthetic import KINDS, make_dataset
 
 logger = logging.getLogger(__name__)
-
-IGNORE = -1
-"""Class id of unannotated pixels; the loss gives them no weight."""
 
 LAYOUTS: tuple[str, ...] = ("pairs", "isbi2012", "ctc", "synthetic")
 SPLITS: tuple[str, ...] = ("train", "test")
@@ -80,60 +80,6 @@ _EXPECTED_STRUCTURES = (
 )
 
 
-@dataclass(eq=False)
-class Sample:
-    """One 2-D training or test image with its labels.
-
-    Attributes
-    ----------
-    name : str
-        Where it came from, e.g. ``"isbi2012/train/3"``, ``"DIC-C2DH-HeLa/01/t067"`` or a ``pairs`` file stem.
-    image : (H, W, C) ndarray of float32
-        Normalised intensities (the loader's ``normalization`` mode).
-    classes : (H, W) ndarray of int64 or None
-        Class ids ``0..K-1``, :data:`IGNORE` (-1) for unannotated pixels; None for an unlabeled image.
-    instances : (H, W) ndarray of int32 or None
-        Instance ids (0 = none) for the weight map's border term; None for an unlabeled image. They are not
-        always ``classes > 0``: for ISBI 2012 the instances are cells while class 1 is the membrane between them.
-
-    Samples compare by identity (``eq=False``): comparing arrays elementwise has no single truth value.
-
-    Raises
-    ------
-    TypeError
-        If an array has the wrong dtype.
-    ValueError
-        If an array has the wrong shape, or labels are given without instances.
-    """
-
-    name: str
-    image: npt.NDArray[np.float32]
-    classes: npt.NDArray[np.int64] | None
-    instances: npt.NDArray[np.int32] | None
-
-    def __post_init__(self) -> None:
-        if self.image.ndim != 3:
-            raise ValueError(f"sample {self.name!r}: image must be (H, W, C), got shape {self.image.shape}")
-        if self.image.dtype != np.float32:
-            raise TypeError(f"sample {self.name!r}: image must be float32, got {self.image.dtype}")
-        if (self.classes is None) != (self.instances is None):
-            raise ValueError(f"sample {self.name!r}: classes and instances must both be given or both be None")
-        for field, array, dtype in (("classes", self.classes, np.int64), ("instances", self.instances, np.int32)):
-            if array is None:
-                continue
-            if array.shape != self.image.shape[:2]:
-                raise ValueError(
-                    f"sample {self.name!r}: {field} shape {array.shape} does not match image {self.image.shape[:2]}"
-                )
-            if array.dtype != dtype:
-                raise TypeError(f"sample {self.name!r}: {field} must be {np.dtype(dtype)}, got {array.dtype}")
-
-    @property
-    def labeled(self) -> bool:
-        """Whether the sample has labels."""
-        return self.classes is not None
-
-
 # --- layout detection -------------------------------------------------------------------------------------------
 
 
@@ -154,15 +100,6 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(files, key=lambda path: natural_key(path.name))
 
 
-def _by_stem(files: list[Path], folder: Path) -> dict[str, Path]:
-    stems: dict[str, Path] = {}
-    for path in files:
-        if path.stem in stems:
-            raise ValueError(f"{folder}: two files with the stem {path.stem!r}: {stems[path.stem].name}, {path.name}")
-        stems[path.stem] = path
-    return stems
-
-
 def _pairs_dirs(root: Path) -> tuple[Path | None, Path | None]:
     images = [root / name for name in PAIRS_IMAGE_DIRS if (root / name).is_dir()]
     labels = [root / name for name in PAIRS_LABEL_DIRS if (root / name).is_dir()]
@@ -175,7 +112,7 @@ def _pairs_dirs(root: Path) -> tuple[Path | None, Path | None]:
 
 def _numeric_slices(folder: Path) -> bool:
     files = _image_files(folder) if folder.is_dir() else []
-    return bool(files) and all(path.stem.isdigit() for path in files)
+    return bool(files) and all(output_stem(path).isdigit() for path in files)
 
 
 def _isbi_location(root: Path) -> tuple[Path, str | None] | None:
@@ -440,7 +377,7 @@ def _load_pairs(
     images_dir, labels_dir = _pairs_dirs(root)
     if images_dir is None:
         raise FileNotFoundError(f"{root}: no image folder; expected one of {PAIRS_IMAGE_DIRS}")
-    images = _by_stem(_image_files(images_dir), images_dir)
+    images = files_by_stem(_image_files(images_dir))
     if not images:
         raise ValueError(f"{images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}); the dataset is empty")
     labels: dict[str, Path] = {}
@@ -450,7 +387,7 @@ def _load_pairs(
                 f"{root}: no label folder; expected one of {PAIRS_LABEL_DIRS} (or pass allow_unlabeled=True)"
             )
         if labels_dir is not None:
-            labels = _by_stem(_image_files(labels_dir), labels_dir)
+            labels = files_by_stem(_image_files(labels_dir))
         missing = [path for stem, path in images.items() if stem not in labels]
         if missing and not allow_unlabeled:
             raise ValueError(
@@ -639,14 +576,14 @@ def _load_isbi(root: Path, normalization: str, split: str | None, allow_unlabele
                                  allow_unlabeled)
     if not slices_dir.is_dir():
         raise FileNotFoundError(f"{root}: ISBI 2012 {split!r} data not found: neither {slices_dir} nor {volume}")
-    images = _by_stem(_image_files(slices_dir), slices_dir)
+    images = files_by_stem(_image_files(slices_dir))
     if not images:
         raise ValueError(f"{slices_dir}: no image files; the dataset is empty")
     labels: dict[str, Path] = {}
     if split == "train":
         labels_dir = root / split / "label"
         if labels_dir.is_dir():
-            labels = _by_stem(_image_files(labels_dir), labels_dir)
+            labels = files_by_stem(_image_files(labels_dir))
         missing = [path for stem, path in images.items() if stem not in labels]
         if missing and not allow_unlabeled:
             raise ValueError(
@@ -768,7 +705,7 @@ def _load_ctc_sequence(
     samples = []
     for frame in sorted(frames):
         image_path = frames[frame]
-        name = f"{root.name}/{sequence}/{image_path.stem}"
+        name = f"{root.name}/{sequence}/{output_stem(image_path)}"
         labeled = False
         if split == "train":
             labeled = (use_gt and frame in gold) or (use_silver and frame in silver)
@@ -840,8 +777,6 @@ def unannotated_cells(
 
 def _parse_synthetic(spec: str) -> tuple[str, int, tuple[int, int], int]:
     """``"synthetic:KIND[,n=N][,size=H[xW]][,seed=S]"`` to ``(kind, n, size, seed)``."""
-    from biounet.synthetic import KINDS
-
     parts = [part.strip() for part in spec[len(SYNTHETIC_PREFIX):].split(",")]
     kind = parts[0] or KINDS[0]
     if kind not in KINDS:
@@ -864,8 +799,6 @@ def _parse_synthetic(spec: str) -> tuple[str, int, tuple[int, int], int]:
 
 
 def _load_synthetic(spec: str, normalization: str, split: str) -> list[Sample]:
-    from biounet.synthetic import make_dataset
-
     kind, n, size, seed = _parse_synthetic(spec)
     # The test split is drawn from an independent stream so that it never repeats training samples.
     rng = np.random.default_rng(seed if split == "train" else [seed, 1])

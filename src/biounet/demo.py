@@ -8,6 +8,7 @@ pictures: ``weight_map.png``, ``test_overlays.png``, the run's ``report.html`` a
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -23,12 +24,11 @@ from biounet.checkpoint import load_checkpoint
 from biounet.instances import InstanceParams, instances_from_probabilities
 from biounet.io import write_png, write_tiff
 from biounet.predict import TorchPredictor, predict_image
-from biounet.report import overlay, side_by_side, to_gray_uint8
+from biounet.report import overlay, plot_weight_map, side_by_side, to_gray_uint8
 from biounet.synthetic import make_dataset, write_dataset
 from biounet.config import TrainConfig, read_config_toml
-from biounet.targets import training_targets
-from biounet.train import fit
-from biounet.weights import plot_weight_map
+from biounet.data import load_dataset
+from biounet.train import fit, prepare_samples
 
 DEMO_KIND = "cells"
 DEMO_SIZE = (256, 256)
@@ -53,14 +53,10 @@ def run_demo(
     train_samples = make_dataset(DEMO_KIND, n_train, size=DEMO_SIZE, rng=0)
     data_dir = write_dataset(train_samples, out / "data")
 
-    first = train_samples[0]
-    assert first.classes is not None and first.instances is not None
-    targets = training_targets(first.classes, first.instances, num_classes=2)  # what the loss sees (per image w_c)
-    plot_weight_map(first.image, first.instances, targets.weights, out / "weight_map.png")
-
     config = demo_config(str(data_dir), time_budget_s)
     _remove_previous_demo_run(out / "run", str(data_dir))
     result = fit(config, out / "run", device=device, progress=progress)
+    plot_training_targets(config, out / "run", out / "weight_map.png")
 
     from biounet.checkpoint import load_model
 
@@ -93,6 +89,18 @@ def run_demo(
         "mean_seg": float(np.mean([r["seg"] for r in rows])),
         "pictures": [str(out / name) for name in ("weight_map.png", "test_overlays.png", "run/report.html")],
     }
+
+
+def plot_training_targets(config: TrainConfig, run_dir: Path, path: Path) -> Path:
+    """The paper's Fig. 3 for the run's first training image, drawn from the arrays its loss saw."""
+    split = json.loads((run_dir / "split.json").read_text())
+    samples = {s.name: s for s in load_dataset(config.data, layout=config.layout, label_kind=config.label_kind,
+                                               normalization=config.normalization)}
+    training = [samples[name] for name in split["train"]]
+    prepared = prepare_samples(training, config, 3 if config.target == "boundary" else 2)[0]
+    first = training[0]
+    assert first.instances is not None  # a training sample is labelled
+    return plot_weight_map(first.image, first.instances, prepared.classes, prepared.weights, path)
 
 
 def _remove_previous_demo_run(run_dir: Path, data: str) -> None:

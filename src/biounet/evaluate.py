@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from biounet import metrics
-from biounet.io import IMAGE_SUFFIXES, read_labels
+from biounet.io import IMAGE_SUFFIXES, output_stem, read_labels
 
 KINDS: tuple[str, ...] = ("isbi2012", "ctc", "binary")
 _CTC_TRUTH = re.compile(r"^man_seg(\d+)$")
@@ -46,7 +46,7 @@ class PredictionFiles:
 
 
 def _stem(path: Path) -> str:
-    return path.name.split(".")[0]
+    return output_stem(path)
 
 
 def find_predictions(folder: Path) -> dict[str, PredictionFiles]:

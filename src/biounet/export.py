@@ -6,8 +6,9 @@ spatial axes, plus everything needed to tile an image of any size as :mod:`bioun
 margin, the pooling alignment, the rule for valid tile sizes, the smallest tile, the intensity normalisation, the
 class names and the full ``model_config``. The contract is a JSON object stored under the key ``"biounet"`` in
 the ONNX ``metadata_props``, or as the extra file ``biounet.json`` of a TorchScript archive; :func:`read_metadata`
-reads either. :class:`OnnxPredictor` runs an ONNX export through onnxruntime with the same interface as
-:class:`biounet.predict.TorchPredictor`, so ``biounet predict model.onnx ...`` tiles exactly like a checkpoint.
+reads either. :class:`OnnxPredictor` runs an ONNX export through onnxruntime; like
+:class:`biounet.predict.TorchPredictor` it is a :class:`biounet.predictor.Predictor`, so
+``biounet predict model.onnx ...`` tiles exactly like a checkpoint.
 """
 
 from __future__ import annotations
@@ -23,15 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import torch
 
 import biounet
 from biounet.checkpoint import load_checkpoint, model_from_payload
-from biounet.io import NORMALIZATIONS, temp_path
-from biounet.model import ModelConfig, UNet, context_margin, smallest_input_size
-from biounet.predict import dihedral, geometry_sizes, same_padding_crop
-from biounet.tiling import TileGeometry
+from biounet.io import NORMALIZATIONS, atomic_path
+from biounet.model import ModelConfig, UNet, context_margin, geometry_sizes, smallest_input_size, smallest_tile
+from biounet.predictor import Predictor
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
 EXPORT_FORMAT_VERSION = 1
@@ -81,9 +80,7 @@ def export_metadata(
         raise ValueError(f"got {len(names)} class names for a network with {config.num_classes} classes")
     align = 2**config.depth
     first = smallest_input_size(config.depth, config.padding)
-    smallest = first  # as biounet.predict.smallest_tile: the output must span one pooling period
-    while geometry_sizes(smallest, config.depth, config.padding)[0] < align:
-        smallest += align
+    smallest = smallest_tile(config)
     tiles = [smallest + k * align for k in range(4)]
     return {
         "export_format_version": EXPORT_FORMAT_VERSION,
@@ -158,15 +155,11 @@ def export_model(
     network = copy.deepcopy(model).cpu().eval()
     example = torch.zeros(1, model.config.in_channels, metadata["smallest_tile"], metadata["smallest_tile"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         if export_format == "onnx":
             _write_onnx(network, example, tmp, metadata, opset)
         else:
             _write_torchscript(network, example, tmp, metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -275,8 +268,9 @@ def _parse_metadata(text: str | bytes, path: Path) -> dict[str, Any]:
     return dict(metadata)
 
 
-class OnnxPredictor:
-    """An exported ONNX U-Net run by onnxruntime, with the interface of :class:`biounet.predict.TorchPredictor`.
+class OnnxPredictor(Predictor):
+    """An exported ONNX U-Net run by onnxruntime: a :class:`~biounet.predictor.Predictor` like
+    :class:`biounet.predict.TorchPredictor`.
 
     Call it on a float32 batch ``(N, C, in_tile, in_tile)`` to get class probabilities
     ``(N, K, out_tile, out_tile)`` as float32 numpy; the tiling contract comes from the file's metadata.
@@ -310,60 +304,22 @@ class OnnxPredictor:
         if precision not in ("auto", "fp32"):
             raise ValueError(f"precision {precision!r} is not supported for ONNX models (an fp32 graph); use fp32")
         try:
-            self.model_config = ModelConfig(**self.metadata["model_config"])
+            self._model_config = ModelConfig(**self.metadata["model_config"])
         except (TypeError, KeyError) as err:
             raise ValueError(f"{self.path}: corrupt model_config in biounet metadata ({err})") from err
-        self.normalization: str = str(self.metadata["normalization"])
-        self.class_names: list[str] = list(self.metadata["class_names"])
+        self.normalization = str(self.metadata["normalization"])
+        self.class_names = list(self.metadata["class_names"])
         self.tta = tta
         self.precision = "fp32"
         self.session = onnxruntime.InferenceSession(str(self.path), providers=_providers(device))
 
     @property
-    def in_channels(self) -> int:
-        return self.model_config.in_channels
-
-    @property
-    def num_classes(self) -> int:
-        return self.model_config.num_classes
-
-    @property
-    def depth(self) -> int:
-        return self.model_config.depth
-
-    @property
-    def padding(self) -> str:
-        return self.model_config.padding
-
-    @property
-    def base_channels(self) -> int:
-        return self.model_config.base_channels
-
-    def geometry_sizes(self, in_tile: int) -> tuple[int, int]:
-        """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
-        return geometry_sizes(in_tile, self.depth, self.padding)
-
-    def geometry(self, in_tile: int) -> TileGeometry:
-        """Tile sizes for an input tile side ``in_tile`` (a valid input size of the network)."""
-        out, margin = self.geometry_sizes(in_tile)
-        return TileGeometry(in_tile=in_tile, out_tile=out, margin=margin, align=2**self.depth)
+    def model_config(self) -> ModelConfig:
+        return self._model_config
 
     def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch.numpy())})[0]
         return torch.softmax(torch.from_numpy(logits), dim=1)
-
-    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        if batch.ndim != 4 or batch.shape[1] != self.in_channels:
-            raise ValueError(f"batch must be (N, {self.in_channels}, H, W), got shape {batch.shape}")
-        x = torch.from_numpy(np.asarray(batch, dtype=np.float32))
-        if self.tta:
-            probs = sum(dihedral(self._probabilities(dihedral(x, k)), k, inverse=True) for k in range(8)) / 8
-        else:
-            probs = self._probabilities(x)
-        if self.padding == "same":
-            crop = same_padding_crop(x.shape[-1], self.depth)
-            probs = probs[..., crop : probs.shape[-2] - crop, crop : probs.shape[-1] - crop]
-        return np.ascontiguousarray(probs.numpy(), dtype=np.float32)
 
 
 def _providers(device: str) -> list[Any]:

@@ -1,4 +1,4 @@
-"""Reading images lazily, normalising intensities, and writing label and probability images atomically.
+"""Reading images lazily, normalising intensities, naming files by stem, and writing files atomically.
 
 Every image is seen as a stack of planes, ``(Z, H, W, C)`` channel-last: a PNG is ``(1, H, W, C)``, a multi-page
 TIFF ``(pages, H, W, C)``. TIFF and zarr inputs are opened lazily (:class:`ImageSource`) so that an image larger
@@ -19,10 +19,11 @@ Statistics of a plane larger than ``STATS_MAX_PIXELS`` are taken on a regular su
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,8 @@ STATS_MAX_PIXELS = 4_000_000
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + (".zarr", ".npy")
+COMPOUND_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr")
+"""Two-part extensions that :func:`output_stem` removes whole (OME-TIFF and OME-Zarr)."""
 _SUPPORTED_KINDS = "biu f"  # numpy dtype kinds: bool (labels only), int, uint, float
 
 
@@ -272,6 +275,43 @@ def read_labels(path: str | os.PathLike[str]) -> npt.NDArray[np.int64]:
     return labels.astype(np.int64)
 
 
+# --- file stems -------------------------------------------------------------------------------------------------
+
+
+def output_stem(path: str | os.PathLike[str]) -> str:
+    """The file name without its final extension: what outputs are named after and images and labels pair by.
+
+    Everything but the last extension is kept, so names with dots stay distinct (``a.b.c.tif`` -> ``a.b.c``) and
+    hidden files keep their leading dot. The two-part extensions of :data:`COMPOUND_SUFFIXES` (``.ome.tif``,
+    ``.ome.tiff``, ``.ome.zarr``, any case) are removed whole.
+
+    >>> output_stem("a.b.c.tif"), output_stem(".hidden.tif"), output_stem("x.ome.tif"), output_stem("data/t001")
+    ('a.b.c', '.hidden', 'x', 't001')
+    """
+    name = Path(path).name
+    for suffix in COMPOUND_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def files_by_stem(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
+    """Files keyed by their :func:`output_stem`, in the given order.
+
+    Raises
+    ------
+    ValueError
+        If two files have the same stem (``x.tif`` and ``x.png``); the message names both.
+    """
+    stems: dict[str, Path] = {}
+    for path in map(Path, paths):
+        stem = output_stem(path)
+        if stem in stems:
+            raise ValueError(f"two files with the stem {stem!r}: {stems[stem]}, {path}")
+        stems[stem] = path
+    return stems
+
+
 # --- intensity normalisation ------------------------------------------------------------------------------------
 
 
@@ -366,7 +406,7 @@ def check_writable_dir(path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def temp_path(path: Path) -> Path:
+def _temp_path(path: Path) -> Path:
     """A new hidden temporary file beside ``path``, with the permissions a plain ``open`` would give it."""
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -376,8 +416,34 @@ def temp_path(path: Path) -> Path:
     return Path(name)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write a file atomically: yield a temporary path beside ``path`` to write to.
+
+    When the block succeeds the temporary file replaces ``path`` (one rename in the same directory, so readers see
+    the old file or the new one, never a partial one); when it raises, the temporary file is removed and an
+    existing ``path`` is left as it was.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text(), [p.name for p in target.parent.iterdir()]
+    ('done', ['notes.txt'])
+    """
+    path = Path(path)
+    tmp = _temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> Path:
-    """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (temporary file, then rename).
+    """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (:func:`atomic_path`).
 
     Arrays over 64 MiB are written tile by tile (BigTIFF, tiled), reading ``data`` one tile at a time, so a
     disk-backed ``data`` is never loaded whole. Planes are the leading axes; the last two are rows and columns.
@@ -385,9 +451,8 @@ def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> P
     import tifffile
 
     path = Path(path)
-    tmp = temp_path(path)
-    try:
-        nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    with atomic_path(path) as tmp:
         if nbytes <= 64 * 2**20:
             tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack", compression="zlib")
         else:
@@ -396,9 +461,6 @@ def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> P
                 photometric="minisblack", planarconfig="separate" if len(data.shape) > 2 else None,
                 bigtiff=True, compression="zlib",
             )
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -416,14 +478,10 @@ def _tiles(data: Any, tile: int) -> Iterator[npt.NDArray[Any]]:
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file atomically (temporary file, then rename)."""
+    """Write a text file atomically (:func:`atomic_path`)."""
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -432,12 +490,8 @@ def write_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8]) -> Path:
     from PIL import Image
 
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         Image.fromarray(rgb).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

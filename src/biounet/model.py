@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -139,7 +139,7 @@ class UNet(nn.Module):
         for level in reversed(range(config.depth)):
             up_out = widths[level]
             if config.variant == "release" and level == 0:
-                up_out = widths[1]  # the released model's last up-convolution keeps 128 channels
+                up_out = widths[1]  # the released model's last up-convolution keeps 2 * base (128 for base 64)
             up: nn.Module = nn.ConvTranspose2d(widths[level + 1], up_out, kernel_size=2, stride=2)
             if config.variant == "release":
                 up = nn.Sequential(up, nn.ReLU(inplace=True))
@@ -281,6 +281,57 @@ def context_margin(depth: int = 4, padding: str = "valid") -> int:
         return 0
     size = smallest_input_size(depth, padding)
     return (size - output_size(size, depth, padding)) // 2
+
+
+class NetworkShape(Protocol):
+    """Anything naming a U-Net's depth and padding: a :class:`ModelConfig` or a predictor."""
+
+    @property
+    def depth(self) -> int: ...
+
+    @property
+    def padding(self) -> str: ...
+
+
+def same_padding_crop(in_tile: int, depth: int) -> int:
+    """Pixels discarded on each side of a same-padded tile: an eighth of the tile, rounded up to ``2**depth``.
+
+    >>> same_padding_crop(256, 4)
+    32
+    """
+    align = 2**depth
+    return int(math.ceil(in_tile / 8 / align)) * align
+
+
+def geometry_sizes(in_tile: int, depth: int = 4, padding: str = "valid") -> tuple[int, int]:
+    """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network).
+
+    A valid-convolution network predicts ``out_tile = output_size(in_tile)`` from ``margin`` pixels of context per
+    side; a same-padded one keeps the centre of its tile, discarding :func:`same_padding_crop` pixels per side.
+
+    >>> geometry_sizes(572)
+    (388, 92)
+    >>> geometry_sizes(256, 4, "same")
+    (192, 32)
+    """
+    out = output_size(in_tile, depth, padding)
+    if padding == "same":
+        margin = same_padding_crop(in_tile, depth)
+        return in_tile - 2 * margin, margin
+    return out, (in_tile - out) // 2
+
+
+def smallest_tile(network: NetworkShape) -> int:
+    """Smallest input tile whose output spans at least one pooling period ``2**depth``.
+
+    >>> smallest_tile(ModelConfig())
+    204
+    """
+    align = 2**network.depth
+    size = smallest_input_size(network.depth, network.padding)
+    while geometry_sizes(size, network.depth, network.padding)[0] < align:
+        size += align
+    return size
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -11,117 +11,44 @@ budget are accumulated in a temporary on-disk zarr array, so peak memory does no
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from biounet.checkpoint import load_checkpoint, model_from_payload
-from biounet.io import ImageSource, check_writable_dir, normalization_for, open_image, remove_tree, write_tiff
-from biounet.model import UNet, nearest_valid_sizes, output_size, smallest_input_size
-from biounet.tiling import TileGeometry, count_tiles, predict_tiled
+from biounet.device import autocast, resolve_device, resolve_precision
+from biounet.export import OnnxPredictor
+from biounet.io import (
+    ImageSource,
+    check_writable_dir,
+    files_by_stem,
+    normalization_for,
+    open_image,
+    output_stem,
+    remove_tree,
+    write_tiff,
+)
+from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_size, smallest_tile
+from biounet.predictor import Predictor
+from biounet.tiling import count_tiles, predict_tiled
 
-PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
 MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
-    return torch.device(name)
-
-
-def cpu_has_native_bf16() -> bool:
-    """True where oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-def resolve_precision(name: str, device: torch.device) -> str:
-    """``"auto"`` is bf16 on CUDA with bf16 support or on a CPU with native bf16, fp32 otherwise."""
-    if name not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
-    if name != "auto":
-        return name
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
-    """bf16 autocast for ``precision == "bf16"``, a no-op otherwise."""
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-class Predictor(Protocol):
-    """What tiled prediction needs: the tiling contract and a batch call (:class:`TorchPredictor`,
-    :class:`biounet.export.OnnxPredictor`)."""
-
-    normalization: str
-    class_names: list[str]
-    tta: bool
-
-    @property
-    def in_channels(self) -> int: ...
-
-    @property
-    def num_classes(self) -> int: ...
-
-    @property
-    def depth(self) -> int: ...
-
-    @property
-    def padding(self) -> str: ...
-
-    @property
-    def base_channels(self) -> int: ...
-
-    def geometry_sizes(self, in_tile: int) -> tuple[int, int]: ...
-
-    def geometry(self, in_tile: int) -> TileGeometry: ...
-
-    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]: ...
-
-
-def geometry_sizes(in_tile: int, depth: int, padding: str) -> tuple[int, int]:
-    """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
-    out = output_size(in_tile, depth, padding)
-    if padding == "same":
-        margin = same_padding_crop(in_tile, depth)
-        return in_tile - 2 * margin, margin
-    return out, (in_tile - out) // 2
-
-
-def dihedral(x: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
-    """The ``k``-th of the 8 rotations/flips of the last two axes (k in 0..7), or its inverse."""
-    if inverse:
-        x = torch.flip(x, dims=(-1,)) if k >= 4 else x
-        return torch.rot90(x, -(k % 4), dims=(-2, -1))
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
-
-
 @dataclass
-class TorchPredictor:
-    """A network with its tiling contract; call it on a float32 batch ``(N, C, in_tile, in_tile)``.
+class TorchPredictor(Predictor):
+    """A PyTorch :class:`~biounet.model.UNet` with its tiling contract (see :class:`~biounet.predictor.Predictor`).
 
-    Returns class probabilities ``(N, K, out_tile, out_tile)`` as float32 numpy. For a same-padded network the
-    outer ``crop`` pixels of each tile are discarded (overlap with centre cropping; not seamless, since the
-    network's zero padding differs from the true context).
+    Runs on ``device`` in ``precision`` (fp32, or bf16 autocast), channels-last by default, optionally through
+    ``torch.compile`` (the first tile of each shape pays the compilation).
     """
 
     model: UNet
@@ -131,7 +58,7 @@ class TorchPredictor:
     precision: str = "fp32"
     tta: bool = False
     channels_last: bool = True
-    compile: bool = False  # torch.compile the network (the first tile of each shape pays the compilation)
+    compile: bool = False
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -144,58 +71,17 @@ class TorchPredictor:
         )
 
     @property
-    def in_channels(self) -> int:
-        return self.model.config.in_channels
+    def model_config(self) -> ModelConfig:
+        return self.model.config
 
-    @property
-    def num_classes(self) -> int:
-        return self.model.config.num_classes
+    def _to_tensor(self, batch: npt.NDArray[np.float32]) -> torch.Tensor:
+        x = torch.from_numpy(batch).to(self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    @property
-    def depth(self) -> int:
-        return self.model.config.depth
-
-    @property
-    def padding(self) -> str:
-        return self.model.config.padding
-
-    @property
-    def base_channels(self) -> int:
-        return self.model.config.base_channels
-
-    def geometry_sizes(self, in_tile: int) -> tuple[int, int]:
-        """``(out_tile, margin)`` for an input tile side ``in_tile`` (a valid input size of the network)."""
-        return geometry_sizes(in_tile, self.depth, self.padding)
-
-    def geometry(self, in_tile: int) -> TileGeometry:
-        """Tile sizes for an input tile side ``in_tile`` (a valid input size of the network)."""
-        out, margin = self.geometry_sizes(in_tile)
-        return TileGeometry(in_tile=in_tile, out_tile=out, margin=margin, align=2**self.depth)
-
-    def _forward(self, batch: torch.Tensor) -> torch.Tensor:
+    def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.precision):
             logits = self._compiled(batch) if self._compiled is not None else self.model(batch)
         return torch.softmax(logits.float(), dim=1)
-
-    @torch.inference_mode()
-    def __call__(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        x = torch.from_numpy(batch).to(self.device)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.tta:
-            probs = sum(dihedral(self._forward(dihedral(x, k)), k, inverse=True) for k in range(8)) / 8
-        else:
-            probs = self._forward(x)
-        if self.padding == "same":
-            crop = same_padding_crop(x.shape[-1], self.depth)
-            probs = probs[..., crop : probs.shape[-2] - crop, crop : probs.shape[-1] - crop]
-        return probs.float().cpu().numpy()
-
-
-def same_padding_crop(in_tile: int, depth: int) -> int:
-    """Pixels discarded on each side of a same-padded tile: an eighth of the tile, rounded up to ``2**depth``."""
-    align = 2**depth
-    return int(math.ceil(in_tile / 8 / align)) * align
 
 
 def load_predictor(
@@ -205,8 +91,6 @@ def load_predictor(
     """Build a :class:`TorchPredictor` from a biounet checkpoint, or an ONNX-runtime predictor from an exported
     ``.onnx`` model (see :mod:`biounet.export`)."""
     if Path(path).suffix.lower() == ".onnx":
-        from biounet.export import OnnxPredictor
-
         if compile:
             raise ValueError(f"{path}: --compile applies to biounet checkpoints, not to ONNX models")
         return OnnxPredictor(path, device=device, precision=precision, tta=tta)
@@ -267,14 +151,6 @@ def _covering_tile(predictor: Predictor, shape: tuple[int, int]) -> int:
     return size
 
 
-def smallest_tile(predictor: Predictor) -> int:
-    """Smallest input tile whose output spans at least one pooling period (204 for the paper's network)."""
-    size = smallest_input_size(predictor.depth, predictor.padding)
-    while predictor.geometry_sizes(size)[0] < 2**predictor.depth:
-        size += 2**predictor.depth
-    return size
-
-
 def check_in_tile(predictor: Predictor, in_tile: int) -> int:
     """Validate a user-given tile side, naming the nearest valid sizes."""
     smallest = smallest_tile(predictor)
@@ -319,6 +195,22 @@ class PredictResult:
     tiles: int
 
 
+def check_output_stems(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
+    """The inputs of one prediction call by output stem (:func:`biounet.io.output_stem`).
+
+    Raises
+    ------
+    ValueError
+        If two inputs have the same stem (``x.tif`` and ``x.png``), so that their outputs would overwrite each
+        other; the message names both.
+    """
+    try:
+        return files_by_stem(paths)
+    except ValueError as err:
+        raise ValueError(f"{err}: both would be written as <stem>.tif; rename one or predict them into "
+                         f"different output folders") from None
+
+
 def check_compatible(predictor: Predictor, source: ImageSource) -> None:
     if source.channels != predictor.in_channels:
         raise ValueError(
@@ -354,7 +246,7 @@ def predict_file(
 ) -> PredictResult:
     """Segment every plane of the image at ``path``; write ``out_dir/<stem>.tif`` and, if asked, ``<stem>_prob.tif``.
 
-    ``progress(done, total)`` is called with tile counts. Outputs are written only when the whole image is done,
+    ``<stem>`` is :func:`biounet.io.output_stem` of ``path``. ``progress(done, total)`` is called with tile counts. Outputs are written only when the whole image is done,
     each to a temporary name first, so a failure leaves no partial file.
     """
     source = open_image(path)
@@ -372,7 +264,7 @@ def predict_file(
     label_dtype = np.uint8 if num_classes <= 255 else np.uint16
     prob_shape = (planes, num_classes, height, width)
     on_disk = planes * num_classes * height * width * 4 > options.memory_budget // 4
-    stem = Path(path).name.split(".")[0] if Path(path).suffix.lower() != ".zarr" else Path(path).stem
+    stem = output_stem(path)
     labels_path, prob_path = out_dir / f"{stem}.tif", out_dir / f"{stem}_prob.tif"
     done = 0
 

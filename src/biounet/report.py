@@ -1,4 +1,5 @@
-"""Pictures people can look at: prediction overlays, training curves, and a self-contained HTML report."""
+"""Pictures people can look at: prediction overlays, training curves, the weight-map figure (paper Fig. 3), and a
+self-contained HTML report."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.io import temp_path, write_png, write_text
+from biounet.io import atomic_path, write_png, write_text
 
 # Distinct colours for class or instance outlines (tab10 without grey), as RGB bytes.
 PALETTE = np.array(
@@ -89,12 +90,85 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str
         axes.grid(alpha=0.3)
     figure.tight_layout()
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _minmax_for_display(image: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
+    """``image`` scaled to 0..1 by its min and max (all zeros for a constant image)."""
+    image = np.asarray(image, dtype=np.float64)
+    low, high = np.nanmin(image), np.nanmax(image)
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def plot_weight_map(
+    image: npt.NDArray[np.number],
+    instances: npt.NDArray[np.integer],
+    classes: npt.NDArray[np.integer],
+    weights: npt.NDArray[np.floating],
+    path: str | os.PathLike[str],
+) -> Path:
+    """Write a PNG in the layout of the paper's Fig. 3.
+
+    Panels: (a) the raw image, (b) the ground-truth instances in distinct colours over the image, (c) the
+    taught classes (for the paper's target: cells white, background and separation borders black; unannotated
+    pixels grey), (d) the weight map with a colour bar. Pass the arrays the loss sees
+    (:func:`biounet.targets.training_targets`), so the picture shows what the network is taught.
+
+    Parameters
+    ----------
+    image : (H, W) or (H, W, 3) ndarray
+        Raw image, any value range (rescaled for display).
+    instances : (H, W) ndarray of int
+        Ground-truth instance labels, touching cells allowed.
+    classes : (H, W) ndarray of int
+        The taught class map (``TrainingTargets.classes``); -1 = unannotated.
+    weights : (H, W) ndarray of float
+        The weight map the loss uses (``TrainingTargets.weights``).
+    path : str or PathLike
+        Output PNG file; written atomically (:func:`biounet.io.atomic_path`).
+
+    Returns
+    -------
+    path : Path
+        The written file.
+
+    Raises
+    ------
+    ValueError
+        If the shapes differ.
+
+    Notes
+    -----
+    Uses matplotlib's object API with the Agg canvas, so the global pyplot backend is left untouched.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from skimage.color import label2rgb
+
+    image, weights, classes = np.asarray(image), np.asarray(weights), np.asarray(classes)
+    if image.shape[:2] != instances.shape or weights.shape != instances.shape or classes.shape != instances.shape:
+        raise ValueError(f"image {image.shape}, instances {instances.shape}, classes {classes.shape} and weights "
+                         f"{weights.shape} must share (H, W)")
+    mask = np.where(classes < 0, 0.5 * classes.max(initial=1), classes)
+    path = Path(path)
+    shown = _minmax_for_display(image)
+    grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
+    figure = Figure(figsize=(16, 4.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 4)
+    axes[0].imshow(shown, cmap="gray")
+    axes[1].imshow(label2rgb(instances, image=grey, bg_label=0, alpha=0.45, image_alpha=1.0))
+    axes[2].imshow(mask, cmap="gray", interpolation="nearest", vmin=0)
+    shown_weights = axes[3].imshow(weights, cmap="jet", interpolation="nearest")
+    figure.colorbar(shown_weights, ax=axes[3], fraction=0.046, pad=0.02)
+    titles = ("a  raw image", "b  ground truth", "c  taught classes", "d  pixel-wise loss weight")
+    for axis, title in zip(axes, titles):
+        axis.set_title(title, loc="left")
+        axis.set_axis_off()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=100)
     return path
 
 

@@ -9,7 +9,7 @@ import torch
 
 from biounet.checkpoint import load_model
 from biounet.config import TrainConfig
-from biounet.data import Sample
+from biounet.samples import Sample
 from biounet.report import plot_curves, save_overlay, write_report
 from biounet.targets import IGNORE
 from biounet.validation import predict_samples

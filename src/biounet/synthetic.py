@@ -26,8 +26,8 @@ import numpy.typing as npt
 from scipy import ndimage
 from skimage import measure
 
-from biounet.data import IGNORE, Sample
 from biounet.io import check_writable_dir, normalize, write_tiff
+from biounet.samples import IGNORE, Sample
 
 KINDS: tuple[str, ...] = ("cells", "membranes", "dic")
 MIN_SIZE_PX = 16
@@ -151,7 +151,7 @@ def write_dataset(
     ------
     ValueError
         On an unknown ``label_kind``, a multi-channel image, two samples with the same file name, class labels
-        with :data:`biounet.data.IGNORE` pixels (a uint16 file cannot hold them), or ids above 65535; or when
+        with :data:`biounet.samples.IGNORE` pixels (a uint16 file cannot hold them), or ids above 65535; or when
         ``out_dir`` cannot be written.
     """
     if label_kind not in WRITE_LABEL_KINDS:

@@ -37,14 +37,15 @@ from torch.nn.parallel import DistributedDataParallel
 from biounet.augment import sample_window
 from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from biounet.config import TrainConfig, write_config_toml
-from biounet.data import Sample, load_dataset, split_samples
+from biounet.data import load_dataset, split_samples
+from biounet.samples import Sample
 from biounet.distributed import Distributed, agree, barrier, init_distributed, rank_device
 from biounet.events import Progress, StepEvent, ValidationEvent
 from biounet.instances import InstanceParams
 from biounet.io import write_text
 from biounet.loss import weighted_cross_entropy
 from biounet.model import UNet, output_size
-from biounet.predict import autocast, resolve_device
+from biounet.device import autocast, resolve_device
 from biounet.targets import IGNORE, class_frequencies, class_names, num_target_classes, target_classes, training_targets
 from biounet.validation import (
     HIGHER_IS_BETTER, choose_instance_params, dataset_task, predict_samples, score_name, task_scores,

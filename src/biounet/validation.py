@@ -19,7 +19,7 @@ from biounet import metrics
 from biounet.instances import InstanceParams, instances_from_probabilities
 from biounet.model import UNet
 from biounet.predict import TorchPredictor, predict_image
-from biounet.data import Sample
+from biounet.samples import Sample
 from biounet.targets import IGNORE, task_of
 
 HIGHER_IS_BETTER: dict[str, bool] = {

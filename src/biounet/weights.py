@@ -13,10 +13,7 @@ References
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +24,6 @@ __all__ = [
     "border_weights",
     "class_balance_weights",
     "nearest_two_distances",
-    "plot_weight_map",
     "separation_borders",
     "weight_map",
     "weight_map_from_classes",
@@ -416,82 +412,3 @@ def weight_map(
         class_frequencies=class_frequencies,
         ignore_index=ignore_index,
     )
-
-
-def _normalise_for_display(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image, dtype=np.float64)
-    low, high = np.nanmin(image), np.nanmax(image)
-    return (image - low) / (high - low) if high > low else np.zeros_like(image)
-
-
-def plot_weight_map(
-    image: npt.NDArray[np.number],
-    instances: npt.NDArray[np.integer],
-    weights: npt.NDArray[np.floating],
-    path: str | os.PathLike[str],
-) -> Path:
-    """Write a PNG in the layout of the paper's Fig. 3.
-
-    Panels: (a) the raw image, (b) the ground-truth instances in distinct colours over the image, (c) the
-    training mask (cells white, background and separation borders black), (d) the weight map with a colour bar.
-
-    Parameters
-    ----------
-    image : (H, W) or (H, W, 3) ndarray
-        Raw image, any value range (rescaled for display).
-    instances : (H, W) ndarray of int
-        Ground-truth instance labels, touching cells allowed; panel (c) shows ``separation_borders(instances)``.
-    weights : (H, W) ndarray of float
-        The weight map to show, e.g. ``weight_map(separation_borders(instances))``.
-    path : str or PathLike
-        Output PNG file; written atomically (temporary file in the same folder, then renamed).
-
-    Returns
-    -------
-    path : Path
-        The written file.
-
-    Raises
-    ------
-    ValueError
-        If the shapes differ.
-
-    Notes
-    -----
-    Uses matplotlib's object API with the Agg canvas, so the global pyplot backend is left untouched.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from skimage.color import label2rgb
-
-    _check_instances(instances)
-    image = np.asarray(image)
-    weights = np.asarray(weights)
-    if image.shape[:2] != instances.shape or weights.shape != instances.shape:
-        raise ValueError(
-            f"image {image.shape}, instances {instances.shape} and weights {weights.shape} must share (H, W)"
-        )
-    path = Path(path)
-    shown = _normalise_for_display(image)
-    grey = shown if shown.ndim == 2 else shown.mean(axis=-1)
-    figure = Figure(figsize=(16, 4.4), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.subplots(1, 4)
-    axes[0].imshow(shown, cmap="gray")
-    axes[1].imshow(label2rgb(instances, image=grey, bg_label=0, alpha=0.45, image_alpha=1.0))
-    axes[2].imshow(separation_borders(instances) > 0, cmap="gray", interpolation="nearest")
-    shown_weights = axes[3].imshow(weights, cmap="jet", interpolation="nearest")
-    figure.colorbar(shown_weights, ax=axes[3], fraction=0.046, pad=0.02)
-    titles = ("a  raw image", "b  ground truth", "c  segmentation mask", "d  pixel-wise loss weight")
-    for axis, title in zip(axes, titles):
-        axis.set_title(title, loc="left")
-        axis.set_axis_off()
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=100)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path

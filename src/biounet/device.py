@@ -1,0 +1,56 @@
+"""Where and in which precision the network runs: device names, native bf16 detection, and bf16 autocast."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` without a GPU is an error.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not ``auto``, ``cpu`` or ``cuda[:N]``, or names CUDA on a machine without it.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    """True where oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    """``"auto"`` is bf16 on CUDA with bf16 support or on a CPU with native bf16, fp32 otherwise.
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not one of :data:`PRECISIONS`.
+    """
+    if name not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {name!r}")
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast for ``precision == "bf16"``, a no-op otherwise."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
