@@ -140,7 +140,7 @@ def export_package(
     class_names : sequence of str, optional
         One per class: the output channel names.
     name : str, optional
-        The package's ``name``; by default ``"biounet U-Net (...)"`` with depth, width and classes.
+        The package's ``name``; by default ``"biounet U-Net depth D base B K classes"``.
     opset : int
         ONNX opset of the ONNX weights.
     seed : int
