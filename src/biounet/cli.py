@@ -255,7 +255,8 @@ def _train_progress(bar: Any) -> Callable[[Any], None]:
 def _cmd_export(args: argparse.Namespace) -> int:
     from biounet.export import export_checkpoint
 
-    _check_output_file(args.out)
+    if args.format != "bioimageio":  # a bioimage.io package may be a folder
+        _check_output_file(args.out)
     try:
         path = export_checkpoint(args.model, args.out, export_format=args.format, opset=args.opset)
     except ModuleNotFoundError as err:
@@ -390,8 +391,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     export = sub.add_parser("export", help="export a model to ONNX or TorchScript, with its tiling contract")
     export.add_argument("model", type=Path, help="biounet checkpoint (model.pt)")
-    export.add_argument("--format", choices=("onnx", "torchscript"), required=True)
-    export.add_argument("--out", type=Path, required=True, help="file to write (model.onnx or model.ts)")
+    export.add_argument("--format", choices=("onnx", "torchscript", "bioimageio"), required=True)
+    export.add_argument("--out", type=Path, required=True, help="model.onnx, model.ts, or a bioimageio folder or .zip")
     export.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (>= 17, default 17)")
     export.add_argument("-q", "--quiet", action="store_true")
     demo = sub.add_parser("demo", help="the main job: train on synthetic cells, segment, write pictures")

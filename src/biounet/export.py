@@ -166,9 +166,14 @@ def export_model(
 def export_checkpoint(
     checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *, export_format: str, opset: int = ONNX_OPSET
 ) -> Path:
-    """Export the network of a biounet checkpoint with its normalisation and class names (see :func:`export_model`)."""
+    """Export the network of a biounet checkpoint with its normalisation and class names (see :func:`export_model`;
+    ``export_format="bioimageio"`` writes a bioimage.io package instead, see :mod:`biounet.bioimageio`)."""
+    if export_format == "bioimageio":
+        from biounet.bioimageio import export_checkpoint_package
+
+        return export_checkpoint_package(checkpoint, path, opset=opset)
     if export_format not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {export_format!r}")
+        raise ValueError(f"format must be one of {EXPORT_FORMATS + ('bioimageio',)}, got {export_format!r}")
     payload = load_checkpoint(checkpoint)
     return export_model(
         model_from_payload(payload, checkpoint), path, export_format=export_format,
