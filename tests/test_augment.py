@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -193,21 +192,6 @@ def test_gray_value_variation_touches_only_the_image(sample):
     low, high = image.min(), image.max()
     expected = low + (high - low) * ((image - low) / (high - low)) ** 2
     np.testing.assert_allclose(augment_sample(image, labels, config=gamma).image, expected, rtol=1e-5, atol=1e-6)
-
-
-def test_augment_572_tile_timing():
-    rng = np.random.default_rng(0)
-    image = rng.random((700, 700)).astype(np.float32)
-    labels = rng.integers(0, 2, (700, 700))
-    weights = rng.random((700, 700)).astype(np.float32)
-    for order in (3, 1):
-        config = AugmentConfig(shift_px=10.0, image_order=order)
-        durations = []
-        for seed in range(5):
-            start = time.perf_counter()
-            sample_window(image, labels, weights, in_tile=572, out_tile=388, center=(350, 350), config=config, rng=seed)
-            durations.append(time.perf_counter() - start)
-        print(f"\nsample_window 572 -> 388, image_order={order}: best {1e3 * min(durations):.1f} ms")
 
 
 # --- errors ----------------------------------------------------------------------------------------------------

@@ -206,7 +206,7 @@ def test_isbi_slices_in_numeric_order_with_membrane_class_1(tmp_path: Path) -> N
     assert [sample.name for sample in samples] == [f"isbi2012/train/{index}" for index in range(12)]
     label = _isbi_label(0)
     np.testing.assert_array_equal(samples[0].classes == ISBI_MEMBRANE_CLASS, label == 0)
-    assert ISBI_MEMBRANE_CLASS == 1
+    assert samples[0].classes[0, 0] == 1  # row 0 is membrane: class 1, the paper's foreground
     # cells are the instances: row 0 and column 7 are membrane, leaving a left and a right cell
     assert samples[0].instances.max() == 2
     np.testing.assert_array_equal(samples[0].instances > 0, label == 255)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from dataclasses import replace
 
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -39,6 +40,7 @@ def _rank_main(rank: int, world_size: int, port: int, run_dir: str, out_dir: str
     dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     port = _free_port()
     mp.spawn(_rank_main, args=(2, port, str(tmp_path / "run"), str(tmp_path)), nprocs=2, join=True)

@@ -17,10 +17,12 @@ from biounet.model import (
 )
 
 
+@pytest.mark.slow
 def test_parameter_count_paper():
     assert count_parameters(UNet(ModelConfig())) == 31_030_658  # PAPER.md section 1
 
 
+@pytest.mark.slow
 def test_parameter_count_release_variant():
     assert count_parameters(UNet(ModelConfig(variant="release"))) == 31_100_354
 
@@ -67,6 +69,7 @@ def test_forward_shapes_match_size_arithmetic(depth):
     assert (size - out.shape[-2]) // 2 == context_margin(depth)
 
 
+@pytest.mark.slow
 def test_paper_network_572_to_388():
     model = UNet(ModelConfig(base_channels=4)).eval()  # channel widths don't change the geometry
     with torch.no_grad():
@@ -88,6 +91,7 @@ def test_every_parameter_gets_a_gradient_and_no_nan():
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_he_normal_init():
     model = UNet(ModelConfig(base_channels=64))
     conv = model.encoder[1][0]  # 3x3 conv over 64 channels: fan-in 576

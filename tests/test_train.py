@@ -27,6 +27,12 @@ def _max_difference(a, b):
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.slow
+@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_is_exact(tmp_path, workers):
     config = replace(TINY, workers=workers)
@@ -264,3 +270,71 @@ def test_many_label_values_are_flagged(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         fit(replace(TINY, data=str(data), layout="pairs", iterations=1, validation_fraction=0.0), tmp_path / "r")
     assert "--label-kind instances" in caplog.text
+
+
+def test_distance_model_tiles_seamlessly(rng):
+    import torch
+
+    from biounet.model import ModelConfig, UNet
+    from biounet.predict import TorchPredictor, predict_image
+
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(depth=2, base_channels=4, distance_channels=1))
+    predictor = TorchPredictor(model, precision="fp32")
+    image = rng.random((70, 90, 1)).astype(np.float32)
+    whole, tiled = predict_image(predictor, image), predict_image(predictor, image, tile=60)
+    assert whole.shape == (3, 70, 90)
+    np.testing.assert_allclose(whole[:2].sum(0), 1.0, atol=1e-5)  # softmax over the classes only
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_distance_target_trains_and_predicts_instances(tmp_path, capsys):
+    import tifffile
+
+    fit(replace(TINY, target="distance", iterations=2, val_every=2), tmp_path / "run")
+    model = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert model["model_config"]["distance_channels"] == 1 and model["target"] == "distance"
+    image = tmp_path / "a.tif"
+    tifffile.imwrite(image, np.random.default_rng(0).random((100, 100)).astype(np.float32))
+    assert main(["predict", str(tmp_path / "run" / "model.pt"), str(image), "--out", str(tmp_path / "p"),
+                 "--instances", "-q"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["a.tif", "a_instances.tif"]
+    assert tifffile.imread(tmp_path / "p" / "a.tif").max() <= 1  # labels from the class channels only
+
+
+@pytest.mark.slow
+def test_fine_tuning_starts_from_the_trained_weights(tmp_path):
+    first = fit(replace(TINY, iterations=2), tmp_path / "first")
+    assert first.steps == 2
+    tuned = fit(replace(TINY, iterations=1, init=str(tmp_path / "first" / "model.pt"), lr=1e-12, warmup_steps=0),
+                tmp_path / "tuned", samples=None)
+    source = load_checkpoint(tmp_path / "first" / "model.pt")["model_state"]
+    assert tuned.model is not None
+    tuned_state = tuned.model.state_dict()
+    assert all(np.allclose(source[k].numpy(), tuned_state[k].numpy(), atol=1e-6) for k in source)
+    # another class count (the boundary target's 3) replaces only the 1x1 head
+    boundary = fit(replace(TINY, iterations=1, target="boundary", init=str(tmp_path / "first" / "model.pt"),
+                           lr=1e-12, warmup_steps=0), tmp_path / "boundary")
+    assert boundary.model is not None
+    state = boundary.model.state_dict()
+    assert state["head.weight"].shape[0] == 3
+    assert all(np.allclose(source[k].numpy(), state[k].numpy(), atol=1e-6) for k in source if "head" not in k)
+
+
+def test_sparse_annotation_with_an_ignore_label(tmp_path):
+    import tifffile
+
+    from biounet.data import load_dataset
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    labels = np.full((32, 32), 9, np.uint16)  # 9 = not annotated
+    labels[4:12, 4:12], labels[20:28, 20:28], labels[0:3, :] = 1, 2, 0  # two painted cells, a strip of background
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.random.default_rng(0).random((32, 32)).astype(np.float32))
+    tifffile.imwrite(tmp_path / "labels" / "a.tif", labels)
+    (sample,) = load_dataset(tmp_path, label_kind="instances", ignore_label=9)
+    assert (sample.classes[labels == 9] == IGNORE).all()
+    assert sample.classes[5, 5] == 1 and sample.classes[1, 1] == 0 and sample.instances.max() == 2
+    (prepared,) = prepare_samples([sample], TINY, 2)
+    assert (prepared.weights[labels == 9] == 0).all()

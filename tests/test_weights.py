@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -146,16 +145,6 @@ def test_border_weights_arbitrary_ids():
     cells = two_rectangles().astype(np.int64)
     relabelled = np.where(cells == 2, 10**9, cells)  # big, non-consecutive id
     np.testing.assert_array_equal(border_weights(relabelled), border_weights(cells))
-
-
-def test_border_weights_200_cells_512_timing():
-    cells = separation_borders(random_cells((512, 512), 200, np.random.default_rng(0), radius=(4.0, 12.0)))
-    durations = []
-    for _ in range(3):
-        start = time.perf_counter()
-        border_weights(cells, w0=10.0, sigma_px=5.0)
-        durations.append(time.perf_counter() - start)
-    print(f"\nborder_weights 512x512, {len(np.unique(cells)) - 1} cells: best {1e3 * min(durations):.1f} ms")
 
 
 # --- weight maps -----------------------------------------------------------------------------------------------

@@ -288,8 +288,9 @@ def _check_sample(image: np.ndarray, labels: np.ndarray, weights: np.ndarray | N
         raise ValueError(f"labels must be 2-D (H, W), got shape {labels.shape}")
     if labels.shape != image.shape[:2]:
         raise ValueError(f"labels {labels.shape} must have the image's (H, W) {image.shape[:2]}")
-    if weights is not None and weights.shape != labels.shape:
-        raise ValueError(f"weights {weights.shape} must have the labels' shape {labels.shape}")
+    if weights is not None and (weights.shape[:2] != labels.shape or weights.ndim > 3):
+        raise ValueError(f"weights {weights.shape} must have the labels' shape {labels.shape} (or (H, W, M): maps "
+                         "warped like the labels)")
     if weights is not None and not np.issubdtype(weights.dtype, np.number):
         raise TypeError(f"weights must be a numeric array, got dtype {weights.dtype}")
     if labels.size == 0:
@@ -400,8 +401,8 @@ def sample_window(
         Source image, any size; only the region the window reaches is read (and mirrored where needed).
     labels : (H, W) ndarray of int
         Source labels at the image's resolution.
-    weights : (H, W) ndarray of float, optional
-        Source weight map.
+    weights : (H, W) or (H, W, M) ndarray of float, optional
+        Source weight map. With M channels, each is a map cut like the labels (e.g. the distance target).
     in_tile : int or (int, int)
         Image window (network input tile), e.g. 572.
     out_tile : int or (int, int)

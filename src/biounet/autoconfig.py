@@ -72,6 +72,19 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
+def _take_architecture(values: dict[str, Any], init: str) -> str:
+    """Fine-tuning keeps the trained model's network and normalisation contract (``values`` is updated)."""
+    from biounet.checkpoint import load_checkpoint
+
+    payload = load_checkpoint(init)
+    network = payload["model_config"]
+    for key in ("base_channels", "depth", "variant", "batch_norm"):
+        values[key] = network[key]
+    values["normalization"] = payload["normalization"]
+    return (f"fine-tuning {init}: its network (base {network['base_channels']}, depth {network['depth']}) and "
+            f"normalisation ({payload['normalization']}) are kept")
+
+
 def resolve_train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[str]]:
     """Build the run's :class:`TrainConfig` from the command line, filling open choices by measurement."""
     explicit = _explicit(args)
@@ -89,9 +102,11 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[st
     values.update(recipe_defaults(recipe))
     values.update(explicit)
     values["data"] = args.data
+    notes: list[str] = []
+    if values.get("init"):
+        notes.append(_take_architecture(values, str(values["init"])))
     if "iterations" not in values and "time_budget_s" not in values:
         raise ValueError("give --iterations N or --time-budget T (e.g. --time-budget 15m)")
-    notes: list[str] = []
     if recipe == "paper":
         values.setdefault("precision", "fp32")
         notes.append("recipe paper: base 64, SGD momentum 0.99, one 572-px tile per step, fp32 (paper section 3)")
@@ -110,7 +125,8 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[st
             measured[width, precision] = measure_step_seconds(width, tile, precision, device, depth=depth)
         return measured[width, precision]
 
-    width_given = "base_channels" in explicit or (args.config is not None and "base_channels" in values)
+    width_given = "base_channels" in explicit or (args.config is not None and "base_channels" in values) or bool(
+        values.get("init"))
     probe_width = int(values["base_channels"]) if width_given else WIDTHS[0]
     precision = values.get("precision")
     if precision in (None, "auto"):

@@ -36,7 +36,7 @@ import biounet
 from biounet.checkpoint import load_checkpoint, model_from_payload
 from biounet.export import ONNX_OPSET, _ignore_tracer_warnings, export_metadata
 from biounet.io import NORMALIZATIONS, PERCENTILES, normalize, write_png
-from biounet.model import ModelConfig, UNet, smallest_input_size
+from biounet.model import ModelConfig, UNet, output_probabilities, smallest_input_size
 from biounet.predict import TorchPredictor, predict_image
 
 INPUT_ID, OUTPUT_ID = "raw", "probabilities"
@@ -65,8 +65,9 @@ class ProbabilityUNet(UNet):
         super().__init__(ModelConfig(**config))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_channels, H, W) -> class probabilities (N, num_classes, H', W'), summing to 1 over axis 1."""
-        return torch.softmax(super().forward(x), dim=1)
+        """(N, in_channels, H, W) -> class probabilities (N, num_classes, H', W'), summing to 1 over axis 1
+        (a ``distance`` model's extra channel: its sigmoid, :func:`biounet.model.output_probabilities`)."""
+        return output_probabilities(super().forward(x), self.config.num_classes)
 
 
 def preprocessing_for(normalization: str, input_dtype: str) -> list[Any]:

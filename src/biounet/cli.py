@@ -146,8 +146,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
     check_writable_dir(args.out)
+    target, params = _instance_settings(args.model) if args.instances else (None, None)
+    needs_distance = target == "distance"  # its instances need the distance map of the probability file
     options = PredictOptions(
-        tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
+        tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities or needs_distance,
         memory_budget=args.memory_budget,
     )
     for path in args.inputs:
@@ -164,9 +166,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         finally:
             for bar in bars:
                 bar.close()
-        extra = f" and {result.probabilities_path}" if result.probabilities_path else ""
+        extra = f" and {result.probabilities_path}" if args.save_probabilities else ""
         if args.instances:
-            extra += f" and {_write_instances(result.labels_path, args.model, args.watershed)}"
+            written = _write_instances(result.labels_path, result.probabilities_path, target, params, args.watershed)
+            extra += f" and {written}"
+            if needs_distance and not args.save_probabilities and result.probabilities_path is not None:
+                result.probabilities_path.unlink()
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
     return 0
@@ -253,12 +258,17 @@ def _train_progress(bar: Any) -> Callable[[Any], None]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from biounet.export import export_checkpoint
-
     if args.format != "bioimageio":  # a bioimage.io package may be a folder
         _check_output_file(args.out)
     try:
-        path = export_checkpoint(args.model, args.out, export_format=args.format, opset=args.opset)
+        if args.format == "bioimageio":
+            from biounet.bioimageio import export_checkpoint_package
+
+            path = export_checkpoint_package(args.model, args.out, opset=args.opset)
+        else:
+            from biounet.export import export_checkpoint
+
+            path = export_checkpoint(args.model, args.out, export_format=args.format, opset=args.opset)
     except ModuleNotFoundError as err:
         raise CliError(str(err)) from err
     if not args.quiet:
@@ -266,19 +276,24 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_instances(labels_path: Path, model_path: Path, watershed: bool) -> Path:
-    """``<stem>_instances.tif`` from the class labels just written, made the way the model's target asks for
-    (:func:`biounet.instances.instances_from_labels`) with the post-processing its training run chose."""
+def _write_instances(labels_path: Path, probs_path: Path | None, target: str | None, params: Any,
+                     watershed: bool) -> Path:
+    """``<stem>_instances.tif`` from the outputs just written, made the way the model's target asks for
+    (:mod:`biounet.instances`) with the post-processing its training run chose."""
     import numpy as np
+    import tifffile
 
-    from biounet.instances import InstanceParams, instances_from_labels
+    from biounet.instances import InstanceParams, instances_from_labels, instances_from_probabilities
     from biounet.io import output_stem, read_labels, write_tiff
 
-    target, params = _instance_settings(model_path)
     if watershed:
         params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
-    labels = read_labels(labels_path)
-    planes = [instances_from_labels(plane, target=target, params=params) for plane in labels]
+    if target == "distance" and probs_path is not None:
+        probs = np.asarray(tifffile.imread(probs_path), dtype=np.float32)
+        stacked = probs[None] if probs.ndim == 3 else probs
+        planes = [instances_from_probabilities(p, target=target, params=params) for p in stacked]
+    else:
+        planes = [instances_from_labels(plane, target=target, params=params) for plane in read_labels(labels_path)]
     out = labels_path.with_name(output_stem(labels_path) + "_instances.tif")
     stack = np.stack(planes)
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
@@ -433,6 +448,10 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=float)
     train.add_argument("--normalization", choices=("percentile", "range", "minmax", "zscore"))
     train.add_argument("--workers", type=int, help="data-loading worker processes (default 1)")
+    train.add_argument("--init", help="fine-tune: start from this trained model.pt (its network and normalisation "
+                       "are kept; another class count replaces only the 1x1 head)")
+    train.add_argument("--ignore-label", type=int, help="pairs layout: label value of unannotated pixels (paint a "
+                       "few cells, leave the rest as this value); they do not count in the loss")
     train.add_argument("--target", choices=TRAIN_TARGETS,
                        help="what cells are taught as: paper (background gaps between touching cells, the "
                        "default), boundary (interior + boundary band), distance (paper + distance map)")

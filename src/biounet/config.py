@@ -23,7 +23,7 @@ OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 LABEL_KINDS: tuple[str, ...] = ("classes", "instances")
-TRAIN_TARGETS: tuple[str, ...] = ("paper", "boundary")
+TRAIN_TARGETS: tuple[str, ...] = ("paper", "boundary", "distance")
 """Target representations training supports (:mod:`biounet.targets`)."""
 SELECT_BY: tuple[str, ...] = ("auto", "seg", "foreground_iou", "pixel_error", "rand_error", "mean_iou")
 """Validation measures a run can keep its best checkpoint by; ``auto``: SEG for cells, Rand error for membranes,
@@ -39,6 +39,8 @@ class TrainConfig:
     label_kind: str = "classes"  # pairs layout: "instances" when label files hold one id per cell
     silver: bool = False  # ctc layout: also train on the silver-truth frames
     exclude: tuple[str, ...] = ()  # sample names left out of training and validation (held out for testing)
+    ignore_label: int | None = None  # pairs layout: label value of unannotated pixels (sparse annotation)
+    init: str | None = None  # start from this trained model (fine-tuning); a new class count replaces its head
     recipe: str = "fast"
     base_channels: int = 16
     depth: int = 4
@@ -57,6 +59,7 @@ class TrainConfig:
     schedule: str = "cosine"  # or "constant"
     target: str = "paper"  # paper | boundary | distance (biounet.targets)
     boundary_px: int = 2  # width of the boundary target's band
+    distance_weight: float = 1.0  # distance target: weight of the distance map's squared error beside the CE
     w0: float = 10.0  # border term of eq. 2; 0 switches it off
     sigma_px: float = 5.0
     class_balance: bool = True  # w_c = 1 / (K' f_c); independent of the border term
@@ -106,9 +109,10 @@ class TrainConfig:
             raise ValueError(f"tile size {self.tile} is not valid for a U-Net of depth {self.depth}; nearest valid "
                              f"tile sizes: {below} or {above}") from None
 
-    def model_config(self, in_channels: int, num_classes: int) -> ModelConfig:
+    def model_config(self, in_channels: int, num_classes: int, *, distance: bool = False) -> ModelConfig:
         return ModelConfig(in_channels=in_channels, num_classes=num_classes, depth=self.depth,
-                           base_channels=self.base_channels, variant=self.variant, batch_norm=self.batch_norm)
+                           base_channels=self.base_channels, variant=self.variant, batch_norm=self.batch_norm,
+                           distance_channels=int(distance))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -222,6 +222,7 @@ def load_dataset(
     use_gt: bool = True,
     use_silver: bool = False,
     ignore_margin_px: float = 2.0,
+    ignore_label: int | None = None,
 ) -> list[Sample]:
     """Load every 2-D sample of a dataset, images normalised, in natural file order.
 
@@ -245,6 +246,9 @@ def load_dataset(
         (logged at INFO level with the reason); ambiguous labels raise ValueError.
     num_classes : int, optional
         ``pairs`` only: reject class ids ``>= num_classes``.
+    ignore_label : int, optional
+        ``pairs`` only: the label value of unannotated pixels (sparse annotation: paint a few cells, mark the
+        rest, or leave the rest as this value); they become :data:`IGNORE` and do not count in the loss.
     allow_unlabeled : bool, optional
         Keep images that have no label file as unlabeled samples (``classes=None``) instead of raising.
     sequences : sequence of str, optional
@@ -303,7 +307,8 @@ def load_dataset(
     if not root.is_dir():
         raise ValueError(f"{root}: a dataset must be a folder; {_EXPECTED_STRUCTURES}")
     if layout == "pairs":
-        samples = _load_pairs(root, normalization, split or "train", label_kind, num_classes, allow_unlabeled)
+        samples = _load_pairs(root, normalization, split or "train", label_kind, num_classes, allow_unlabeled,
+                              ignore_label)
     elif layout == "isbi2012":
         samples = _load_isbi(root, normalization, split, allow_unlabeled)
     else:
@@ -372,7 +377,8 @@ def _as_instances(labels: npt.NDArray[np.int64], path: Path) -> npt.NDArray[np.i
 
 
 def _load_pairs(
-    root: Path, normalization: str, split: str, label_kind: str, num_classes: int | None, allow_unlabeled: bool
+    root: Path, normalization: str, split: str, label_kind: str, num_classes: int | None, allow_unlabeled: bool,
+    ignore_label: int | None = None,
 ) -> list[Sample]:
     images_dir, labels_dir = _pairs_dirs(root)
     if images_dir is None:
@@ -408,6 +414,10 @@ def _load_pairs(
             labels_of[stem] = read_labels(labels[stem])
             _check_size(image_path, (len(planes_of[stem]), *planes_of[stem][0].shape[:2]), labels[stem],
                         labels_of[stem].shape)
+    unannotated = {stem: labels == ignore_label for stem, labels in labels_of.items()} if ignore_label is not None \
+        else {}
+    for stem, mask in unannotated.items():
+        labels_of[stem] = np.where(mask, 0, labels_of[stem])
     if label_kind == "auto" and labels_of:
         label_kind = _guess_pairs_label_kind(labels_of, labels_dir)
     samples: list[Sample] = []
@@ -418,6 +428,8 @@ def _load_pairs(
                 samples.append(_unlabeled(name, image))
                 continue
             classes, instances = _pairs_labels(labels_of[stem][z], labels[stem], label_kind, num_classes)
+            if stem in unannotated:
+                classes = np.where(unannotated[stem][z], IGNORE, classes).astype(np.int64)
             samples.append(Sample(name, image, classes, instances))
     return samples
 

@@ -29,7 +29,7 @@ import torch
 import biounet
 from biounet.checkpoint import load_checkpoint, model_from_payload
 from biounet.io import NORMALIZATIONS, atomic_path
-from biounet.model import ModelConfig, UNet, context_margin, geometry_sizes, smallest_input_size, smallest_tile
+from biounet.model import ModelConfig, UNet, context_margin, output_probabilities, geometry_sizes, smallest_input_size, smallest_tile
 from biounet.predictor import Predictor
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -167,13 +167,9 @@ def export_checkpoint(
     checkpoint: str | os.PathLike[str], path: str | os.PathLike[str], *, export_format: str, opset: int = ONNX_OPSET
 ) -> Path:
     """Export the network of a biounet checkpoint with its normalisation and class names (see :func:`export_model`;
-    ``export_format="bioimageio"`` writes a bioimage.io package instead, see :mod:`biounet.bioimageio`)."""
-    if export_format == "bioimageio":
-        from biounet.bioimageio import export_checkpoint_package
-
-        return export_checkpoint_package(checkpoint, path, opset=opset)
+    a bioimage.io package is :func:`biounet.bioimageio.export_checkpoint_package`, which builds on this module)."""
     if export_format not in EXPORT_FORMATS:
-        raise ValueError(f"format must be one of {EXPORT_FORMATS + ('bioimageio',)}, got {export_format!r}")
+        raise ValueError(f"format must be one of {EXPORT_FORMATS}, got {export_format!r}")
     payload = load_checkpoint(checkpoint)
     return export_model(
         model_from_payload(payload, checkpoint), path, export_format=export_format,
@@ -324,7 +320,7 @@ class OnnxPredictor(Predictor):
 
     def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch.numpy())})[0]
-        return torch.softmax(torch.from_numpy(logits), dim=1)
+        return output_probabilities(torch.from_numpy(logits), self.num_classes)
 
 
 def _providers(device: str) -> list[Any]:

@@ -210,6 +210,16 @@ def instances_from_distance(
     return fill_gaps(_sequential(_drop_small(np.asarray(flooded, dtype=np.int32), min_size_px)))
 
 
+def split_outputs(probs: npt.NDArray[np.float32], target: str,
+                  ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    """Class probabilities and, for a ``distance`` model, its distance map (the last channel)."""
+    if target == "distance":
+        if probs.shape[0] < 3:
+            raise ValueError(f"a distance model predicts classes and a distance map, got {probs.shape[0]} channels")
+        return probs[:-1], probs[-1]
+    return probs, None
+
+
 def instances_from_probabilities(
     probs: npt.NDArray[np.float32], *, target: str = "paper", params: InstanceParams | None = None,
     distance: npt.NDArray[np.float32] | None = None,
@@ -217,9 +227,12 @@ def instances_from_probabilities(
     """Instances from a network's class probabilities ``(K, H, W)``, the way its ``target`` asks for.
 
     ``paper``: foreground = arg-max > 0. ``boundary``: classes (background, interior, boundary). ``distance``:
-    the predicted distance map is also needed.
+    the predicted distance map is also needed: ``distance``, or the last channel of ``probs``
+    (:func:`split_outputs`).
     """
     params = params or InstanceParams()
+    if target == "distance" and distance is None:
+        probs, distance = split_outputs(probs, target)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if probs.ndim != 3:
@@ -271,6 +284,6 @@ def _split_by_watershed(mask: npt.NDArray[np.bool_], min_distance_px: int) -> np
 
 
 __all__ = [
-    "InstanceParams", "fill_gaps", "instances_from_boundary", "instances_from_distance",
+    "InstanceParams", "fill_gaps", "split_outputs", "instances_from_boundary", "instances_from_distance",
     "instances_from_foreground", "instances_from_labels", "instances_from_probabilities",
 ]

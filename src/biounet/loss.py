@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["REDUCTIONS", "WeightedCrossEntropy", "weighted_cross_entropy"]
+__all__ = ["REDUCTIONS", "WeightedCrossEntropy", "distance_loss", "weighted_cross_entropy"]
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
@@ -127,6 +127,35 @@ def weighted_cross_entropy(
     if reduction == "sum":
         return total
     return total / labelled.sum().clamp(min=1)
+
+
+def distance_loss(predicted: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of a predicted normalised distance map over the annotated pixels (``distance`` target).
+
+    Parameters
+    ----------
+    predicted : (N, H, W) tensor
+        Distance in [0, 1] (the sigmoid of the network's distance channel).
+    target : (N, H, W) tensor
+        :func:`biounet.targets.cell_distance` of the separated cells (0 on background).
+    annotated : (N, H, W) bool tensor
+        Pixels with a label; the others do not count.
+
+    Returns
+    -------
+    Scalar tensor; 0 when no pixel is annotated.
+
+    Examples
+    --------
+    >>> distance_loss(torch.tensor([[[0.5, 1.0]]]), torch.tensor([[[1.0, 1.0]]]), torch.tensor([[[True, False]]]))
+    tensor(0.2500)
+    """
+    if predicted.shape != target.shape or annotated.shape != target.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)}, target {tuple(target.shape)} and annotated "
+                         f"{tuple(annotated.shape)} must have the same shape")
+    if not bool(annotated.any()):
+        return predicted.sum() * 0.0
+    return ((predicted - target) ** 2)[annotated].mean()
 
 
 class WeightedCrossEntropy(nn.Module):

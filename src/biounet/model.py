@@ -43,8 +43,11 @@ class ModelConfig:
     batch_norm: bool = False
     variant: str = "paper"
     dropout: float = 0.5
+    distance_channels: int = 0  # 1 for the ``distance`` target: a regressed map beside the class scores
 
     def __post_init__(self) -> None:
+        if self.distance_channels not in (0, 1):
+            raise ValueError(f"distance_channels must be 0 or 1, got {self.distance_channels}")
         for name in ("in_channels", "base_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -61,6 +64,18 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def output_probabilities(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The network's outputs as probabilities: softmax over the ``num_classes`` class scores (axis 1) and, for a
+    ``distance`` model, the sigmoid of the extra channel (the normalised distance to the cell outline, 0..1).
+
+    >>> output_probabilities(torch.zeros(1, 3, 1, 1), 2).flatten().tolist()
+    [0.5, 0.5, 0.5]
+    """
+    if logits.shape[1] == num_classes:
+        return torch.softmax(logits, dim=1)
+    return torch.cat([torch.softmax(logits[:, :num_classes], dim=1), torch.sigmoid(logits[:, num_classes:])], dim=1)
 
 
 class DoubleConv(nn.Sequential):
@@ -145,7 +160,7 @@ class UNet(nn.Module):
                 up = nn.Sequential(up, nn.ReLU(inplace=True))
             self.upsamplers.append(up)
             self.decoder.append(DoubleConv(widths[level] + up_out, widths[level], **block))  # type: ignore[arg-type]
-        self.head = nn.Conv2d(widths[0], config.num_classes, kernel_size=1)
+        self.head = nn.Conv2d(widths[0], config.num_classes + config.distance_channels, kernel_size=1)
         self.apply(init_he_normal)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,7 +35,7 @@ from biounet.io import (
     remove_tree,
     write_tiff,
 )
-from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_size, smallest_tile
+from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_probabilities, output_size, smallest_tile
 from biounet.predictor import Predictor
 from biounet.tiling import count_tiles, predict_tiled
 
@@ -81,7 +81,7 @@ class TorchPredictor(Predictor):
     def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         with autocast(self.device, self.precision):
             logits = self._compiled(batch) if self._compiled is not None else self.model(batch)
-        return torch.softmax(logits.float(), dim=1)
+        return output_probabilities(logits.float(), self.num_classes)
 
 
 def load_predictor(
@@ -262,8 +262,8 @@ def predict_file(
     total = planes * count_tiles((height, width), geometry)
     num_classes = predictor.num_classes
     label_dtype = np.uint8 if num_classes <= 255 else np.uint16
-    prob_shape = (planes, num_classes, height, width)
-    on_disk = planes * num_classes * height * width * 4 > options.memory_budget // 4
+    prob_shape = (planes, predictor.output_channels, height, width)
+    on_disk = planes * predictor.output_channels * height * width * 4 > options.memory_budget // 4
     stem = output_stem(path)
     labels_path, prob_path = out_dir / f"{stem}.tif", out_dir / f"{stem}_prob.tif"
     done = 0
@@ -292,6 +292,7 @@ def predict_file(
                 read, (height, width), predictor, geometry,
                 probabilities=_PlaneView(probs, plane) if options.save_probabilities else None,
                 labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
+                label_channels=predictor.num_classes,
             )
         write_tiff(labels_path, labels[0] if planes == 1 else labels)
         if options.save_probabilities:
@@ -329,7 +330,7 @@ def predict_image(
     height, width = image.shape[:2]
     in_tile = check_in_tile(predictor, tile) if tile is not None else choose_in_tile(
         predictor, (height, width), memory_budget=memory_budget, batch_size=batch_size)
-    probs = np.zeros((predictor.num_classes, height, width), dtype=np.float32)
+    probs = np.zeros((predictor.output_channels, height, width), dtype=np.float32)
     predict_tiled(
         lambda rows, cols: image[rows, cols], (height, width), predictor, predictor.geometry(in_tile),
         probabilities=probs, batch_size=batch_size,

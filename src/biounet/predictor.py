@@ -65,6 +65,11 @@ class Predictor(ABC):
         return self.model_config.num_classes
 
     @property
+    def output_channels(self) -> int:
+        """Class probabilities plus, for a ``distance`` model, its distance map."""
+        return self.model_config.num_classes + self.model_config.distance_channels
+
+    @property
     def depth(self) -> int:
         return self.model_config.depth
 

@@ -110,6 +110,7 @@ def predict_tiled(
     labels: Any | None = None,
     batch_size: int = 1,
     progress: Callable[[int], None] | None = None,
+    label_channels: int | None = None,
 ) -> None:
     """Predict an image of ``shape`` (H, W) tile by tile, writing into the given outputs.
 
@@ -131,6 +132,9 @@ def predict_tiled(
         Tiles predicted per call of ``predict``.
     progress : callable, optional
         Called with the number of tiles finished after each batch.
+    label_channels : int, optional
+        The labels are the arg-max over the first ``label_channels`` channels (the class probabilities of a
+        model that also regresses a distance map); all channels by default.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -152,7 +156,7 @@ def predict_tiled(
             if probabilities is not None:
                 probabilities[(slice(None), *region)] = tile_probs[:, :h, :w]
             if labels is not None:
-                labels[region] = np.argmax(tile_probs[:, :h, :w], axis=0).astype(labels.dtype)
+                labels[region] = np.argmax(tile_probs[:label_channels, :h, :w], axis=0).astype(labels.dtype)
         if progress is not None:
             progress(len(batch_origins))
 

@@ -43,7 +43,7 @@ from biounet.distributed import Distributed, agree, barrier, init_distributed, r
 from biounet.events import Progress, StepEvent, ValidationEvent
 from biounet.instances import InstanceParams
 from biounet.io import write_text
-from biounet.loss import weighted_cross_entropy
+from biounet.loss import distance_loss, weighted_cross_entropy
 from biounet.model import UNet, output_size
 from biounet.device import autocast, resolve_device
 from biounet.targets import IGNORE, class_frequencies, class_names, num_target_classes, target_classes, training_targets
@@ -64,7 +64,7 @@ class PreparedSample:
     name: str
     image: npt.NDArray[np.float32]  # (H, W, C)
     classes: npt.NDArray[np.int64]  # (H, W), IGNORE for unannotated pixels
-    weights: npt.NDArray[np.float32]  # (H, W)
+    weights: npt.NDArray[np.float32]  # (H, W), or (H, W, 2) with the distance target's map as channel 1
 
 
 def prepare_samples(samples: list[Sample], config: TrainConfig, num_classes: int) -> list[PreparedSample]:
@@ -79,7 +79,8 @@ def prepare_samples(samples: list[Sample], config: TrainConfig, num_classes: int
         targets = training_targets(classes, instances, num_classes=num_classes, target=config.target, w0=config.w0,
                                    sigma_px=config.sigma_px, class_balance=config.class_balance,
                                    frequencies=frequencies, boundary_px=config.boundary_px)
-        prepared.append(PreparedSample(sample.name, sample.image, targets.classes, targets.weights))
+        weights = targets.weights if targets.distance is None else np.stack([targets.weights, targets.distance], -1)
+        prepared.append(PreparedSample(sample.name, sample.image, targets.classes, weights))
     return prepared
 
 
@@ -115,7 +116,7 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
                                  out_tile=self.out_tile, center=center, config=self.config.augment, rng=rng)
             images.append(tile.image.transpose(2, 0, 1) if tile.image.ndim == 3 else tile.image[None])
             labels.append(tile.labels)
-            weights.append(tile.weights if tile.weights is not None else np.ones_like(tile.labels, np.float32))
+            weights.append(tile.weights)
         return (torch.from_numpy(np.ascontiguousarray(np.stack(images), dtype=np.float32)),
                 torch.from_numpy(np.stack(labels).astype(np.int64)),
                 torch.from_numpy(np.stack(weights).astype(np.float32)))
@@ -180,6 +181,8 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
             options["label_kind"] = config.label_kind
         if config.silver:
             options["use_silver"] = True
+        if config.ignore_label is not None:
+            options["ignore_label"] = config.ignore_label
         samples = load_dataset(config.data, layout=config.layout, normalization=config.normalization, **options)
     excluded = {s.name for s in samples if any(_name_matches(s.name, entry) for entry in config.exclude)}
     unknown = [entry for entry in config.exclude if not any(_name_matches(n, entry) for n in excluded)]
@@ -201,7 +204,11 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
 
 def _new_state(config: TrainConfig, split: Split, device: torch.device) -> RunState:
     torch.manual_seed(config.seed)
-    model = UNet(config.model_config(split.in_channels, split.num_classes)).to(device)
+    distance = config.target == "distance" and split.task == "cells"
+    model = UNet(config.model_config(split.in_channels, split.num_classes, distance=distance))
+    if config.init is not None:
+        load_initial_weights(model, config.init)
+    model = model.to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     if config.optimizer == "sgd":
@@ -210,6 +217,31 @@ def _new_state(config: TrainConfig, split: Split, device: torch.device) -> RunSt
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     return RunState(model, optimizer)
+
+
+def load_initial_weights(model: UNet, path: str) -> list[str]:
+    """Fine-tuning: copy a trained model's weights into ``model``; layers whose shape differs (the 1x1 head for
+    another class count) keep their fresh initialisation. Returns the names of the layers kept fresh.
+
+    Raises
+    ------
+    ValueError
+        If the architectures differ in anything but the head (depth, width, channels in), or the normalisation.
+    """
+    payload = load_checkpoint(path)
+    source = payload["model_state"]
+    target = model.state_dict()
+    if set(source) != set(target):
+        raise ValueError(f"{path}: its network (depth/variant/batch norm) differs from the one to train; fine-tuning "
+                         "keeps the architecture (give --depth/--base-channels of the model, or none)")
+    fresh = [k for k in target if source[k].shape != target[k].shape]
+    if any(not k.startswith("head.") for k in fresh):
+        raise ValueError(f"{path}: layer shapes differ ({', '.join(fresh[:3])}); fine-tuning keeps the network's "
+                         "width and input channels")
+    model.load_state_dict({k: (target[k] if k in fresh else source[k]) for k in target})
+    if fresh:
+        logger.info("fine-tuning from %s: new 1x1 head (%s)", path, ", ".join(fresh))
+    return fresh
 
 
 def open_run(config: TrainConfig, run_dir: Path, split: Split, device: torch.device, group: Distributed, *,
@@ -251,7 +283,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, config.precision):
         logits = model(images)
-    loss = weighted_cross_entropy(logits.float(), labels.to(device), weights.to(device), ignore_index=IGNORE)
+    loss = objective(logits.float(), labels.to(device), weights.to(device), distance_weight=config.distance_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -259,6 +291,18 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
         raise FloatingPointError(f"training diverged: loss is {loss.item()}; lower the learning rate "
                                  f"(now {config.lr})")
     return float(loss.item())
+
+
+def objective(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
+              distance_weight: float = 1.0) -> torch.Tensor:
+    """Weighted cross-entropy (paper eq. 1); with a distance map as the weights' last channel ``(N, H, W, 2)``,
+    plus ``distance_weight`` times its squared error (the ``distance`` target, whose network has one more output)."""
+    if weights.ndim == labels.ndim:
+        return weighted_cross_entropy(logits, labels, weights, ignore_index=IGNORE)
+    classes = logits.shape[1] - 1
+    loss = weighted_cross_entropy(logits[:, :classes], labels, weights[..., 0], ignore_index=IGNORE)
+    predicted = torch.sigmoid(logits[:, classes])
+    return loss + distance_weight * distance_loss(predicted, weights[..., 1], labels != IGNORE)
 
 
 def _payload(model: UNet, config: TrainConfig, split: Split, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import numpy.typing as npt
 import torch
 
 from biounet import metrics
-from biounet.instances import InstanceParams, instances_from_probabilities
+from biounet.instances import InstanceParams, instances_from_probabilities, split_outputs
 from biounet.model import UNet
 from biounet.predict import TorchPredictor, predict_image
 from biounet.samples import Sample
@@ -68,7 +68,7 @@ def cell_scores(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Samp
     for prob, sample in zip(probs, samples):
         classes, instances = _labels(sample)
         valid = classes != IGNORE
-        ious.append(metrics.iou(prob.argmax(0) > 0, instances > 0, valid=valid))
+        ious.append(metrics.iou(split_outputs(prob, target)[0].argmax(0) > 0, instances > 0, valid=valid))
         if instances.any():
             seg = metrics.seg_score(instances_from_probabilities(prob, target=target, params=params), instances)
             jaccard_sum, cells = jaccard_sum + float(seg.per_object.sum()), cells + seg.n_objects
@@ -108,8 +108,8 @@ def mean_iou(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample]
 
 def task_scores(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample], *, task: str, target: str,
                 params: InstanceParams | None = None) -> dict[str, float]:
-    """Every measure of ``task`` on predicted probabilities, plus ``mean_iou``."""
-    scores = {"mean_iou": mean_iou(probs, samples)}
+    """Every measure of ``task`` on predicted probabilities (and distance map), plus ``mean_iou``."""
+    scores = {"mean_iou": mean_iou([split_outputs(p, target)[0] for p in probs], samples)}
     if task == "cells":
         scores.update(cell_scores(probs, samples, target=target, params=params or InstanceParams()))
     elif task == "membranes":

@@ -1,0 +1,119 @@
+"""Which target separates touching cells within a CPU budget: paper, boundary or distance (biounet.targets).
+
+For each data set and target: ``biounet train`` for the budget (``--target T``), ``biounet predict --instances``
+on held-out images (the post-processing the run chose on its validation images), then the scores:
+
+- ``dic``: DIC-HeLa sequence 01, gold-truth frames 002, 021, 034, 054, 067 held back (as ``dic_hela.py``);
+  training on the silver truth of the other frames plus the remaining gold frames.
+- ``nuclei``: touching nuclei-like cells of the synthetic ``cells`` generator: 16 training images of 256x256
+  (seed 0), 8 held-out images (seed 1).
+
+Scores: SEG pooled over every held-out ground-truth cell (the Cell Tracking Challenge's measure), object
+precision/recall/F1 and accuracy ``TP / (TP + FP + FN)`` at IoU 0.5 (Hungarian matching, pooled counts; the
+StarDist convention), and foreground IoU of the network's labels. Prints one JSON line per run, then a summary.
+
+    python experiments/separation.py --time-budget 10m
+    python experiments/separation.py --iterations 2600     # the steps an undisturbed 10-min run makes here
+
+``--iterations`` gives results that do not depend on what else the machine is doing; ``--time-budget`` is what a
+user types.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import SHARED_DATA, Timer, biounet, emit, hardware
+
+DIC_HELD_OUT = ("002", "021", "034", "054", "067")
+TARGETS = ("paper", "boundary", "distance")
+
+
+def _train(data: list[str], run: Path, target: str, budget: list[str], extra: list[str]) -> float:
+    if run.exists():
+        shutil.rmtree(run)
+    with Timer() as timer:
+        biounet("train", *data, "--out", str(run), "--target", target, *budget, *extra, "-q")
+    return timer.seconds
+
+
+def _scores(pred_dir: Path, truth: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Pooled SEG, object scores at IoU 0.5 (pooled) and foreground IoU, from the files predict wrote."""
+    import tifffile
+
+    from biounet import metrics
+
+    pairs, jaccard, cells, ious = [], 0.0, 0, []
+    for stem, true in sorted(truth.items()):
+        instances = tifffile.imread(pred_dir / f"{stem}_instances.tif").astype(np.int64)
+        labels = tifffile.imread(pred_dir / f"{stem}.tif")
+        seg = metrics.seg_score(instances, true)
+        jaccard, cells = jaccard + float(seg.per_object.sum()), cells + seg.n_objects
+        ious.append(metrics.iou(labels > 0, true > 0))
+        pairs.append((instances, true))
+    objects = metrics.dataset_object_scores(pairs, thresholds=(0.5,))[0]
+    return {"seg_pooled": jaccard / cells, "cells": cells, "object_f1_iou50": objects.f1,
+            "object_accuracy_iou50": objects.average_precision, "precision_iou50": objects.precision,
+            "recall_iou50": objects.recall, "foreground_iou": float(np.mean(ious))}
+
+
+def _dic(out: Path, target: str, budget: list[str], extra: list[str]) -> dict[str, Any]:
+    import tifffile
+
+    data = SHARED_DATA / "DIC-C2DH-HeLa"
+    run = out / f"dic_{target}"
+    seconds = _train(["--data", str(data), "--layout", "ctc", "--silver", "--exclude",
+                      ",".join(f"01/t{f}" for f in DIC_HELD_OUT)], run, target, budget, extra)
+    pred = run / "pred"
+    biounet("predict", str(run / "model.pt"), *(str(data / "01" / f"t{f}.tif") for f in DIC_HELD_OUT),
+            "--out", str(pred), "--instances", "-q")
+    truth = {f"t{f}": tifffile.imread(data / "01_GT" / "SEG" / f"man_seg{f}.tif").astype(np.int64)
+             for f in DIC_HELD_OUT}
+    return {"training_seconds": seconds, **_scores(pred, truth)}
+
+
+def _nuclei(out: Path, target: str, budget: list[str], extra: list[str]) -> dict[str, Any]:
+    from biounet.synthetic import make_dataset, write_dataset
+
+    run = out / f"nuclei_{target}"
+    seconds = _train(["--data", "synthetic:cells,n=16,size=256x256,seed=0"], run, target, budget, extra)
+    test = make_dataset("cells", 8, size=(256, 256), rng=1)
+    folder = write_dataset(test, out / "nuclei_test")
+    images = sorted((folder / "images").glob("*.tif"))
+    pred = run / "pred"
+    biounet("predict", str(run / "model.pt"), *map(str, images), "--out", str(pred), "--instances", "-q")
+    truth = {path.stem: sample.instances.astype(np.int64) for path, sample in zip(images, sorted(
+        test, key=lambda s: s.name.replace("/", "_")))}
+    return {"training_seconds": seconds, **_scores(pred, truth)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    budget = parser.add_mutually_exclusive_group()
+    budget.add_argument("--time-budget", default=None, help="training time per run, e.g. 10m")
+    budget.add_argument("--iterations", default=None, help="training steps per run instead of a time budget")
+    parser.add_argument("--datasets", default="dic,nuclei")
+    parser.add_argument("--targets", default=",".join(TARGETS))
+    parser.add_argument("--out", type=Path, default=Path("runs/separation"))
+    parser.add_argument("--extra", default="--base-channels 16 --precision auto",
+                        help="more biounet train flags, space separated")
+    args = parser.parse_args()
+    limit = ["--iterations", args.iterations] if args.iterations else ["--time-budget", args.time_budget or "10m"]
+    runners = {"dic": _dic, "nuclei": _nuclei}
+    rows = []
+    for dataset in args.datasets.split(","):
+        for target in args.targets.split(","):
+            row = {"dataset": dataset, "target": target, "limit": " ".join(limit),
+                   **runners[dataset](args.out, target, limit, args.extra.split())}
+            emit(row)
+            rows.append(row)
+    emit({"experiment": "separation", "hardware": hardware(), "runs": rows})
+
+
+if __name__ == "__main__":
+    main()
