@@ -16,7 +16,7 @@ from biounet.train import TileSampler, fit, prepare_samples
 from biounet.data import load_dataset
 
 CONFIG = TrainConfig(data="synthetic:cells,n=4,size=96x96,seed=0", base_channels=4, depth=2, tile=92,
-                     batch_size=1, iterations=4, val_every=2, workers=0, lr=3e-3, warmup_steps=1)
+                     batch_size=1, iterations=4, val_every=2, workers=0, lr=3e-3, warmup_steps=1, target="paper")
 
 
 def _free_port() -> int:

@@ -49,17 +49,18 @@ def test_run_directory_contents(tmp_path):
     assert {"last.pt", "best.pt", "model.pt", "config.toml", "metrics.csv", "report.html", "curves.png"} <= names
     assert not [n for n in names if n.endswith(".tmp")]
     assert result.steps == 8 and [row["step"] for row in result.history] == [4, 8]
-    assert read_config_toml(tmp_path / "run" / "config.toml") == TINY
+    assert read_config_toml(tmp_path / "run" / "config.toml") == replace(TINY, target="boundary")  # auto, resolved
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert best["scores"]["seg"] == pytest.approx(result.best_score)  # synthetic cells: chosen by SEG
     model = load_checkpoint(tmp_path / "run" / "model.pt")
-    assert model["target"] == "paper" and model["task"] == "cells" and model["class_names"] == ["background", "cell"]
+    assert model["target"] == "boundary" and model["task"] == "cells"
+    assert model["class_names"] == ["background", "interior", "boundary"]
     assert set(model["instance_params"]) == {"min_size_px", "seed_threshold", "watershed"}
 
 
 def test_short_run_lowers_the_loss(tmp_path):
     config = replace(TINY, iterations=40, val_every=20, augment=AugmentConfig.disabled(), lr=5e-3,
-                     data="synthetic:cells,n=4,size=96x96,seed=0", validation_fraction=0.0, w0=0.0)
+                     data="synthetic:cells,n=4,size=96x96,seed=0", validation_fraction=0.0, w0=0.0, target="paper")
     losses = []
     fit(config, tmp_path / "run", progress=lambda e: losses.append(e.loss) if isinstance(e, StepEvent) else None)
     assert np.mean(losses[-10:]) < 0.7 * np.mean(losses[:5])
@@ -89,7 +90,7 @@ def test_prepared_targets_weight_the_gap_between_touching_cells():
     instances[1:9, 11:21] = 2  # two 8x10 rectangles touching along a column
     sample = Sample("t", np.zeros((12, 22, 1), np.float32), (instances > 0).astype(np.int64), instances)
     membranes = Sample("m", sample.image, (instances == 0).astype(np.int64), instances)  # ISBI-like target
-    (cells, isbi) = prepare_samples([sample, membranes], replace(TINY, class_balance=False), 2)
+    (cells, isbi) = prepare_samples([sample, membranes], replace(TINY, target="paper", class_balance=False), 2)
     assert cells.classes[4, 10] == 0 and cells.classes[4, 11] == 0  # the contact became background
     assert cells.weights[4, 10] >= 9 and cells.weights[4, 11] >= 9  # 1 + 10 exp(-9/50) = 9.35
     np.testing.assert_array_equal(isbi.classes, membranes.classes)
@@ -99,7 +100,7 @@ def test_class_frequencies_are_counted_after_separation():
     instances = np.zeros((12, 22), np.int32)
     instances[1:9, 1:11], instances[1:9, 11:21] = 1, 2
     sample = Sample("t", np.zeros((12, 22, 1), np.float32), (instances > 0).astype(np.int64), instances)
-    (prepared,) = prepare_samples([sample], replace(TINY, w0=0.0), 2)
+    (prepared,) = prepare_samples([sample], replace(TINY, target="paper", w0=0.0), 2)
     background = prepared.classes == 0
     # w_c = 1 / (2 f_c) with f_c over the separated target: the weights average to 1 exactly
     assert prepared.weights.mean() == pytest.approx(1.0)
@@ -111,7 +112,8 @@ def test_ignore_label_is_kept():
     instances[1:4, 1:4] = 1
     classes = (instances > 0).astype(np.int64)
     classes[5, 5] = IGNORE
-    (out,) = prepare_samples([Sample("t", np.zeros((6, 6, 1), np.float32), classes, instances)], TINY, 2)
+    (out,) = prepare_samples([Sample("t", np.zeros((6, 6, 1), np.float32), classes, instances)],
+                             replace(TINY, target="paper"), 2)
     assert out.classes[5, 5] == IGNORE and out.weights[5, 5] == 0
 
 
@@ -305,9 +307,10 @@ def test_distance_target_trains_and_predicts_instances(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_fine_tuning_starts_from_the_trained_weights(tmp_path):
-    first = fit(replace(TINY, iterations=2), tmp_path / "first")
+    first = fit(replace(TINY, iterations=2, target="paper"), tmp_path / "first")
     assert first.steps == 2
-    tuned = fit(replace(TINY, iterations=1, init=str(tmp_path / "first" / "model.pt"), lr=1e-12, warmup_steps=0),
+    tuned = fit(replace(TINY, iterations=1, target="paper", init=str(tmp_path / "first" / "model.pt"), lr=1e-12,
+                        warmup_steps=0),
                 tmp_path / "tuned", samples=None)
     source = load_checkpoint(tmp_path / "first" / "model.pt")["model_state"]
     assert tuned.model is not None
@@ -336,5 +339,5 @@ def test_sparse_annotation_with_an_ignore_label(tmp_path):
     (sample,) = load_dataset(tmp_path, label_kind="instances", ignore_label=9)
     assert (sample.classes[labels == 9] == IGNORE).all()
     assert sample.classes[5, 5] == 1 and sample.classes[1, 1] == 0 and sample.instances.max() == 2
-    (prepared,) = prepare_samples([sample], TINY, 2)
+    (prepared,) = prepare_samples([sample], replace(TINY, target="paper"), 2)
     assert (prepared.weights[labels == 9] == 0).all()

@@ -56,12 +56,14 @@ def run_demo(
     config = demo_config(str(data_dir), time_budget_s)
     _remove_previous_demo_run(out / "run", str(data_dir))
     result = fit(config, out / "run", device=device, progress=progress)
+    config = read_config_toml(out / "run" / "config.toml")  # with the target the run resolved
     plot_training_targets(config, out / "run", out / "weight_map.png")
 
     from biounet.checkpoint import load_model
 
     predictor = TorchPredictor(load_model(out / "run" / "model.pt"), normalization=config.normalization)
-    params = InstanceParams(**(load_checkpoint(out / "run" / "model.pt").get("instance_params") or {}))
+    payload = load_checkpoint(out / "run" / "model.pt")
+    params = InstanceParams(**(payload.get("instance_params") or {}))
     test_samples = make_dataset(DEMO_KIND, n_test, size=DEMO_SIZE, rng=1)
     predictions = out / "test_predictions"
     predictions.mkdir(exist_ok=True)
@@ -69,7 +71,7 @@ def run_demo(
     for index, sample in enumerate(test_samples):
         assert sample.instances is not None
         probs = predict_image(predictor, sample.image)
-        instances = instances_from_probabilities(probs, params=params)
+        instances = instances_from_probabilities(probs, target=payload["target"], params=params)
         write_tiff(predictions / f"test{index}.tif", probs.argmax(0).astype(np.uint8))
         write_tiff(predictions / f"test{index}_instances.tif", instances.astype(np.uint16))
         write_tiff(predictions / f"test{index}_prob.tif", probs)

@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from biounet.augment import sample_window
 from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from biounet.config import TrainConfig, write_config_toml
+from biounet.config import TrainConfig, resolve_target, write_config_toml
 from biounet.data import load_dataset, split_samples
 from biounet.samples import Sample
 from biounet.distributed import Distributed, agree, barrier, init_distributed, rank_device
@@ -158,7 +158,8 @@ class Split:
     validation: list[Sample]
     task: str  # cells | membranes | classes (biounet.targets.task_of)
     in_channels: int
-    num_classes: int
+    num_classes: int  # what the network predicts for the target
+    dataset_classes: int  # the class ids the labels hold
 
 
 @dataclass
@@ -199,7 +200,7 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
     task = dataset_task(labelled)
     dataset_classes = max(2, max(int(_labels_of(s)[0].max(initial=0)) for s in labelled) + 1)
     return Split(train, validation, task, train[0].image.shape[-1],
-                 num_target_classes(task, config.target, dataset_classes))
+                 num_target_classes(task, config.target, dataset_classes), dataset_classes)
 
 
 def _new_state(config: TrainConfig, split: Split, device: torch.device) -> RunState:
@@ -387,6 +388,12 @@ def fit(
     torch_device = rank_device(resolve_device(device))
     group = init_distributed(torch_device)
     split = select_samples(config, samples)
+    config, note = resolve_target(config, split.task)
+    if note is not None:
+        notes = [*(notes or []), note]
+        split = replace(split, num_classes=num_target_classes(split.task, config.target, split.dataset_classes))
+        if group.is_main:
+            logger.warning("%s", note)
     if split.num_classes > 8 and config.label_kind == "classes" and group.is_main:
         logger.warning("training %d classes (label values 0..%d); if each label id is one cell, use "
                        "--label-kind instances", split.num_classes, split.num_classes - 1)
