@@ -202,7 +202,7 @@ def test_output_path_is_a_file(model_path, tmp_path, capsys, rng):
     image = _png(tmp_path / "a.png", (rng.random((20, 20)) * 255).astype(np.uint8))
     (tmp_path / "file").write_text("x")
     line = run_error(capsys, ["predict", str(model_path), str(image), "--out", str(tmp_path / "file")])
-    assert f"{tmp_path / 'file'}: cannot create output directory" in line
+    assert f"{tmp_path / 'file'}: output path exists and is not a directory" in line
 
 
 def test_checkpoint_round_trip_leaves_one_file(tmp_path, model_path):

@@ -10,6 +10,8 @@ retyped.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import zipfile
@@ -18,20 +20,42 @@ from typing import Any
 
 import torch
 
-from biounet.io import atomic_path
+from biounet.io import OutputError, write_bytes
 from biounet.model import ModelConfig, UNet
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KIND = "biounet-checkpoint"
+CHECKSUM_KEY = "model_state_sha256"
+"""Key of the SHA-256 of the weights (:func:`weights_checksum`), written by :func:`save_checkpoint` and checked by
+:func:`load_checkpoint`; checkpoints written before it existed load without the check."""
+
+
+def weights_checksum(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of the tensors of a state dict, in key order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name]
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"model_state[{name!r}] is a {type(tensor).__name__}, not a tensor")
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    return digest.hexdigest()
 
 
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` (with ``format`` and ``kind`` added) to ``path`` atomically: temporary file, then rename."""
+    """Write ``payload`` (with ``format``, ``kind`` and the weights' checksum added) to ``path`` atomically:
+    temporary file, then rename. An ``OSError`` (full disk, read-only file system) is raised as an
+    :class:`~biounet.io.OutputError` naming ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:  # never leave a half-written checkpoint behind
-        torch.save({"format": CHECKPOINT_FORMAT, "kind": CHECKPOINT_KIND, **payload}, tmp)
-    return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(path, err) from err
+    extra = {CHECKSUM_KEY: weights_checksum(payload["model_state"])} if "model_state" in payload else {}
+    buffer = io.BytesIO()  # serialised in memory, so a full disk is a plain OSError of the write below
+    torch.save({"format": CHECKPOINT_FORMAT, "kind": CHECKPOINT_KIND, **payload, **extra}, buffer)
+    return write_bytes(path, buffer.getvalue())  # atomic: never a half-written checkpoint
 
 
 def model_payload(
@@ -57,7 +81,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If the file is not a biounet checkpoint, or is of another format version.
+        If the file is not a biounet checkpoint, is of another format version, its weights do not match the
+        checksum stored with them (a damaged file), or any weight is NaN or infinite.
     """
     path = Path(path)
     if not path.is_file():
@@ -80,7 +105,27 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
     for key in ("model_config", "model_state", "normalization"):
         if key not in payload:
             raise ValueError(f"{path}: corrupt biounet checkpoint, missing {key!r}")
+    _check_weights(path, payload)
     return payload
+
+
+def _check_weights(path: Path, payload: dict[str, Any]) -> None:
+    state = payload["model_state"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: corrupt biounet checkpoint, model_state is a {type(state).__name__}, not a dict")
+    try:
+        checksum = weights_checksum(state)
+    except TypeError as err:
+        raise ValueError(f"{path}: corrupt biounet checkpoint, {err}") from err
+    stored = payload.get(CHECKSUM_KEY)
+    if stored is not None and stored != checksum:
+        raise ValueError(f"{path}: corrupt biounet checkpoint, the weights do not match their checksum (the file "
+                         f"was damaged after it was written)")
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise ValueError(f"{path}: checkpoint has {bad} NaN or infinite value(s) in its weights ({name}); "
+                             f"the training run diverged or the file is damaged")
 
 
 def _is_zip(path: Path) -> bool:
@@ -94,12 +139,12 @@ def model_from_payload(payload: dict[str, Any], path: str | os.PathLike[str] = "
     """Rebuild the network of a loaded checkpoint, in eval mode."""
     try:
         config = ModelConfig(**payload["model_config"])
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: corrupt model_config in checkpoint ({err})") from err
     model = UNet(config)
     try:
         model.load_state_dict(payload["model_state"])
-    except RuntimeError as err:
+    except (RuntimeError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: weights do not match the model config ({str(err).splitlines()[0]})") from err
     return model.eval()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,10 @@ class CliError(ValueError):
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
@@ -35,12 +39,14 @@ def _tile(text: str) -> int | None:
         return None
     try:
         return _positive_int(text)
-    except ValueError:
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}") from None
 
 
 def _memory(text: str) -> int:
-    """Parse ``512M``, ``2G``, ``1.5GiB`` or a byte count."""
+    """Parse ``512M``, ``2G``, ``1.5GiB`` or a byte count (finite and at least one byte)."""
+    import math
+
     units = {"k": 2**10, "m": 2**20, "g": 2**30}
     cleaned = text.strip().lower().removesuffix("ib").removesuffix("b")
     try:
@@ -50,8 +56,10 @@ def _memory(text: str) -> int:
             value = float(cleaned)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a size such as 512M or 2G, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite size such as 512M or 2G, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least one byte, got {text!r}")
     return int(value)
 
 
@@ -80,11 +88,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _check_output_file(path: Path) -> None:
-    from biounet.io import check_writable_dir
+    """Check, creating nothing, that the file ``path`` can be written (its folder exists or can be made)."""
+    from biounet.io import check_creatable_dir
 
     if path.is_dir():
         raise CliError(f"{path}: is a directory; give a file name such as model.pt")
-    check_writable_dir(path.parent if str(path.parent) else Path("."))
+    try:
+        check_creatable_dir(path.parent if str(path.parent) else Path("."))
+    except ValueError as err:
+        raise CliError(f"{path}: cannot be written ({err})") from None
 
 
 def _describe(model: Any) -> str:
@@ -136,42 +148,51 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from biounet.io import check_writable_dir
-    from biounet.predict import PredictOptions, load_predictor, predict_file
+    from biounet.io import output_stem
+    from biounet.predict import PredictOptions, check_output_stems, load_predictor, predict_files
 
     missing = [str(p) for p in args.inputs if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if missing[1:]
                                                                    else ""))
+    check_output_stems(args.inputs)
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
-    check_writable_dir(args.out)
     target, params = _instance_settings(args.model) if args.instances else (None, None)
     needs_distance = target == "distance"  # its instances need the distance map of the probability file
     options = PredictOptions(
         tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities or needs_distance,
         memory_budget=args.memory_budget,
     )
-    for path in args.inputs:
-        bars: list[Any] = []  # created on the first tile, so an input error prints no empty bar
+    bars: list[Any] = []  # one bar per input, created on its first tile, so an input error prints no empty bar
 
-        def progress(done: int, total: int, bars: list[Any] = bars, name: str = Path(path).name) -> None:
-            if not bars:
-                bars.append(tqdm(total=total, desc=name, unit="tile", file=sys.stderr, disable=args.quiet,
-                                 leave=False))
-            bars[0].update(done - bars[0].n)
+    def progress(path: Path) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:
+            if not bars or bars[-1][0] != path:
+                if bars:
+                    bars[-1][1].close()
+                bars.append((path, tqdm(total=total, desc=path.name, unit="tile", file=sys.stderr,
+                                        disable=args.quiet, leave=False)))
+            bars[-1][1].update(done - bars[-1][1].n)
 
-        try:
-            result = predict_file(predictor, path, args.out, options, progress=progress)
-        finally:
-            for bar in bars:
-                bar.close()
-        extra = f" and {result.probabilities_path}" if args.save_probabilities else ""
+        return update
+
+    def instances(result: Any) -> None:
         if args.instances:
-            written = _write_instances(result.labels_path, result.probabilities_path, target, params, args.watershed)
-            extra += f" and {written}"
+            _write_instances(result.labels_path, result.probabilities_path, target, params, args.watershed)
             if needs_distance and not args.save_probabilities and result.probabilities_path is not None:
                 result.probabilities_path.unlink()
+
+    try:
+        results = predict_files(predictor, args.inputs, args.out, options, progress=progress, after_each=instances,
+                                instances=args.instances)
+    finally:
+        for _, bar in bars:
+            bar.close()
+    for path, result in zip(args.inputs, results):
+        extra = f" and {result.probabilities_path}" if args.save_probabilities else ""
+        if args.instances:
+            extra += f" and {result.labels_path.with_name(output_stem(result.labels_path) + '_instances.tif')}"
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
     return 0
@@ -320,7 +341,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     from biounet.evaluate import evaluate_folders, format_table
 
-    result = evaluate_folders(args.pred, args.truth, kind=args.kind)
+    result = evaluate_folders(args.pred, args.truth, kind=args.kind, allow_missing=args.allow_missing)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -421,6 +442,8 @@ def _build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--truth", type=Path, required=True, help="folder of ground-truth label images")
     evaluate.add_argument("--kind", choices=("isbi2012", "ctc", "binary"), default="binary")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    evaluate.add_argument("--allow-missing", action="store_true",
+                          help="score a truth file without a prediction as an empty prediction (default: error)")
 
     train = sub.add_parser("train", help="train a U-Net (paper or fast recipe), resumable")
     train.add_argument("--data", required=True, help="dataset folder, or synthetic:KIND[,n=N,size=HxW,seed=S]")
@@ -482,14 +505,39 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
+def _check_train_out(args: argparse.Namespace) -> None:
+    """Before any data is loaded: the run folder must be a folder, or creatable, and writable."""
+    from biounet.io import check_creatable_dir
+
+    check_creatable_dir(args.out)
+
+
+_PRECHECKS: dict[str, Callable[[argparse.Namespace], None]] = {"train": _check_train_out}
+
+
+def _error_text(err: BaseException) -> str:
+    """One line for an exception: an OS error as ``<file>: <reason>``, anything else as its message."""
+    if isinstance(err, OSError) and type(err).__str__ is OSError.__str__ and err.strerror and err.filename:
+        name = err.filename if isinstance(err.filename, (str, bytes, os.PathLike)) else str(err.filename)
+        text = f"{os.fsdecode(name)}: {err.strerror}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())  # one line, however the message was wrapped
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``biounet``."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
+        _PRECHECKS.get(args.command, lambda args: None)(args)
         return _COMMANDS[args.command](args)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, IsADirectoryError, FloatingPointError) as err:
-        print(f"biounet {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, FloatingPointError) as err:
+        print(f"biounet {args.command}: error: {_error_text(err)}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError as err:
+        print(f"biounet {args.command}: error: out of memory{f' ({_error_text(err)})' if str(err) else ''}",
+              file=sys.stderr)
         return EXIT_USAGE
 
 

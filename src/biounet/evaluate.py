@@ -43,6 +43,7 @@ class PredictionFiles:
     probabilities: Path | None = None
     instances: Path | None = None
     labels: Path | None = None
+    empty: tuple[int, int] | None = None  # no file: an all-background prediction of this size (--allow-missing)
 
 
 def _stem(path: Path) -> str:
@@ -103,6 +104,8 @@ def read_probabilities(path: Path) -> npt.NDArray[np.float32]:
 
 
 def _membrane_probability(files: PredictionFiles) -> npt.NDArray[np.float64]:
+    if files.empty is not None:  # class 0 everywhere: no membrane
+        return np.zeros(files.empty, dtype=np.float64)
     if files.probabilities is not None:
         return read_probabilities(files.probabilities)[1].astype(np.float64)
     path = files.labels or files.instances
@@ -114,6 +117,8 @@ def _membrane_probability(files: PredictionFiles) -> npt.NDArray[np.float64]:
 def _predicted_instances(files: PredictionFiles) -> npt.NDArray[np.int64]:
     from biounet.instances import instances_from_labels
 
+    if files.empty is not None:
+        return np.zeros(files.empty, dtype=np.int64)
     if files.instances is not None:
         return _single_plane(files.instances, read_labels(files.instances))
     if files.labels is not None:
@@ -126,6 +131,8 @@ def _predicted_instances(files: PredictionFiles) -> npt.NDArray[np.int64]:
 
 def _predicted_foreground(files: PredictionFiles) -> npt.NDArray[np.bool_]:
     """The network's foreground (class > 0): from the class labels, the probabilities, or the instances."""
+    if files.empty is not None:
+        return np.zeros(files.empty, dtype=bool)
     if files.labels is not None:
         return _single_plane(files.labels, read_labels(files.labels)) > 0
     if files.probabilities is not None:
@@ -135,10 +142,11 @@ def _predicted_foreground(files: PredictionFiles) -> npt.NDArray[np.bool_]:
 
 
 def _read_truth(truth_path: Path, pred_path: Path | None, pred_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
-    """The single-plane ground truth, checked to be the size of the prediction read from ``pred_path``."""
-    assert pred_path is not None  # find_predictions only lists stems with at least one file
+    """The single-plane ground truth, checked to be the size of the prediction read from ``pred_path`` (None for
+    an empty prediction, made at the truth's size)."""
     truth = _single_plane(truth_path, read_labels(truth_path))
-    _check_shapes(pred_path, pred_shape, truth_path, truth.shape)
+    if pred_path is not None:
+        _check_shapes(pred_path, pred_shape, truth_path, truth.shape)
     return truth
 
 
@@ -207,15 +215,19 @@ _SCORERS: dict[str, Callable[[PredictionFiles, Path], dict[str, Any]]] = {
 
 
 def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathLike[str], *,
-                     kind: str = "binary") -> dict[str, Any]:
-    """Score every prediction that has a ground truth; returns ``{"kind", "images": [...], "mean": {...}}``.
+                     kind: str = "binary", allow_missing: bool = False) -> dict[str, Any]:
+    """Score every prediction against its ground truth; returns ``{"kind", "images": [...], "mean": {...}}``.
+
+    Every ground-truth file must have a prediction, so that a missing one cannot silently raise the mean; with
+    ``allow_missing`` it is scored as an empty (all-background) prediction instead, with a ``note`` in its row.
 
     Raises
     ------
     FileNotFoundError
         If a folder is missing.
     ValueError
-        If a prediction has no ground truth (or none pairs at all), or sizes differ.
+        If a prediction has no ground truth (or none pairs at all), a ground truth has no prediction (unless
+        ``allow_missing``), or sizes differ.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -230,9 +242,22 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     if missing:
         raise ValueError(f"no ground truth in {truth_dir} for: {', '.join(missing[:5])}"
                          + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+    unpredicted = sorted(set(truth) - set(predictions))
+    if unpredicted and not allow_missing:
+        names = ", ".join(truth[stem].name for stem in unpredicted[:5])
+        raise ValueError(f"no prediction in {pred_dir} for the ground truth {names}"
+                         + (f" and {len(unpredicted) - 5} more" if len(unpredicted) > 5 else "")
+                         + "; predict them, or pass --allow-missing to score them as empty predictions")
     rows = []
-    for stem in sorted(predictions):
-        rows.append({"image": stem, **_SCORERS[kind](predictions[stem], truth[stem])})
+    for stem in sorted(set(predictions) | set(unpredicted)):
+        files = predictions.get(stem)
+        if files is None:
+            shape = _single_plane(truth[stem], read_labels(truth[stem])).shape
+            files = PredictionFiles(empty=(int(shape[0]), int(shape[1])))
+        row = {"image": stem, **_SCORERS[kind](files, truth[stem])}
+        if files.empty is not None:
+            row["note"] = "no prediction: scored as empty" + (f"; {row['note']}" if "note" in row else "")
+        rows.append(row)
     numeric = sorted({k for row in rows for k, v in row.items() if isinstance(v, (int, float))
                       and not isinstance(v, bool)})
     mean = {}

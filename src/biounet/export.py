@@ -28,8 +28,10 @@ import torch
 
 import biounet
 from biounet.checkpoint import load_checkpoint, model_from_payload
-from biounet.io import NORMALIZATIONS, atomic_path
-from biounet.model import ModelConfig, UNet, context_margin, output_probabilities, geometry_sizes, smallest_input_size, smallest_tile
+from biounet.io import NORMALIZATIONS, OutputError, write_bytes
+from biounet.model import (
+    ModelConfig, UNet, context_margin, geometry_sizes, output_probabilities, smallest_input_size, smallest_tile,
+)
 from biounet.predictor import Predictor
 
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "torchscript")
@@ -154,13 +156,15 @@ def export_model(
         raise ValueError(f"{path}: is a directory; give a file name")
     network = copy.deepcopy(model).cpu().eval()
     example = torch.zeros(1, model.config.in_channels, metadata["smallest_tile"], metadata["smallest_tile"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        if export_format == "onnx":
-            _write_onnx(network, example, tmp, metadata, opset)
-        else:
-            _write_torchscript(network, example, tmp, metadata)
-    return path
+    if export_format == "onnx":
+        data = _onnx_bytes(network, example, metadata, opset)
+    else:
+        data = _torchscript_bytes(network, example, metadata)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(path, err) from err
+    return write_bytes(path, data)  # atomic: a full disk leaves neither a partial file nor a temporary one
 
 
 def export_checkpoint(
@@ -177,7 +181,7 @@ def export_checkpoint(
     )
 
 
-def _write_onnx(network: UNet, example: torch.Tensor, path: Path, metadata: dict[str, Any], opset: int) -> None:
+def _onnx_bytes(network: UNet, example: torch.Tensor, metadata: dict[str, Any], opset: int) -> bytes:
     onnx = _require("onnx")
 
     buffer = io.BytesIO()
@@ -198,17 +202,19 @@ def _write_onnx(network: UNet, example: torch.Tensor, path: Path, metadata: dict
     proto.doc_string = (f"biounet U-Net ({metadata['padding']} convolutions, depth {metadata['depth']}); tiling "
                         f"contract as JSON in metadata_props[{METADATA_KEY!r}]")
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(path))
+    return bytes(proto.SerializeToString())
 
 
-def _write_torchscript(network: UNet, example: torch.Tensor, path: Path, metadata: dict[str, Any]) -> None:
+def _torchscript_bytes(network: UNet, example: torch.Tensor, metadata: dict[str, Any]) -> bytes:
     with warnings.catch_warnings():
         _ignore_tracer_warnings()
         # Traced, not scripted: the sizes of center_crop are recorded as shape operations, so the trace accepts
         # any valid tile size (the tests check this at sizes other than the example's, which is why the tracer's
         # own re-run check, a second slow trace, is off).
         traced = torch.jit.trace(network, example, check_trace=False)
-        torch.jit.save(traced, str(path), _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+        buffer = io.BytesIO()
+        torch.jit.save(traced, buffer, _extra_files={TORCHSCRIPT_EXTRA_FILE: json.dumps(metadata)})
+    return buffer.getvalue()
 
 
 def _ignore_tracer_warnings() -> None:

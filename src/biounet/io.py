@@ -34,6 +34,15 @@ import numpy.typing as npt
 NORMALIZATIONS: tuple[str, ...] = ("percentile", "range", "minmax", "zscore")
 PERCENTILES: tuple[float, float] = (1.0, 99.8)
 STATS_MAX_PIXELS = 4_000_000
+STATS_BLOCK_BYTES = 32 * 2**20
+"""Largest block of raw pixels read at once while sampling a plane for its statistics."""
+MAX_PLANE_PIXELS = 2**32
+"""Largest plane accepted (65536 x 65536 pixels): a size sanity limit checked on the header, before any pixel is
+read, so that a damaged or crafted header cannot make prediction allocate or run without bound."""
+MAX_EAGER_BYTES = 2**30
+"""Largest image read whole into memory (PNG, JPEG and other formats without lazy access)."""
+MAX_CHUNK_BYTES = 256 * 2**20
+"""Largest strip or tile of a TIFF read lazily: reading any region decodes the whole strip or tile."""
 TIFF_SUFFIXES = (".tif", ".tiff")
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 IMAGE_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + (".zarr", ".npy")
@@ -44,6 +53,34 @@ _SUPPORTED_KINDS = "biu f"  # numpy dtype kinds: bool (labels only), int, uint, 
 
 class ImageError(ValueError):
     """An input file that cannot be used as an image; the message names the file and the problem."""
+
+
+class OutputError(OSError):
+    """A file or folder that could not be written. ``str()`` names the user's path (never a temporary file) and
+    the operating system's reason, so the CLI can show it as one line."""
+
+    def __init__(self, path: str | os.PathLike[str], err: OSError, action: str = "cannot write") -> None:
+        reason = err.strerror or str(err) or type(err).__name__
+        super().__init__(err.errno, f"{path}: {action} ({reason})")
+        self.path = Path(path)
+        self.action = action
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+def format_size(nbytes: float) -> str:
+    """A byte count for messages: ``1.5 GiB``, ``37 GiB``, ``512 MiB``.
+
+    >>> format_size(1536 * 2**20), format_size(2**20), format_size(100)
+    ('1.5 GiB', '1 MiB', '100 B')
+    """
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if nbytes >= size:
+            value = nbytes / size
+            return f"{value:.1f} {unit}".replace(".0 ", " ") if value < 10 else f"{value:.0f} {unit}"
+    return f"{int(nbytes)} B"
 
 
 @dataclass
@@ -156,13 +193,35 @@ def open_image(path: str | os.PathLike[str], *, allow_bool: bool = False) -> Ima
     elif suffix == ".zarr":
         source = _open_zarr(path)
     elif suffix == ".npy":
-        source = _from_array(path, np.load(path, mmap_mode="r"))
+        source = _open_npy(path)
     else:
         source = _open_pil(path)
     _check_dtype(path, source.dtype, allow_bool=allow_bool)
     if source.height < 2 or source.width < 2:
         raise ImageError(f"{path}: image of {source.height}x{source.width} pixels is too small; need at least 2x2")
+    check_plane_size(path, source.height, source.width)
     return source
+
+
+def check_plane_size(path: str | os.PathLike[str], height: int, width: int) -> None:
+    """Refuse a plane larger than :data:`MAX_PLANE_PIXELS`, from its header, before any pixel is read."""
+    if height * width > MAX_PLANE_PIXELS:
+        raise ImageError(
+            f"{path}: image of {height}x{width} pixels ({height * width / 1e9:.1f} gigapixels per plane) is larger "
+            f"than the limit of {MAX_PLANE_PIXELS / 1e9:.1f} gigapixels; is the file damaged? Otherwise split it "
+            f"into smaller images"
+        )
+
+
+def _open_npy(path: Path) -> ImageSource:
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError) as err:  # pickled object arrays, bad headers, truncated files
+        raise ImageError(f"{path}: not a readable numeric .npy array ({err})") from err
+    if not isinstance(array, np.ndarray):
+        raise ImageError(f"{path}: not a .npy array")
+    _check_dtype(path, np.dtype(array.dtype), allow_bool=True)
+    return _from_array(path, array)
 
 
 def _from_array(path: Path, array: Any) -> ImageSource:
@@ -189,15 +248,20 @@ def _open_tiff(path: Path) -> ImageSource:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
             axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
+            layout, reshape = _layout_from_axes(axes, shape)
             small = series.size * dtype.itemsize <= 64 * 2**20
+            memmap = _check_tiff_header(path, series, layout, reshape)  # before any pixel is read
             data = series.asarray() if small else None
+    except ImageError as err:
+        raise ImageError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
     except (tifffile.TiffFileError, ValueError, IndexError, OSError) as err:
         raise ImageError(f"{path}: not a readable TIFF image ({err})") from err
-    layout, reshape = _layout_from_axes(axes, shape)
     if data is None:
-        store = tifffile.imread(path, aszarr=True)
-        data = zarr.open(store, mode="r")
-        if reshape is not None:  # several leading axes: read eagerly only as a last resort
+        if memmap:  # one huge uncompressed strip: mapped, so a region read touches only its rows
+            data = tifffile.memmap(path, mode="r")
+        else:
+            data = zarr.open(tifffile.imread(path, aszarr=True), mode="r")
+        if reshape is not None:  # several leading axes: read eagerly only as a last resort (bounded above)
             data = np.asarray(data).reshape(reshape)
     elif reshape is not None:
         data = data.reshape(reshape)
@@ -214,6 +278,40 @@ def _open_tiff(path: Path) -> ImageSource:
     else:
         full = (data.shape[0], data.shape[2], data.shape[3], data.shape[1])
     return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout)  # type: ignore[arg-type]
+
+
+def _check_tiff_header(path: Path, series: Any, layout: str, reshape: Any) -> bool:
+    """Sanity checks of a TIFF series from its header alone; returns whether it is to be memory-mapped.
+
+    Refuses planes over :data:`MAX_PLANE_PIXELS`, stacks that could only be read whole beyond
+    :data:`MAX_EAGER_BYTES`, and (for images read lazily) strips or tiles over :data:`MAX_CHUNK_BYTES`, since
+    any region read decodes a whole one. One huge uncompressed strip is memory-mapped instead, after checking that
+    the file really holds the pixels its header claims.
+    """
+    shape, dtype = tuple(int(s) for s in series.shape), np.dtype(series.dtype)
+    height, width = shape[-3:-1] if layout.endswith("YXC") else shape[-2:]
+    check_plane_size(path, height, width)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if nbytes <= 64 * 2**20:
+        return False
+    if reshape is not None and nbytes > MAX_EAGER_BYTES:
+        raise ImageError(f"{path}: TIFF of shape {shape} (axes {series.axes}) would be read whole, "
+                         f"{format_size(nbytes)}; save it with one plane axis (ZYX) to read it in regions")
+    chunk = tuple(int(c) for c in series.keyframe.chunks)
+    chunk_bytes = int(np.prod(chunk)) * dtype.itemsize
+    if chunk_bytes <= MAX_CHUNK_BYTES:
+        return False
+    offset = series.dataoffset
+    if offset is None:
+        raise ImageError(
+            f"{path}: image of {height}x{width} pixels is stored in strips or tiles of "
+            f"{'x'.join(map(str, chunk))} pixels ({format_size(chunk_bytes)} each), too large to read in regions "
+            f"(limit {format_size(MAX_CHUNK_BYTES)}); save it tiled, e.g. in 512x512 tiles")
+    size = path.stat().st_size
+    if offset + nbytes > size:
+        raise ImageError(f"{path}: truncated or damaged TIFF: its header claims {height}x{width} pixels "
+                         f"({format_size(nbytes)} uncompressed) but the file holds {format_size(size)}")
+    return True
 
 
 def _open_zarr(path: Path) -> ImageSource:
@@ -233,17 +331,31 @@ def _open_pil(path: Path) -> ImageSource:
 
     try:
         with Image.open(path) as img:
+            _check_eager_size(path, img.height, img.width, len(img.getbands()))
             img.load()
             if img.mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
             elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 img = img.convert("RGB")
             array = np.asarray(img)
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: image is too large to read ({err})") from err
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ImageError(f"{path}: not a readable image ({err})") from err
     if array.ndim == 3 and array.shape[-1] in (2, 4) and np.all(array[..., -1] == np.iinfo(array.dtype).max):
         array = array[..., :-1]  # an opaque alpha channel carries nothing
     return _from_array(path, array)
+
+
+def _check_eager_size(path: Path, height: int, width: int, channels: int) -> None:
+    check_plane_size(path, height, width)
+    nbytes = height * width * channels * 4  # up to 32 bits per sample
+    if nbytes > MAX_EAGER_BYTES:
+        raise ImageError(
+            f"{path}: image of {height}x{width} pixels would need about {format_size(nbytes)} of memory to read "
+            f"whole (the limit is {format_size(MAX_EAGER_BYTES)}); save it as a TIFF or zarr, which are read in "
+            f"regions"
+        )
 
 
 def read_image(path: str | os.PathLike[str]) -> npt.NDArray[Any]:
@@ -336,9 +448,11 @@ def _subsample(source: ImageSource, plane: int) -> npt.NDArray[Any]:
     step = max(1, int(np.ceil(np.sqrt(source.height * source.width / STATS_MAX_PIXELS))))
     if step == 1:
         return source.read_plane(plane)
+    row_bytes = source.width * source.channels * source.dtype.itemsize
+    block = max(1, STATS_BLOCK_BYTES // max(row_bytes, 1) // step) * step  # rows per read, a multiple of step
     rows = []
-    for top in range(0, source.height, 1024 * step):  # bounded memory: strips of at most 1024 sampled rows
-        strip = source.read(plane, slice(top, min(top + 1024 * step, source.height)))
+    for top in range(0, source.height, block):  # bounded memory: at most STATS_BLOCK_BYTES (or one row) a read
+        strip = source.read(plane, slice(top, min(top + block, source.height)))
         rows.append(np.asarray(strip[::step, ::step]))
     return np.concatenate(rows)
 
@@ -394,7 +508,7 @@ def normalize(image: npt.NDArray[Any], mode: str = "percentile") -> npt.NDArray[
 
 def check_writable_dir(path: str | os.PathLike[str]) -> Path:
     """Create ``path`` if needed and check that files can be written in it."""
-    path = Path(path)
+    path = check_creatable_dir(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -406,9 +520,38 @@ def check_writable_dir(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def check_creatable_dir(path: str | os.PathLike[str]) -> Path:
+    """Check, without creating anything, that ``path`` is a writable directory or could be created as one.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is a file, lies under a file, or its nearest existing folder is not writable (read-only file
+        system, no permission); the message names ``path``.
+    """
+    path = Path(path)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path}: output path exists and is not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ValueError(f"{path}: output directory is not writable")
+        return path
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{path}: cannot create output directory ({parent} is a file)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{path}: cannot create output directory ({parent} is not writable)")
+    return path
+
+
 def _temp_path(path: Path) -> Path:
     """A new hidden temporary file beside ``path``, with the permissions a plain ``open`` would give it."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:  # read-only file system, no permission, full disk, parent not a folder
+        raise OutputError(path, err) from err
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -422,7 +565,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     When the block succeeds the temporary file replaces ``path`` (one rename in the same directory, so readers see
     the old file or the new one, never a partial one); when it raises, the temporary file is removed and an
-    existing ``path`` is left as it was.
+    existing ``path`` is left as it was. An ``OSError`` while writing or renaming (full disk, read-only file
+    system) becomes an :class:`OutputError` naming ``path``, not the temporary file.
 
     Examples
     --------
@@ -438,8 +582,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OutputError:
+        raise
+    except OSError as err:
+        raise OutputError(path, err) from err
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
 
 
 def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> Path:
@@ -475,6 +624,20 @@ def _tiles(data: Any, tile: int) -> Iterator[npt.NDArray[Any]]:
                 part = strip[:, left : left + tile]
                 block[: part.shape[0], : part.shape[1]] = part
                 yield block
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to a file atomically (:func:`atomic_path`); a full disk is an :class:`OutputError` naming
+    ``path``, and leaves neither a partial file nor a temporary one."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        _write_all(tmp, data)
+    return path
+
+
+def _write_all(path: Path, data: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(data)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> Path:

@@ -6,12 +6,21 @@ over the 8 flips and rotations (test-time augmentation). :func:`predict_file` re
 each plane with :func:`biounet.tiling.predict_tiled`, and writes ``<stem>.tif`` (class labels) and
 ``<stem>_prob.tif`` (float32 probabilities, ``(K, H, W)``) atomically. Images whose outputs exceed the memory
 budget are accumulated in a temporary on-disk zarr array, so peak memory does not grow with the image.
+
+:func:`predict_files` is what ``biounet predict`` runs: it checks every input first (file, size from the header,
+channels, tile memory against the machine's, free disk space), writes all outputs into one hidden staging folder
+inside the output folder (:class:`OutputStage`), and moves them into place only when every image is done, so a
+failure leaves the output folder as it was. Outputs of an earlier run with the same stem that this run does not
+write again (``<stem>_prob.tif`` without ``save_probabilities``) are removed, so they cannot be mistaken for
+this run's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +36,11 @@ from biounet.device import autocast, resolve_device, resolve_precision
 from biounet.export import OnnxPredictor
 from biounet.io import (
     ImageSource,
+    OutputError,
+    check_creatable_dir,
     check_writable_dir,
     files_by_stem,
+    format_size,
     normalization_for,
     open_image,
     output_stem,
@@ -41,6 +53,10 @@ from biounet.tiling import count_tiles, predict_tiled
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
 MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
+OUTPUT_SUFFIXES: tuple[str, ...] = ("", "_prob", "_instances")
+"""What follows ``<stem>`` in the names of the outputs of one input (``.tif`` after it)."""
+STAGE_PREFIX = ".biounet-predict-"
+"""Name prefix of the hidden staging folder of one prediction call (followed by the process id)."""
 
 
 @dataclass
@@ -117,6 +133,53 @@ def estimate_tile_bytes(in_tile: int, base_channels: int, in_channels: int = 1, 
     """
     per_pixel = 4 * (6 * base_channels + in_channels)
     return batch_size * in_tile * in_tile * per_pixel
+
+
+def available_memory() -> int:
+    """Memory the machine can give this process now, in bytes: ``MemAvailable`` of ``/proc/meminfo``, else the
+    physical memory."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    return physical_memory()
+
+
+def physical_memory() -> int:
+    """The machine's physical memory in bytes (``SC_PHYS_PAGES * SC_PAGE_SIZE``)."""
+    return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+
+
+def check_memory_budget(memory_budget: int) -> None:
+    """Refuse a memory budget larger than the machine's physical memory, naming the largest one."""
+    physical = physical_memory()
+    if memory_budget > physical:
+        raise ValueError(f"memory budget {format_size(memory_budget)} is more than this machine's memory; the "
+                         f"largest is {format_size(physical)}")
+
+
+def check_tile_memory(predictor: Predictor, in_tile: int, batch_size: int = 1) -> None:
+    """Refuse a tile size and batch size whose activations (:func:`estimate_tile_bytes`) exceed the memory
+    available now, naming the largest tile size and batch size that fit."""
+    base, channels = predictor.base_channels, predictor.in_channels
+    need = estimate_tile_bytes(in_tile, base, channels, batch_size)
+    available = available_memory()
+    if need <= available:
+        return
+    side = int((available / max(batch_size, 1) / estimate_tile_bytes(1, base, channels)) ** 0.5)
+    largest_tile = nearest_valid_sizes(max(side, 1), predictor.depth, predictor.padding)[0]
+    fits_tile = largest_tile >= smallest_tile(predictor) and (
+        estimate_tile_bytes(largest_tile, base, channels, batch_size) <= available)
+    largest_batch = available // estimate_tile_bytes(in_tile, base, channels)
+    hints = [f"the largest tile size that fits is {largest_tile}" if fits_tile
+             else f"no tile size fits with batch size {batch_size}"]
+    if largest_batch >= 1 and batch_size > 1:
+        hints.append(f"the largest batch size for tile size {in_tile} is {largest_batch}")
+    raise ValueError(
+        f"tile size {in_tile} with batch size {batch_size} needs about {format_size(need)} of memory, more than the "
+        f"{format_size(available)} available; {'; '.join(hints)}"
+    )
 
 
 def choose_in_tile(
@@ -205,10 +268,17 @@ def check_output_stems(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Pat
         other; the message names both.
     """
     try:
-        return files_by_stem(paths)
+        stems = files_by_stem(paths)
     except ValueError as err:
         raise ValueError(f"{err}: both would be written as <stem>.tif; rename one or predict them into "
                          f"different output folders") from None
+    for stem, path in stems.items():
+        for suffix in OUTPUT_SUFFIXES[1:]:
+            if stem.endswith(suffix) and stem[: -len(suffix)] in stems:
+                raise ValueError(f"{stems[stem[: -len(suffix)]]} and {path}: the outputs of the first include "
+                                 f"{stem}.tif, the labels of the second; rename one or predict them into "
+                                 f"different output folders")
+    return stems
 
 
 def check_compatible(predictor: Predictor, source: ImageSource) -> None:
@@ -246,18 +316,15 @@ def predict_file(
 ) -> PredictResult:
     """Segment every plane of the image at ``path``; write ``out_dir/<stem>.tif`` and, if asked, ``<stem>_prob.tif``.
 
-    ``<stem>`` is :func:`biounet.io.output_stem` of ``path``. ``progress(done, total)`` is called with tile counts. Outputs are written only when the whole image is done,
-    each to a temporary name first, so a failure leaves no partial file.
+    ``<stem>`` is :func:`biounet.io.output_stem` of ``path``. ``progress(done, total)`` is called with tile
+    counts. Outputs are written only when the whole image is done, each to a temporary name first, so a failure
+    leaves no partial file (:func:`predict_files` also rolls back the other outputs of a call).
     """
     source = open_image(path)
     check_compatible(predictor, source)
+    in_tile = _in_tile(predictor, source, options)
     out_dir = check_writable_dir(out_dir)
     planes, height, width = source.planes, source.height, source.width
-    in_tile = (
-        check_in_tile(predictor, options.tile) if options.tile is not None
-        else choose_in_tile(predictor, (height, width), memory_budget=options.memory_budget,
-                            batch_size=options.batch_size)
-    )
     geometry = predictor.geometry(in_tile)
     total = planes * count_tiles((height, width), geometry)
     num_classes = predictor.num_classes
@@ -289,7 +356,7 @@ def predict_file(
                     raise ValueError(f"{source.path}: {err}") from err
 
             predict_tiled(
-                read, (height, width), predictor, geometry,
+                read, (height, width), _finite(predictor, source.path), geometry,
                 probabilities=_PlaneView(probs, plane) if options.save_probabilities else None,
                 labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
                 label_channels=predictor.num_classes,
@@ -300,6 +367,204 @@ def predict_file(
     return PredictResult(
         labels_path, prob_path if options.save_probabilities else None, (planes, height, width), in_tile, total
     )
+
+
+def _in_tile(predictor: Predictor, source: ImageSource, options: PredictOptions) -> int:
+    """The tile side for ``source``: the given one, checked, or the one chosen from the memory budget; either way
+    checked against the memory the machine has."""
+    check_memory_budget(options.memory_budget)
+    in_tile = (
+        check_in_tile(predictor, options.tile) if options.tile is not None
+        else choose_in_tile(predictor, (source.height, source.width), memory_budget=options.memory_budget,
+                            batch_size=options.batch_size)
+    )
+    check_tile_memory(predictor, in_tile, options.batch_size)
+    return in_tile
+
+
+def _finite(predictor: Predictor, path: Path) -> Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]:
+    """``predictor``, refusing NaN or infinite probabilities (which would silently become class-0 labels)."""
+
+    def predict(batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        probs = predictor(batch)
+        if not np.all(np.isfinite(probs)):
+            raise FloatingPointError(f"{path}: the network's output is NaN or infinite; nothing was written")
+        return probs
+
+    return predict
+
+
+# --- several inputs: check all first, write all or nothing ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedInput:
+    """One input of :func:`predict_files`, checked: its output stem, shape ``(planes, H, W)`` and tile side."""
+
+    path: Path
+    stem: str
+    shape: tuple[int, int, int]
+    in_tile: int
+    output_bytes: int  # upper bound of the disk space its outputs and temporary arrays take, uncompressed
+
+
+def plan_predictions(
+    predictor: Predictor, paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str],
+    options: PredictOptions = PredictOptions(), *, instances: bool = False,
+) -> list[PlannedInput]:
+    """Check every input of a prediction call before any pixel is predicted.
+
+    Checks, in order: distinct output stems (:func:`check_output_stems`), the output folder (a folder, or
+    creatable, and writable), the memory budget against the machine's memory, then for each input: that it
+    opens as an image, its size from the header (:func:`biounet.io.check_plane_size`), its pixel type and
+    channels, and the memory of its tiles (:func:`check_tile_memory`); finally the free disk space for all
+    outputs (uncompressed, plus the temporary arrays of large images).
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, TypeError
+        Naming the first input or folder that fails a check.
+    """
+    stems = check_output_stems(paths)
+    out_dir = check_creatable_dir(out_dir)
+    check_memory_budget(options.memory_budget)
+    plans = []
+    for stem, path in stems.items():
+        source = open_image(path)
+        check_compatible(predictor, source)
+        in_tile = _in_tile(predictor, source, options)
+        pixels = source.planes * source.height * source.width
+        outputs = pixels * (1 + 4 * predictor.num_classes * options.save_probabilities + 4 * instances)
+        on_disk = pixels * predictor.num_classes * 4 > options.memory_budget // 4
+        temporary = pixels * (1 + 4 * predictor.num_classes * options.save_probabilities) if on_disk else 0
+        plans.append(PlannedInput(Path(path), stem, (source.planes, source.height, source.width), in_tile,
+                                  outputs + temporary))
+    check_disk_space(out_dir, sum(plan.output_bytes for plan in plans))
+    return plans
+
+
+def check_disk_space(out_dir: Path, need: int) -> None:
+    """Refuse when the file system of ``out_dir`` (or of its nearest existing parent) has less than ``need``
+    bytes free."""
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise ValueError(f"{out_dir}: not enough free disk space for the outputs: they need up to "
+                         f"{format_size(need)}, {format_size(free)} is free")
+
+
+def predict_files(
+    predictor: Predictor,
+    paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    options: PredictOptions = PredictOptions(),
+    *,
+    progress: Callable[[Path], Callable[[int, int], None] | None] | None = None,
+    after_each: Callable[[PredictResult], None] | None = None,
+    instances: bool = False,
+) -> list[PredictResult]:
+    """Predict several images as one all-or-nothing call; returns the results with their final paths.
+
+    Every input is checked first (:func:`plan_predictions`). The outputs are written into a hidden staging
+    folder in ``out_dir`` and moved into place when all images are done; ``after_each(result)`` may add files
+    beside ``result.labels_path`` (``<stem>_instances.tif``) before that. When anything fails, nothing in
+    ``out_dir`` changes. Earlier outputs of the same stems that this call does not write again are removed.
+    ``progress(path)`` returns the tile-count callback for one input (or None).
+    """
+    plans = plan_predictions(predictor, paths, out_dir, options, instances=instances)
+    out_dir = check_writable_dir(out_dir)
+    results = []
+    with OutputStage(out_dir) as stage:
+        for plan in plans:
+            result = predict_file(predictor, plan.path, stage.dir, options,
+                                  progress=progress(plan.path) if progress is not None else None)
+            if after_each is not None:
+                after_each(result)
+            results.append(result)
+        stage.commit([plan.stem for plan in plans])
+    return [dataclasses.replace(
+        r, labels_path=out_dir / r.labels_path.name,
+        probabilities_path=out_dir / r.probabilities_path.name if r.probabilities_path else None,
+    ) for r in results]
+
+
+class OutputStage:
+    """A hidden folder inside ``out_dir`` that collects the outputs of one call until :meth:`commit` moves them
+    into place; as a context manager it removes itself on exit, and turns an ``OSError`` on a file inside it
+    into an :class:`~biounet.io.OutputError` naming the output folder or file, never the staging path.
+
+    Staging folders left by killed runs (their process is gone) are removed when a new stage is made.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+        remove_stale_stages(self.out_dir)
+        try:
+            self.dir = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{os.getpid()}-", dir=self.out_dir))
+        except OSError as err:
+            raise OutputError(self.out_dir, err) from err
+
+    def commit(self, stems: Sequence[str]) -> list[Path]:
+        """Move every staged file into ``out_dir`` and remove outputs of ``stems`` that were not staged."""
+        staged = sorted(p for p in self.dir.iterdir() if p.is_file() and not p.name.startswith("."))
+        moved = []
+        for path in staged:
+            target = self.out_dir / path.name
+            try:
+                os.replace(path, target)
+            except OSError as err:
+                raise OutputError(target, err) from err
+            moved.append(target)
+        written = {p.name for p in moved}
+        for stem in stems:
+            for suffix in OUTPUT_SUFFIXES:
+                stale = self.out_dir / f"{stem}{suffix}.tif"
+                if stale.name not in written and stale.is_file():
+                    try:
+                        stale.unlink()
+                    except OSError as err:
+                        raise OutputError(stale, err, "cannot remove the earlier output") from err
+        return moved
+
+    def __enter__(self) -> OutputStage:
+        return self
+
+    def __exit__(self, kind: Any, err: BaseException | None, traceback: Any) -> None:
+        remove_tree(self.dir)
+        if isinstance(err, OSError) and self._inside(err):
+            reason = OSError(err.errno, err.reason if isinstance(err, OutputError) else (err.strerror or str(err)))
+            if isinstance(err, OutputError):
+                raise OutputError(self.out_dir / err.path.name, reason, err.action) from err
+            raise OutputError(self.out_dir, reason, "cannot write the outputs") from err
+
+    def _inside(self, err: OSError) -> bool:
+        candidate = err.path if isinstance(err, OutputError) else err.filename
+        if candidate is None:
+            return False
+        with contextlib.suppress(ValueError, TypeError):
+            Path(os.fsdecode(candidate)).absolute().relative_to(self.dir.absolute())
+            return True
+        return False
+
+
+def remove_stale_stages(out_dir: Path) -> None:
+    """Remove staging folders in ``out_dir`` whose process no longer runs (a killed ``biounet predict``)."""
+    for entry in out_dir.glob(f"{STAGE_PREFIX}*"):
+        pid_text = entry.name[len(STAGE_PREFIX):].split("-", 1)[0]
+        if entry.is_dir() and pid_text.isdigit() and not _process_alive(int(pid_text)):
+            remove_tree(entry)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
 
 
 class _PlaneView:
