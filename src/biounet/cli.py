@@ -137,7 +137,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from biounet.io import check_writable_dir
-    from biounet.predict import PredictOptions, load_predictor, predict_file
+    from biounet.predict import PredictOptions, load_predictor, predict_file, resolve_memory_budget
 
     missing = [str(p) for p in args.inputs if not Path(p).exists()]
     if missing:
@@ -146,9 +146,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
     check_writable_dir(args.out)
+    budget = resolve_memory_budget(args.memory_budget)
+    if not args.quiet:
+        print(f"biounet predict: precision {predictor.precision} ({args.precision}); memory budget {budget.note}",
+              file=sys.stderr)
     options = PredictOptions(
         tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
-        memory_budget=args.memory_budget,
+        memory_budget=budget.bytes,
     )
     for path in args.inputs:
         bars: list[Any] = []  # created on the first tile, so an input error prints no empty bar
@@ -376,8 +380,9 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tile", type=_tile, default=None, help="input tile side, or auto (default)")
     predict.add_argument("--batch-size", type=_positive_int, default=1)
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
-                         help="fp32 (default: tiling is exact), bf16, or auto (bf16 where native)")
+    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                         help="auto (default: bf16 on CUDA or a CPU with native bf16, else fp32), fp32 (tiling "
+                         "exact to float rounding) or bf16")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif")
     predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     predict.add_argument("--compile", action="store_true",
@@ -386,7 +391,8 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="also write <stem>_instances.tif: touching cells separated (connected components)")
     predict.add_argument("--watershed", action="store_true", help="with --instances: split merged cells by a "
                          "seeded watershed on the distance transform")
-    predict.add_argument("--memory-budget", type=_memory, default="1G", help="e.g. 512M, 2G (default 1G)")
+    predict.add_argument("--memory-budget", type=_memory, default=None,
+                         help="e.g. 512M, 2G (default: a quarter of the available memory, 256M to 8G)")
     predict.add_argument("-q", "--quiet", action="store_true")
 
     export = sub.add_parser("export", help="export a model to ONNX or TorchScript, with its tiling contract")
