@@ -7,6 +7,7 @@ exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -154,6 +155,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
         memory_budget=budget.bytes,
     )
+    if args.dask is not None or args.dask_workers is not None:
+        return _predict_blockwise(args, options)
     for path in args.inputs:
         bars: list[Any] = []  # created on the first tile, so an input error prints no empty bar
 
@@ -173,6 +176,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             extra += f" and {_write_instances(result.labels_path, args.model, args.watershed)}"
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
+    return 0
+
+
+def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
+    """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.blockwise`)."""
+    from biounet.blockwise import open_client, predict_blockwise
+    from biounet.instances import InstanceParams
+
+    if args.compile:
+        raise CliError("--compile is not supported with --dask")
+    target, params = _instance_settings(args.model) if args.instances else (None, None)
+    if params is not None and args.watershed:
+        params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(open_client(args.dask, workers=args.dask_workers))
+        except ModuleNotFoundError as err:
+            raise CliError(str(err)) from err
+        for path in args.inputs:
+            result = predict_blockwise(args.model, path, args.out, client, options, device=args.device,
+                                       precision=args.precision, tta=args.tta, instances=params, target=target)
+            if not args.quiet:
+                written = [p for p in (result.labels_path, result.probabilities_path, result.instances_path) if p]
+                print(f"{path}: wrote {', '.join(map(str, written))} ({len(result.computed)} blocks of "
+                      f"{result.block} px predicted, {len(result.skipped)} already done; "
+                      f"tiles of {result.in_tile} px)")
     return 0
 
 
@@ -393,6 +422,10 @@ def _build_parser() -> argparse.ArgumentParser:
                          "seeded watershed on the distance transform")
     predict.add_argument("--memory-budget", type=_memory, default=None,
                          help="e.g. 512M, 2G (default: a quarter of the available memory, 256M to 8G)")
+    predict.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                         help="predict zarr images block by block on this Dask scheduler (e.g. tcp://host:8786)")
+    predict.add_argument("--dask-workers", type=_positive_int, metavar="N",
+                         help="predict zarr images block by block on a local Dask cluster of N workers")
     predict.add_argument("-q", "--quiet", action="store_true")
 
     export = sub.add_parser("export", help="export a model to ONNX or TorchScript, with its tiling contract")
