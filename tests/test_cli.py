@@ -62,7 +62,7 @@ def test_two_tile_sizes_give_same_probabilities(model_path, tmp_path, rng):
     for tile in ("132", "244"):
         out = tmp_path / tile
         assert main(["predict", str(model_path), str(image), "--out", str(out), "--tile", tile,
-                     "--save-probabilities", "-q", "--batch-size", "3"]) == 0
+                     "--save-probabilities", "-q", "--batch-size", "3", "--precision", "fp32"]) == 0
         results.append(tifffile.imread(out / "a_prob.tif"))
     np.testing.assert_allclose(results[0], results[1], atol=1e-5)
 
@@ -236,7 +236,7 @@ def test_large_output_goes_through_disk_and_matches(model_path, tmp_path, rng):
     image = _png(tmp_path / "a.png", (rng.random((150, 170)) * 255).astype(np.uint8))
     for budget, name in (("1G", "mem"), ("200K", "disk")):
         assert main(["predict", str(model_path), str(image), "--out", str(tmp_path / name), "--tile", "132",
-                     "--save-probabilities", "--memory-budget", budget, "-q"]) == 0
+                     "--save-probabilities", "--memory-budget", budget, "--precision", "fp32", "-q"]) == 0
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "mem" / "a_prob.tif"),
                                   tifffile.imread(tmp_path / "disk" / "a_prob.tif"))
     assert sorted(p.name for p in (tmp_path / "disk").iterdir()) == ["a.tif", "a_prob.tif"]

@@ -135,7 +135,7 @@ def test_cli_export_then_predict_with_onnx(checkpoint, tmp_path, rng, capsys):
     tifffile.imwrite(image, rng.integers(0, 256, (53, 67), dtype=np.uint8))
     for model, out in ((onnx_path, tmp_path / "onnx"), (checkpoint, tmp_path / "torch")):
         assert main(["predict", str(model), str(image), "--out", str(out), "--save-probabilities", "-q",
-                     "--tile", "148"]) == 0
+                     "--tile", "148", "--precision", "fp32"]) == 0
     probs = tifffile.imread(tmp_path / "onnx" / "img_prob.tif")
     assert probs.shape == (2, 53, 67)
     np.testing.assert_allclose(probs, tifffile.imread(tmp_path / "torch" / "img_prob.tif"), atol=1e-4)

@@ -7,6 +7,7 @@ exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -149,7 +150,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from biounet.io import output_stem
-    from biounet.predict import PredictOptions, check_output_stems, load_predictor, predict_files
+    from biounet.predict import (
+        PredictOptions, check_output_stems, load_predictor, predict_files, resolve_memory_budget,
+    )
 
     missing = [str(p) for p in args.inputs if not Path(p).exists()]
     if missing:
@@ -160,10 +163,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                compile=args.compile)
     target, params = _instance_settings(args.model) if args.instances else (None, None)
     needs_distance = target == "distance"  # its instances need the distance map of the probability file
+    budget = resolve_memory_budget(args.memory_budget)
+    if not args.quiet:
+        print(f"biounet predict: precision {predictor.precision} ({args.precision}); memory budget {budget.note}",
+              file=sys.stderr)
     options = PredictOptions(
         tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities or needs_distance,
-        memory_budget=args.memory_budget,
+        memory_budget=budget.bytes,
     )
+    if args.dask is not None or args.dask_workers is not None:
+        return _predict_blockwise(args, options)
     bars: list[Any] = []  # one bar per input, created on its first tile, so an input error prints no empty bar
 
     def progress(path: Path) -> Callable[[int, int], None]:
@@ -195,6 +204,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             extra += f" and {result.labels_path.with_name(output_stem(result.labels_path) + '_instances.tif')}"
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
+    return 0
+
+
+def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
+    """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.blockwise`)."""
+    from biounet.blockwise import open_client, predict_blockwise
+    from biounet.instances import InstanceParams
+
+    if args.compile:
+        raise CliError("--compile is not supported with --dask")
+    target, params = _instance_settings(args.model) if args.instances else (None, None)
+    if params is not None and args.watershed:
+        params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
+    with contextlib.ExitStack() as stack:
+        try:
+            client = stack.enter_context(open_client(args.dask, workers=args.dask_workers))
+        except ModuleNotFoundError as err:
+            raise CliError(str(err)) from err
+        for path in args.inputs:
+            result = predict_blockwise(args.model, path, args.out, client, options, device=args.device,
+                                       precision=args.precision, tta=args.tta, instances=params, target=target)
+            if not args.quiet:
+                written = [p for p in (result.labels_path, result.probabilities_path, result.instances_path) if p]
+                print(f"{path}: wrote {', '.join(map(str, written))} ({len(result.computed)} blocks of "
+                      f"{result.block} px predicted, {len(result.skipped)} already done; "
+                      f"tiles of {result.in_tile} px)")
     return 0
 
 
@@ -412,8 +447,9 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tile", type=_tile, default=None, help="input tile side, or auto (default)")
     predict.add_argument("--batch-size", type=_positive_int, default=1)
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="fp32",
-                         help="fp32 (default: tiling is exact), bf16, or auto (bf16 where native)")
+    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                         help="auto (default: bf16 on CUDA or a CPU with native bf16, else fp32), fp32 (tiling "
+                         "exact to float rounding) or bf16")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif")
     predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     predict.add_argument("--compile", action="store_true",
@@ -422,7 +458,12 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="also write <stem>_instances.tif: touching cells separated (connected components)")
     predict.add_argument("--watershed", action="store_true", help="with --instances: split merged cells by a "
                          "seeded watershed on the distance transform")
-    predict.add_argument("--memory-budget", type=_memory, default="1G", help="e.g. 512M, 2G (default 1G)")
+    predict.add_argument("--memory-budget", type=_memory, default=None,
+                         help="e.g. 512M, 2G (default: a quarter of the available memory, 256M to 8G)")
+    predict.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
+                         help="predict zarr images block by block on this Dask scheduler (e.g. tcp://host:8786)")
+    predict.add_argument("--dask-workers", type=_positive_int, metavar="N",
+                         help="predict zarr images block by block on a local Dask cluster of N workers")
     predict.add_argument("-q", "--quiet", action="store_true")
 
     export = sub.add_parser("export", help="export a model to ONNX or TorchScript, with its tiling contract")

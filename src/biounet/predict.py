@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -52,11 +53,64 @@ from biounet.predictor import Predictor
 from biounet.tiling import count_tiles, predict_tiled
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
+"""Budget where the machine's available memory is unknown, and :func:`choose_in_tile`'s fixed default."""
+MEMORY_FRACTION = 0.25
+"""The default budget is this fraction of the memory available now (Linux ``MemAvailable``) ..."""
+MEMORY_CAP = 8 * 2**30
+"""... at most this (larger tiles than ~1084 px gain little, and other processes need memory too) ..."""
+MEMORY_FLOOR = 256 * 2**20
+"""... and at least this (enough for a 540-px tile of a base-16 network)."""
 MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
 OUTPUT_SUFFIXES: tuple[str, ...] = ("", "_prob", "_instances")
 """What follows ``<stem>`` in the names of the outputs of one input (``.tif`` after it)."""
 STAGE_PREFIX = ".biounet-predict-"
 """Name prefix of the hidden staging folder of one prediction call (followed by the process id)."""
+
+logger = logging.getLogger(__name__)
+
+
+class MemoryBudget(NamedTuple):
+    """A memory budget in bytes and how it was chosen, in words."""
+
+    bytes: int
+    note: str
+
+
+def available_memory() -> int | None:
+    """Memory available to new processes now, in bytes (Linux ``/proc/meminfo`` ``MemAvailable``), or None."""
+    try:
+        text = Path("/proc/meminfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def memory_budget_for(available_bytes: int | None) -> MemoryBudget:
+    """The default budget for a machine with ``available_bytes`` free: :data:`MEMORY_FRACTION` of it, clamped to
+    [:data:`MEMORY_FLOOR`, :data:`MEMORY_CAP`]; :data:`DEFAULT_MEMORY_BUDGET` where it is unknown.
+
+    >>> [memory_budget_for(gib * 2**30).bytes / 2**30 for gib in (22, 64, 0.5)]
+    [5.5, 8.0, 0.25]
+    >>> memory_budget_for(None).note
+    'available memory unknown; 1024 MiB'
+    """
+    if available_bytes is None:
+        return MemoryBudget(DEFAULT_MEMORY_BUDGET, f"available memory unknown; {DEFAULT_MEMORY_BUDGET // 2**20} MiB")
+    budget = int(min(max(available_bytes * MEMORY_FRACTION, MEMORY_FLOOR), MEMORY_CAP))
+    return MemoryBudget(budget, f"{budget / 2**20:.0f} MiB: {MEMORY_FRACTION:g} of the {available_bytes / 2**30:.1f} "
+                                f"GiB available, within [{MEMORY_FLOOR // 2**20} MiB, {MEMORY_CAP // 2**30} GiB]")
+
+
+def resolve_memory_budget(budget: int | None) -> MemoryBudget:
+    """``budget`` bytes as given, or the machine's default (:func:`memory_budget_for`) for None."""
+    if budget is None:
+        return memory_budget_for(available_memory())
+    if budget < 1:
+        raise ValueError(f"memory_budget must be > 0 bytes, got {budget}")
+    return MemoryBudget(budget, f"{budget / 2**20:.0f} MiB as given")
 
 
 @dataclass
@@ -101,11 +155,15 @@ class TorchPredictor(Predictor):
 
 
 def load_predictor(
-    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "fp32", tta: bool = False,
+    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto", tta: bool = False,
     compile: bool = False,
 ) -> Predictor:
     """Build a :class:`TorchPredictor` from a biounet checkpoint, or an ONNX-runtime predictor from an exported
-    ``.onnx`` model (see :mod:`biounet.export`)."""
+    ``.onnx`` model (see :mod:`biounet.export`).
+
+    ``precision="auto"`` (the default) is bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere
+    (:func:`biounet.device.resolve_precision`); tiling is exact to float rounding only in fp32, so pass
+    ``"fp32"`` where tiles must agree to 1e-5."""
     if Path(path).suffix.lower() == ".onnx":
         if compile:
             raise ValueError(f"{path}: --compile applies to biounet checkpoints, not to ONNX models")
@@ -135,17 +193,6 @@ def estimate_tile_bytes(in_tile: int, base_channels: int, in_channels: int = 1, 
     return batch_size * in_tile * in_tile * per_pixel
 
 
-def available_memory() -> int:
-    """Memory the machine can give this process now, in bytes: ``MemAvailable`` of ``/proc/meminfo``, else the
-    physical memory."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    return physical_memory()
-
-
 def physical_memory() -> int:
     """The machine's physical memory in bytes (``SC_PHYS_PAGES * SC_PAGE_SIZE``)."""
     return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
@@ -164,7 +211,7 @@ def check_tile_memory(predictor: Predictor, in_tile: int, batch_size: int = 1) -
     available now, naming the largest tile size and batch size that fit."""
     base, channels = predictor.base_channels, predictor.in_channels
     need = estimate_tile_bytes(in_tile, base, channels, batch_size)
-    available = available_memory()
+    available = available_memory() or physical_memory()
     if need <= available:
         return
     side = int((available / max(batch_size, 1) / estimate_tile_bytes(1, base, channels)) ** 0.5)
@@ -182,28 +229,62 @@ def check_tile_memory(predictor: Predictor, in_tile: int, batch_size: int = 1) -
     )
 
 
+MeasureFn = Callable[[Predictor, int, int], int | None]  # (predictor, in_tile, batch_size) -> bytes, or None
+
+
+def measure_tile_bytes(predictor: Predictor, in_tile: int, batch_size: int = 1) -> int | None:
+    """Peak memory of one forward pass of a batch of ``in_tile`` tiles, measured; None where it cannot be.
+
+    On CUDA this is the growth of ``torch.cuda.max_memory_allocated`` over one pass of zeros. On the CPU it is
+    not measured (None): resident-set growth is blurred by the allocator keeping freed memory, earlier
+    passes and other threads, so :func:`estimate_tile_bytes` (calibrated on CPU) is used there instead.
+    """
+    device = getattr(predictor, "device", None)
+    if not isinstance(device, torch.device) or device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    predictor(np.zeros((batch_size, predictor.in_channels, in_tile, in_tile), np.float32))
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device) - before)
+
+
 def choose_in_tile(
     predictor: Predictor, shape: tuple[int, int], *, memory_budget: int = DEFAULT_MEMORY_BUDGET,
-    batch_size: int = 1,
+    batch_size: int = 1, measure: MeasureFn | None = measure_tile_bytes,
 ) -> int:
     """Input tile side for an image of ``shape``: the cheapest tiling that fits the memory budget.
 
     The cost of a tiling is its number of tiles times the pixels of one input tile (the network's work grows with
     the input area); among equal costs the larger tile wins. Candidates go up to ``MAX_AUTO_TILE``, and a tile
     just big enough to cover the image in one piece is always a candidate when it fits the budget.
+
+    A tile's memory is first :func:`estimate_tile_bytes`; then the chosen tile is measured once with
+    ``measure(predictor, in_tile, batch_size)`` (:func:`measure_tile_bytes`: on CUDA only). If that gives a
+    number, the estimates of all candidates are scaled by measured / estimated and the choice is made again.
     """
     base = predictor.base_channels
     smallest = smallest_tile(predictor)
     candidates = [*range(smallest, MAX_AUTO_TILE + 1, 2**predictor.depth), _covering_tile(predictor, shape)]
-    fits = [
-        size for size in candidates
-        if estimate_tile_bytes(size, base, predictor.in_channels, batch_size) <= memory_budget
-    ] or [smallest]
 
     def cost(size: int) -> tuple[int, int]:
         return count_tiles(shape, predictor.geometry(size)) * size * size, -size
 
-    return min(fits, key=cost)
+    def best(scale: float) -> int:
+        fits = [size for size in candidates
+                if scale * estimate_tile_bytes(size, base, predictor.in_channels, batch_size) <= memory_budget]
+        return min(fits or [smallest], key=cost)
+
+    chosen = best(1.0)
+    measured = measure(predictor, chosen, batch_size) if measure is not None else None
+    if measured is None:
+        return chosen
+    estimated = estimate_tile_bytes(chosen, base, predictor.in_channels, batch_size)
+    rechosen = best(measured / estimated)
+    logger.info("tile %d px: measured %.0f MiB for estimated %.0f MiB; tile %d px fits the %.0f MiB budget",
+                chosen, measured / 2**20, estimated / 2**20, rechosen, memory_budget / 2**20)
+    return rechosen
 
 
 def _covering_tile(predictor: Predictor, shape: tuple[int, int]) -> int:
@@ -238,12 +319,12 @@ class PredictOptions:
     tile: int | None = None  # input tile side; None chooses from the memory budget
     batch_size: int = 1
     save_probabilities: bool = False
-    memory_budget: int = DEFAULT_MEMORY_BUDGET
+    memory_budget: int | None = None  # bytes; None: the machine's default (resolve_memory_budget)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.memory_budget < 1:
+        if self.memory_budget is not None and self.memory_budget < 1:
             raise ValueError(f"memory_budget must be > 0 bytes, got {self.memory_budget}")
 
 
@@ -330,7 +411,8 @@ def predict_file(
     num_classes = predictor.num_classes
     label_dtype = np.uint8 if num_classes <= 255 else np.uint16
     prob_shape = (planes, predictor.output_channels, height, width)
-    on_disk = planes * predictor.output_channels * height * width * 4 > options.memory_budget // 4
+    budget = resolve_memory_budget(options.memory_budget).bytes
+    on_disk = planes * predictor.output_channels * height * width * 4 > budget // 4
     stem = output_stem(path)
     labels_path, prob_path = out_dir / f"{stem}.tif", out_dir / f"{stem}_prob.tif"
     done = 0
@@ -372,10 +454,11 @@ def predict_file(
 def _in_tile(predictor: Predictor, source: ImageSource, options: PredictOptions) -> int:
     """The tile side for ``source``: the given one, checked, or the one chosen from the memory budget; either way
     checked against the memory the machine has."""
-    check_memory_budget(options.memory_budget)
+    budget = resolve_memory_budget(options.memory_budget).bytes
+    check_memory_budget(budget)
     in_tile = (
         check_in_tile(predictor, options.tile) if options.tile is not None
-        else choose_in_tile(predictor, (source.height, source.width), memory_budget=options.memory_budget,
+        else choose_in_tile(predictor, (source.height, source.width), memory_budget=budget,
                             batch_size=options.batch_size)
     )
     check_tile_memory(predictor, in_tile, options.batch_size)
@@ -427,16 +510,18 @@ def plan_predictions(
     """
     stems = check_output_stems(paths)
     out_dir = check_creatable_dir(out_dir)
-    check_memory_budget(options.memory_budget)
+    budget = resolve_memory_budget(options.memory_budget).bytes
+    check_memory_budget(budget)
     plans = []
     for stem, path in stems.items():
         source = open_image(path)
         check_compatible(predictor, source)
         in_tile = _in_tile(predictor, source, options)
         pixels = source.planes * source.height * source.width
-        outputs = pixels * (1 + 4 * predictor.num_classes * options.save_probabilities + 4 * instances)
-        on_disk = pixels * predictor.num_classes * 4 > options.memory_budget // 4
-        temporary = pixels * (1 + 4 * predictor.num_classes * options.save_probabilities) if on_disk else 0
+        channels = predictor.output_channels
+        outputs = pixels * (1 + 4 * channels * options.save_probabilities + 4 * instances)
+        on_disk = pixels * channels * 4 > budget // 4
+        temporary = pixels * (1 + 4 * channels * options.save_probabilities) if on_disk else 0
         plans.append(PlannedInput(Path(path), stem, (source.planes, source.height, source.width), in_tile,
                                   outputs + temporary))
     check_disk_space(out_dir, sum(plan.output_bytes for plan in plans))
