@@ -37,7 +37,7 @@ from torch.nn.parallel import DistributedDataParallel
 from biounet.augment import sample_window
 from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from biounet.config import TrainConfig, write_config_toml
-from biounet.data import load_dataset, split_samples
+from biounet.data import detect_layout, load_dataset, split_samples
 from biounet.samples import Sample
 from biounet.distributed import Distributed, agree, barrier, init_distributed, rank_device
 from biounet.events import Progress, StepEvent, ValidationEvent
@@ -176,7 +176,10 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
     """Load the dataset (unless given), drop the excluded images, split off the validation images."""
     if samples is None:
         options: dict[str, Any] = {}
-        if config.label_kind != "classes":
+        layout = config.layout or detect_layout(config.data)
+        # "auto" (the default) applies to the pairs layout only; an explicit kind reaches the loader, which
+        # rejects it for other layouts
+        if config.label_kind not in ("classes", "auto") or (config.label_kind == "auto" and layout == "pairs"):
             options["label_kind"] = config.label_kind
         if config.silver:
             options["use_silver"] = True
