@@ -293,7 +293,7 @@ def predict_file(
                 probabilities=_PlaneView(probs, plane) if options.save_probabilities else None,
                 labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
             )
-        write_tiff(labels_path, labels[0] if planes == 1 else labels)
+        write_tiff(labels_path, labels[0] if planes == 1 else labels, labels=True)
         if options.save_probabilities:
             write_tiff(prob_path, probs[0] if planes == 1 else probs)
     return PredictResult(
