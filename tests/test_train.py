@@ -269,8 +269,9 @@ def test_many_label_values_are_flagged(tmp_path, caplog):
     from biounet.synthetic import make_dataset, write_dataset
 
     data = write_dataset(make_dataset("cells", 2, size=(200, 200), rng=0), tmp_path / "data")  # instance ids
-    with caplog.at_level("WARNING"):
-        fit(replace(TINY, data=str(data), layout="pairs", iterations=1, validation_fraction=0.0), tmp_path / "r")
+    with caplog.at_level("WARNING"):  # label_kind="auto" (the default) would read them as instances
+        fit(replace(TINY, data=str(data), layout="pairs", label_kind="classes", iterations=1,
+                    validation_fraction=0.0), tmp_path / "r")
     assert "--label-kind instances" in caplog.text
 
 

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -149,19 +150,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from biounet.io import output_stem
-    from biounet.predict import (
-        PredictOptions, check_output_stems, load_predictor, predict_files, resolve_memory_budget,
-    )
+    from biounet.predict import PredictOptions, load_predictor, predict_files, resolve_memory_budget
 
-    missing = [str(p) for p in args.inputs if not Path(p).exists()]
-    if missing:
-        raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if missing[1:]
-                                                                   else ""))
-    check_output_stems(args.inputs)
+    inputs = _expand_inputs(args.inputs, args.pattern)
+    _check_not_overwriting(inputs, args.out)
+    instances = args.instances or args.save_rois
+    if args.save_rois:
+        _require_roifile()
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
-    target, params = _instance_settings(args.model) if args.instances else (None, None)
+    target, params = _instance_settings(args.model) if instances else (None, None)
     needs_distance = target == "distance"  # its instances need the distance map of the probability file
     budget = resolve_memory_budget(args.memory_budget)
     if not args.quiet:
@@ -186,24 +184,37 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
         return update
 
-    def instances(result: Any) -> None:
-        if args.instances:
-            _write_instances(result.labels_path, result.probabilities_path, target, params, args.watershed)
+    extras: list[tuple[list[Path], int | None]] = []  # per input: files written beside the labels, cell count
+
+    def after_each(result: Any) -> None:
+        path = inputs[len(extras)]
+        written: list[Path] = []
+        cells, instances_path = None, result.labels_path
+        if instances:
+            instances_path, cells = _write_instances(result.labels_path, result.probabilities_path, target, params,
+                                                     args.watershed)
+            written.append(instances_path)
             if needs_distance and not args.save_probabilities and result.probabilities_path is not None:
                 result.probabilities_path.unlink()
+        if args.save_rois:
+            written.append(_write_rois(instances_path, cells))
+        if args.save_overlays:
+            written += _write_overlays(path, instances_path)
+        extras.append((written, None if cells is None else _count_cells(cells)))
 
     try:
-        results = predict_files(predictor, args.inputs, args.out, options, progress=progress, after_each=instances,
-                                instances=args.instances)
+        results = predict_files(predictor, inputs, args.out, options, progress=progress, after_each=after_each,
+                                instances=instances)
     finally:
         for _, bar in bars:
             bar.close()
-    for path, result in zip(args.inputs, results):
-        extra = f" and {result.probabilities_path}" if args.save_probabilities else ""
-        if args.instances:
-            extra += f" and {result.labels_path.with_name(output_stem(result.labels_path) + '_instances.tif')}"
+    for path, result, (extra, cells) in zip(inputs, results, extras):
+        written = [result.labels_path] + ([result.probabilities_path] if args.save_probabilities else [])
+        written += [Path(args.out) / p.name for p in extra]
         if not args.quiet:
-            print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")
+            counted = f"; {cells} cells" if cells is not None else ""
+            print(f"{path}: wrote {', '.join(str(p) for p in written)} ({result.tiles} tiles of {result.in_tile} px"
+                  f"{counted})")
     return 0
 
 
@@ -233,22 +244,100 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     return 0
 
 
+def _expand_inputs(inputs: Sequence[Path], pattern: str | None) -> list[Path]:
+    """The input images: files as given, folders replaced by their image files (or those matching ``pattern``),
+    in natural order; a ``.zarr`` folder is one image. Raises on missing paths, empty folders and shared stems."""
+    from biounet.data import natural_key
+    from biounet.io import IMAGE_SUFFIXES
+    from biounet.predict import check_output_stems
+
+    missing = [str(p) for p in inputs if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if missing[1:]
+                                                                   else ""))
+    expanded: list[Path] = []
+    for path in inputs:
+        if not path.is_dir() or path.suffix.lower() == ".zarr":
+            expanded.append(path)
+            continue
+        found = [p for p in (path.glob(pattern) if pattern else path.iterdir())
+                 if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+                 and (p.is_file() or p.suffix.lower() == ".zarr")]
+        if not found:
+            wanted = f"matching {pattern!r}" if pattern else f"({', '.join(IMAGE_SUFFIXES)})"
+            raise FileNotFoundError(f"{path}: no image files {wanted} in this folder")
+        expanded += sorted(found, key=lambda p: natural_key(p.name))
+    check_output_stems(expanded)
+    return expanded
+
+
+def _output_names(stem: str) -> tuple[str, ...]:
+    """Every file name predict may write for an input of this stem."""
+    return (f"{stem}.tif", f"{stem}_prob.tif", f"{stem}_instances.tif", f"{stem}_rois.zip", f"{stem}_overlay.png")
+
+
+def _check_not_overwriting(inputs: Sequence[Path], out_dir: Path) -> None:
+    """Refuse an output folder where an output would replace one of the inputs (``--out`` = the image folder)."""
+    from biounet.io import open_image, output_stem
+
+    sources = {p.resolve() for p in inputs}
+    for path in inputs:
+        for name in _output_names(output_stem(path)):
+            target = (out_dir / name).resolve()
+            if target in sources:
+                open_image(target)  # an unreadable input is reported as that, the more basic problem
+                raise CliError(f"{target}: is an input and would be overwritten by an output; give another --out")
+
+
+def _require_roifile() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("roifile") is None:
+        raise CliError("--save-rois needs the roifile package: pip install 'biounet[fiji]' (or pip install roifile)")
+
+
+def _count_cells(stack: Any) -> int:
+    import numpy as np
+
+    return int(sum(np.unique(plane[plane > 0]).size for plane in stack))
+
+
+def _write_rois(instances_path: Path, cells: Any) -> Path:
+    from biounet.io import output_stem
+    from biounet.rois import write_roi_zip
+
+    stem = output_stem(instances_path).removesuffix("_instances")
+    out = instances_path.with_name(f"{stem}_rois.zip")
+    write_roi_zip(out, cells[0] if len(cells) == 1 else cells)
+    return out
+
+
+def _write_overlays(image_path: Path, labels_path: Path) -> list[Path]:
+    """``<stem>_overlay.png`` (``<stem>_z<N>_overlay.png`` per plane of a stack): outlines over the image."""
+    from biounet.io import open_image, output_stem, read_labels
+    from biounet.report import save_outlines
+
+    source = open_image(image_path)
+    labels = read_labels(labels_path)
+    stem = output_stem(image_path)
+    written = []
+    for plane in range(source.planes):
+        name = f"{stem}_overlay.png" if source.planes == 1 else f"{stem}_z{plane + 1:04d}_overlay.png"
+        written.append(save_outlines(labels_path.with_name(name), source.read(plane), labels[plane]))
+    return written
+
+
 # --- train --------------------------------------------------------------------------------------------------------
 
 
 def _duration(text: str) -> float:
-    """Parse ``90``, ``90s``, ``15m``, ``1.5h`` or ``1h30m`` to seconds."""
-    import re
+    """Parse ``90``, ``90s``, ``15m``, ``1.5h`` or ``1h30m`` to seconds (:func:`biounet.api.parse_duration`)."""
+    from biounet.api import parse_duration
 
-    cleaned = text.strip().lower()
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", cleaned)
-    if not cleaned or parts is None:
-        raise argparse.ArgumentTypeError(f"must be a duration such as 90s, 15m or 1h, got {text!r}")
-    hours, minutes, seconds = (float(p) if p else 0.0 for p in parts.groups())
-    value = hours * 3600 + minutes * 60 + seconds
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive duration, got {text!r}")
-    return value
+    try:
+        return parse_duration(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -333,9 +422,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _write_instances(labels_path: Path, probs_path: Path | None, target: str | None, params: Any,
-                     watershed: bool) -> Path:
+                     watershed: bool) -> tuple[Path, Any]:
     """``<stem>_instances.tif`` from the outputs just written, made the way the model's target asks for
-    (:mod:`biounet.instances`) with the post-processing its training run chose."""
+    (:mod:`biounet.instances`) with the post-processing its training run chose; returns the file and the
+    instances, ``(Z, H, W)``."""
     import numpy as np
     import tifffile
 
@@ -353,19 +443,15 @@ def _write_instances(labels_path: Path, probs_path: Path | None, target: str | N
     out = labels_path.with_name(output_stem(labels_path) + "_instances.tif")
     stack = np.stack(planes)
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
-    write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype))
-    return out
+    write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype), labels=True)
+    return out, stack
 
 
 def _instance_settings(model_path: Path) -> tuple[str | None, Any]:
     """The target and instance post-processing stored in a checkpoint (None and defaults for ONNX models)."""
-    from biounet.checkpoint import load_checkpoint
-    from biounet.instances import InstanceParams
+    from biounet.api import instance_settings
 
-    if model_path.suffix.lower() == ".onnx":
-        return None, InstanceParams()
-    payload = load_checkpoint(model_path)
-    return payload.get("target"), InstanceParams(**(payload.get("instance_params") or {}))
+    return instance_settings(model_path)
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------------
@@ -414,42 +500,102 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # --- parser -------------------------------------------------------------------------------------------------------
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default: ``(default: X)`` appended unless the help already says it; on/off for flags,
+    ``(required)`` for required options.
+
+    Options whose default is decided at run time say ``(default: measured ...)`` in their own help text.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default is argparse.SUPPRESS or not action.option_strings:
+            return text
+        if action.required:
+            return f"{text} (required)"
+        if action.nargs == 0:  # store_true / store_false
+            return f"{text} (default: {'on' if action.default else 'off'})"
+        return f"{text} (default: %(default)s)"
+
+
+_EXAMPLES = {
+    "init": "example:\n  biounet init --out model.pt --base-channels 16",
+    "info": "example:\n  biounet info runs/cells/model.pt --json",
+    "predict": "examples:\n  biounet predict runs/cells/model.pt cells/images --out results --instances --save-rois\n"
+               "  biounet predict model.pt a.tif b.png --out results --save-probabilities --tta",
+    "export": "example:\n  biounet export runs/cells/model.pt --format onnx --out cells.onnx",
+    "demo": "example:\n  biounet demo --out demo_out --time-budget 4m",
+    "evaluate": "example:\n  biounet evaluate --pred results --truth cells/labels --kind instances --json",
+    "train": "examples:\n  biounet train --data cells --out runs/cells --time-budget 30m\n"
+             "  biounet train --data isbi2012 --out runs/em --recipe paper --iterations 20000",
+}
+
+
+def _verbosity(parser: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v``/``-q`` on the top-level parser and again on each subcommand (SUPPRESS keeps the top-level value)."""
+    default = False if top else argparse.SUPPRESS
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log progress details (default: off)")
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="print only errors and warnings (default: off)")
+
+
+def _subcommand(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=text, description=text, epilog=_EXAMPLES[name],
+                            formatter_class=_HelpFormatter)
+    _verbosity(parser)
+    return parser
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    from biounet.config import SELECT_BY, TRAIN_TARGETS
+    from biounet import __version__
+    from biounet.config import LABEL_KINDS, PRECISIONS, RECIPES, SELECT_BY, TRAIN_TARGETS, TrainConfig
+    from biounet.data import LAYOUTS
+    from biounet.device import PRECISIONS as PREDICT_PRECISIONS
+    from biounet.evaluate import KINDS
+    from biounet.export import EXPORT_FORMATS
+    from biounet.io import NORMALIZATIONS
+    from biounet.model import PADDINGS, VARIANTS
 
     parser = argparse.ArgumentParser(
-        prog="biounet", description="U-Net as Ronneberger, Fischer & Brox (2015) describe it."
+        prog="biounet", description="U-Net as Ronneberger, Fischer & Brox (2015) describe it.",
+        formatter_class=_HelpFormatter, epilog="run 'biounet COMMAND --help' for a command's options and an example",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"biounet {__version__}")
+    _verbosity(parser, top=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    devices = "auto (cuda if available, else cpu), cpu, cuda, cuda:N, or mps (Apple GPU, where torch has it)"
 
-    init = sub.add_parser("init", help="write a randomly initialised model")
+    init = _subcommand(sub, "init", "write a randomly initialised model")
     init.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    init.add_argument("--base-channels", type=_positive_int, default=64)
-    init.add_argument("--depth", type=_positive_int, default=4)
-    init.add_argument("--in-channels", type=_positive_int, default=1)
-    init.add_argument("--num-classes", type=_positive_int, default=2)
-    init.add_argument("--variant", choices=("paper", "release"), default="paper")
-    init.add_argument("--padding", choices=("valid", "same"), default="valid")
-    init.add_argument("--batch-norm", action="store_true")
-    init.add_argument("--normalization", default="percentile",
-                      help="input intensity normalisation: percentile (default), range, minmax, zscore")
-    init.add_argument("--seed", type=int, default=0)
+    init.add_argument("--base-channels", type=_positive_int, default=64, help="channels of the first level")
+    init.add_argument("--depth", type=_positive_int, default=4, help="number of poolings")
+    init.add_argument("--in-channels", type=_positive_int, default=1, help="image channels")
+    init.add_argument("--num-classes", type=_positive_int, default=2, help="output classes")
+    init.add_argument("--variant", choices=VARIANTS, default="paper", help="paper, or the authors' Caffe release")
+    init.add_argument("--padding", choices=PADDINGS, default="valid", help="valid (the paper's) or same")
+    init.add_argument("--batch-norm", action="store_true", help="batch normalisation after each convolution")
+    init.add_argument("--normalization", choices=NORMALIZATIONS, default="percentile",
+                      help="input intensity normalisation")
+    init.add_argument("--seed", type=int, default=0, help="random seed of the weights")
 
-    info = sub.add_parser("info", help="describe a model")
-    info.add_argument("model", type=Path)
-    info.add_argument("--json", action="store_true")
+    info = _subcommand(sub, "info", "describe a model")
+    info.add_argument("model", type=Path, help="biounet checkpoint (model.pt)")
+    info.add_argument("--json", action="store_true", help="print JSON")
 
-    predict = sub.add_parser("predict", help="segment images with the overlap-tile strategy")
+    predict = _subcommand(sub, "predict", "segment images with the overlap-tile strategy")
     predict.add_argument("model", type=Path, help="biounet checkpoint (model.pt) or ONNX export (model.onnx)")
-    predict.add_argument("inputs", nargs="+", type=Path, help="PNG/TIFF/zarr images")
-    predict.add_argument("--out", type=Path, required=True, help="output directory")
-    predict.add_argument("--tile", type=_tile, default=None, help="input tile side, or auto (default)")
-    predict.add_argument("--batch-size", type=_positive_int, default=1)
-    predict.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    predict.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                         help="auto (default: bf16 on CUDA or a CPU with native bf16, else fp32), fp32 (tiling "
-                         "exact to float rounding) or bf16")
+    predict.add_argument("inputs", nargs="+", type=Path, help="PNG/TIFF/zarr images, or folders of them")
+    predict.add_argument("--out", type=Path, required=True, help="output folder")
+    predict.add_argument("--pattern", default=None,
+                         help="for folder inputs: file names to take, e.g. '*.tif' (default: every image file)")
+    predict.add_argument("--tile", type=_tile, default=None,
+                         help="input tile side (a valid size) (default: auto, from --memory-budget)")
+    predict.add_argument("--batch-size", type=_positive_int, default=1, help="tiles per forward pass")
+    predict.add_argument("--device", default="auto", help=devices)
+    predict.add_argument("--precision", choices=PREDICT_PRECISIONS, default="auto",
+                         help="auto: bf16 on CUDA or a CPU with native bf16, else fp32; fp32 (tiling exact to "
+                         "float rounding) or bf16")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif")
     predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
     predict.add_argument("--compile", action="store_true",
@@ -458,81 +604,120 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="also write <stem>_instances.tif: touching cells separated (connected components)")
     predict.add_argument("--watershed", action="store_true", help="with --instances: split merged cells by a "
                          "seeded watershed on the distance transform")
+    predict.add_argument("--save-overlays", action="store_true",
+                         help="also write <stem>_overlay.png: outlines of the cells (or classes) over the image")
+    predict.add_argument("--save-rois", action="store_true",
+                         help="also write <stem>_rois.zip, one ImageJ polygon ROI per cell (implies --instances)")
     predict.add_argument("--memory-budget", type=_memory, default=None,
-                         help="e.g. 512M, 2G (default: a quarter of the available memory, 256M to 8G)")
+                         help="e.g. 512M, 2G (default: measured: a quarter of the available memory, 256M to 8G)")
     predict.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
-                         help="predict zarr images block by block on this Dask scheduler (e.g. tcp://host:8786)")
+                         help="predict zarr images block by block on this Dask scheduler, e.g. tcp://host:8786 "
+                         "(default: none, one process)")
     predict.add_argument("--dask-workers", type=_positive_int, metavar="N",
-                         help="predict zarr images block by block on a local Dask cluster of N workers")
-    predict.add_argument("-q", "--quiet", action="store_true")
+                         help="predict zarr images block by block on a local Dask cluster of N workers "
+                         "(default: none)")
 
-    export = sub.add_parser("export", help="export a model to ONNX or TorchScript, with its tiling contract")
+    export = _subcommand(sub, "export", "export a model to ONNX or TorchScript, with its tiling contract")
     export.add_argument("model", type=Path, help="biounet checkpoint (model.pt)")
-    export.add_argument("--format", choices=("onnx", "torchscript", "bioimageio"), required=True)
+    export.add_argument("--format", choices=(*EXPORT_FORMATS, "bioimageio"), required=True,
+                        help="output format")
     export.add_argument("--out", type=Path, required=True, help="model.onnx, model.ts, or a bioimageio folder or .zip")
-    export.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (>= 17, default 17)")
-    export.add_argument("-q", "--quiet", action="store_true")
-    demo = sub.add_parser("demo", help="the main job: train on synthetic cells, segment, write pictures")
-    demo.add_argument("--out", type=Path, default=Path("demo_out"))
-    demo.add_argument("--time-budget", type=_duration, default=240.0, help="training time (default 4m)")
-    demo.add_argument("--device", default="auto")
-    demo.add_argument("-q", "--quiet", action="store_true")
+    export.add_argument("--opset", type=_positive_int, default=17, help="ONNX opset version (>= 17)")
 
-    evaluate = sub.add_parser("evaluate", help="score predictions against ground truth (ISBI, CTC, binary)")
+    demo = _subcommand(sub, "demo", "the main job: train on synthetic cells, segment, write pictures")
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
+    demo.add_argument("--time-budget", type=_duration, default=240.0, help="training time (default: 4m)")
+    demo.add_argument("--device", default="auto", help=devices)
+
+    evaluate = _subcommand(sub, "evaluate", "score predictions against ground truth (ISBI, CTC, instances, binary)")
     evaluate.add_argument("--pred", type=Path, required=True, help="folder of biounet predict outputs")
     evaluate.add_argument("--truth", type=Path, required=True, help="folder of ground-truth label images")
-    evaluate.add_argument("--kind", choices=("isbi2012", "ctc", "binary"), default="binary")
+    evaluate.add_argument("--kind", choices=KINDS, default="binary",
+                          help="binary: foreground IoU/Dice; instances: object precision/recall/F1/AP at IoU "
+                          "0.5..0.9 and SEG; ctc: SEG as the Cell Tracking Challenge pools it; isbi2012: pixel, "
+                          "Rand and warping error")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")
     evaluate.add_argument("--allow-missing", action="store_true",
                           help="score a truth file without a prediction as an empty prediction (default: error)")
 
-    train = sub.add_parser("train", help="train a U-Net (paper or fast recipe), resumable")
+    # train: argparse defaults stay None so that config.toml and the measured choices can fill them; the help
+    # shows TrainConfig's default, or says how it is measured
+    d = {f.name: f.default for f in fields(TrainConfig)}
+    train = _subcommand(sub, "train", "train a U-Net (paper or fast recipe), resumable")
     train.add_argument("--data", required=True, help="dataset folder, or synthetic:KIND[,n=N,size=HxW,seed=S]")
     train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--config", type=Path, help="config.toml to start from (flags override it)")
-    train.add_argument("--layout", choices=("pairs", "isbi2012", "ctc", "synthetic"))
-    train.add_argument("--label-kind", choices=("classes", "instances"),
-                       help="pairs layout: label files hold class ids (default) or one id per cell")
+    train.add_argument("--config", type=Path, help="config.toml to start from; flags override it (default: none)")
+    train.add_argument("--layout", choices=LAYOUTS, help="dataset layout (default: detected from the folder)")
+    train.add_argument("--label-kind", choices=LABEL_KINDS,
+                       help="pairs layout: label files hold class ids (0/1, 0/255 masks), or one id per cell "
+                       f"(instances), or auto: decided from the files (default: {d['label_kind']})")
     train.add_argument("--silver", action="store_true", default=None,
-                       help="ctc layout: also train on the silver-truth frames")
+                       help="ctc layout: also train on the silver-truth frames (default: off)")
     train.add_argument("--exclude", type=lambda text: tuple(t for t in text.split(",") if t),
-                       help="comma-separated image names to hold out of training and validation")
-    train.add_argument("--recipe", choices=("fast", "paper"))
-    train.add_argument("--base-channels", type=_positive_int)
-    train.add_argument("--depth", type=_positive_int)
-    train.add_argument("--variant", choices=("paper", "release"))
-    train.add_argument("--tile", type=_positive_int, help="input tile side (572 in the paper)")
-    train.add_argument("--batch-size", type=_positive_int)
+                       help="comma-separated image names to hold out of training and validation (default: none)")
+    train.add_argument("--recipe", choices=RECIPES, help=f"training recipe (default: {d['recipe']})")
+    train.add_argument("--base-channels", type=_positive_int,
+                       help="network width (default: measured: the widest of 16, 32, 64 with >= 800 steps in "
+                       "--time-budget; 64 with --iterations)")
+    train.add_argument("--depth", type=_positive_int, help=f"number of poolings (default: {d['depth']})")
+    train.add_argument("--variant", choices=VARIANTS, help=f"network variant (default: {d['variant']})")
+    train.add_argument("--tile", type=_positive_int, help=f"input tile side (default: {d['tile']}, the paper's)")
+    train.add_argument("--batch-size", type=_positive_int, help=f"tiles per step (default: {d['batch_size']})")
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--iterations", type=_positive_int)
-    budget.add_argument("--time-budget", type=_duration, help="e.g. 15m, 1h, 600s")
-    train.add_argument("--precision", choices=("auto", "fp32", "bf16"))
-    train.add_argument("--lr", type=float)
-    train.add_argument("--val-every", type=_positive_int)
-    train.add_argument("--validation-fraction", type=float)
-    train.add_argument("--normalization", choices=("percentile", "range", "minmax", "zscore"))
-    train.add_argument("--workers", type=int, help="data-loading worker processes (default 1)")
-    train.add_argument("--init", help="fine-tune: start from this trained model.pt (its network and normalisation "
-                       "are kept; another class count replaces only the 1x1 head)")
+    budget.add_argument("--iterations", type=_positive_int, help="training steps (default: none; give this or "
+                        "--time-budget)")
+    budget.add_argument("--time-budget", type=_duration, help="e.g. 15m, 1h, 600s (default: none; give this or "
+                        "--iterations)")
+    train.add_argument("--precision", choices=("auto", *PRECISIONS),
+                       help="bf16 autocast or fp32 (default: measured: bf16 where native and >= 15%% faster, "
+                       "else fp32; fp32 for --recipe paper)")
+    train.add_argument("--lr", type=float, help="learning rate (default: 0.001 fast recipe, 0.01 paper)")
+    train.add_argument("--val-every", type=_positive_int, help=f"validate every N steps (default: {d['val_every']})")
+    train.add_argument("--validation-fraction", type=float,
+                       help=f"images held back for validation (default: {d['validation_fraction']})")
+    train.add_argument("--normalization", choices=NORMALIZATIONS,
+                       help=f"input intensity normalisation (default: {d['normalization']})")
+    train.add_argument("--workers", type=int,
+                       help="data-loading worker processes (default: measured: 0 on <= 2 cores, else cores/4, "
+                       "at most 4)")
+    train.add_argument("--init", help="fine-tune: start from this trained model.pt; its network and normalisation "
+                       "are kept, another class count replaces only the 1x1 head (default: none)")
     train.add_argument("--ignore-label", type=int, help="pairs layout: label value of unannotated pixels (paint a "
-                       "few cells, leave the rest as this value); they do not count in the loss")
+                       "few cells, leave the rest as this value); they do not count in the loss (default: none)")
     train.add_argument("--target", choices=TRAIN_TARGETS,
-                       help="what cells are taught as: paper (background gaps between touching cells, the "
-                       "default), boundary (interior + boundary band), distance (paper + distance map)")
-    train.add_argument("--boundary-px", type=_positive_int, help="boundary target: band width in px (default 2)")
-    train.add_argument("--w0", type=float, help="border weight w0 (paper: 10; 0 switches the border term off)")
+                       help="what cells are taught as: paper (background gaps between touching cells), boundary "
+                       f"(interior + boundary band) (default: {d['target']})")
+    train.add_argument("--boundary-px", type=_positive_int,
+                       help=f"boundary target: band width in px (default: {d['boundary_px']})")
+    train.add_argument("--w0", type=float,
+                       help=f"border weight w0; 0 switches the border term off (default: {d['w0']}, the paper's)")
     train.add_argument("--no-class-balance", dest="class_balance", action="store_false", default=None,
-                       help="w_c = 1 instead of the inverse class frequency (the border term stays)")
+                       help="w_c = 1 instead of the inverse class frequency; the border term stays (default: off)")
     train.add_argument("--select-by", choices=SELECT_BY,
-                       help="validation measure that picks model.pt (auto: SEG for cells, Rand error for "
-                       "membranes, mean IoU otherwise)")
-    train.add_argument("--sigma", type=float, dest="sigma_px", help="border width sigma in px (paper: ~5)")
-    train.add_argument("--seed", type=int)
-    train.add_argument("--device", default="auto")
+                       help="validation measure that picks model.pt; auto: SEG for cells, Rand error for "
+                       f"membranes, mean IoU otherwise (default: {d['select_by']})")
+    train.add_argument("--sigma", type=float, dest="sigma_px",
+                       help=f"border width sigma in px (default: {d['sigma_px']}, the paper's)")
+    train.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
+    train.add_argument("--device", default="auto", help=devices)
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     train.add_argument("--stop-after", type=_positive_int, help=argparse.SUPPRESS)
-    train.add_argument("-q", "--quiet", action="store_true")
     return parser
+
+
+def _warn_ineffective(args: argparse.Namespace) -> None:
+    """Warn (stderr) about options given where they have no effect."""
+    rules = {
+        "predict": [("watershed", lambda a: not (a.instances or a.save_rois),
+                     "--watershed has no effect without --instances (or --save-rois)"),
+                    ("pattern", lambda a: not any(p.is_dir() and p.suffix.lower() != ".zarr" for p in a.inputs),
+                     "--pattern has no effect: no input is a folder")],
+        "train": [("boundary_px", lambda a: a.target not in (None, "boundary"),
+                   "--boundary-px has no effect unless --target boundary")],
+    }
+    for name, useless, message in rules.get(args.command, []):
+        if getattr(args, name, None) not in (None, False) and useless(args):
+            print(f"biounet {args.command}: warning: {message}", file=sys.stderr)
 
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -570,6 +755,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point for ``biounet``."""
     args = _build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    _warn_ineffective(args)
     try:
         _PRECHECKS.get(args.command, lambda args: None)(args)
         return _COMMANDS[args.command](args)

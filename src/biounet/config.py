@@ -22,7 +22,8 @@ RECIPES: tuple[str, ...] = ("fast", "paper")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-LABEL_KINDS: tuple[str, ...] = ("classes", "instances")
+LABEL_KINDS: tuple[str, ...] = ("auto", "classes", "instances")
+"""``pairs`` label encodings; ``auto`` lets :func:`biounet.data.guess_label_kind` decide from the label files."""
 TRAIN_TARGETS: tuple[str, ...] = ("auto", "paper", "boundary", "distance")
 """Target representations training supports (:mod:`biounet.targets`); ``auto`` is resolved by
 :func:`resolve_target` once the data are loaded."""
@@ -40,7 +41,7 @@ class TrainConfig:
 
     data: str
     layout: str | None = None
-    label_kind: str = "classes"  # pairs layout: "instances" when label files hold one id per cell
+    label_kind: str = "auto"  # pairs layout: "classes", "instances" (one id per cell), or "auto" (guessed)
     silver: bool = False  # ctc layout: also train on the silver-truth frames
     exclude: tuple[str, ...] = ()  # sample names left out of training and validation (held out for testing)
     ignore_label: int | None = None  # pairs layout: label value of unannotated pixels (sparse annotation)

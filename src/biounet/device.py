@@ -11,19 +11,25 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` without a GPU is an error.
+    """``"auto"`` is CUDA when available, else the CPU; ``"cuda"`` without a GPU is an error. ``"mps"`` (Apple
+    GPUs) is taken where this torch build has it, never chosen by ``auto``.
 
     Raises
     ------
     ValueError
-        If ``name`` is not ``auto``, ``cpu`` or ``cuda[:N]``, or names CUDA on a machine without it.
+        If ``name`` is not ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``, or names a device this machine lacks.
     """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError("device 'mps' requested but this torch build or machine has no MPS (Apple GPU); use "
+                             "--device cpu")
+        return torch.device("mps")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     if name != "cpu" and not name.startswith("cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda[:N], got {name!r}")
+        raise ValueError(f"device must be auto, cpu, cuda[:N] or mps, got {name!r}")
     return torch.device(name)
 
 
@@ -46,6 +52,8 @@ def resolve_precision(name: str, device: torch.device) -> str:
         return name
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type != "cpu":  # mps: bf16 autocast support varies, fp32 is safe
+        return "fp32"
     return "bf16" if cpu_has_native_bf16() else "fp32"
 
 

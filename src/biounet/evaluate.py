@@ -13,6 +13,11 @@ labels, ``--instances``) or ``<stem>.tif`` (class labels). Kinds:
   it), and the foreground IoU of the network's own foreground (``<stem>.tif``, class > 0). SEG is measured on
   ``<stem>_instances.tif`` where present, else on the instances made from the class labels as
   ``biounet predict --instances`` makes them. Only annotated cells count in SEG, so partial ground truth is fine.
+- ``instances``: instance ground truth (one id per cell, 0 = background; Cellpose or napari label images):
+  object-level precision, recall, F1 and average precision at IoU thresholds 0.5, 0.55, ..., 0.9
+  (:func:`biounet.metrics.object_scores`; per image at 0.5, and pooled over all cells of all images in
+  ``pooled["objects"]``, StarDist's convention), and SEG per image and pooled. Predicted instances as for ``ctc``.
+  Every true cell counts, so partial ground truth makes unannotated predicted cells false positives.
 - ``binary``: any ground-truth mask (non-zero = foreground): foreground IoU, Dice, and the pixel error rate
   (fraction of pixels whose foreground/background call is wrong), from any prediction file kind.
 """
@@ -30,9 +35,10 @@ import numpy as np
 import numpy.typing as npt
 
 from biounet import metrics
+from biounet.callable_module import make_callable
 from biounet.io import IMAGE_SUFFIXES, output_stem, read_labels
 
-KINDS: tuple[str, ...] = ("isbi2012", "ctc", "binary")
+KINDS: tuple[str, ...] = ("isbi2012", "ctc", "instances", "binary")
 _CTC_TRUTH = re.compile(r"^man_seg(\d+)$")
 
 
@@ -189,6 +195,32 @@ def score_ctc(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
     return row
 
 
+def score_instances(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
+    """Object scores at every IoU threshold (``objects``, for pooling), the scores at 0.5, and SEG of one image."""
+    predicted = _predicted_instances(files)
+    truth = _read_truth(truth_path, files.instances or files.labels or files.probabilities, predicted.shape)
+    scores = metrics.object_scores(predicted, truth)
+    at_half = scores[0]  # thresholds start at 0.5
+    row: dict[str, Any] = {
+        "precision": at_half.precision, "recall": at_half.recall, "f1": at_half.f1,
+        "average_precision": at_half.average_precision, "predicted_cells": at_half.tp + at_half.fp,
+        "cells": at_half.tp + at_half.fn, "objects": [s._asdict() for s in scores],
+    }
+    if truth.max() > 0:
+        seg = metrics.seg_score(predicted, truth)
+        row.update(seg=seg.mean_jaccard, seg_sum=float(seg.per_object.sum()))
+    else:
+        row.update(seg=None, note="no annotated cell: SEG undefined")
+    return row
+
+
+def pooled_objects(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Object scores of all images together, per IoU threshold: tp, fp, fn summed, then the ratios
+    (:func:`biounet.metrics.pool_object_scores`)."""
+    per_image = [[metrics.ObjectScores(**entry) for entry in row["objects"]] for row in rows]
+    return [s._asdict() for s in metrics.pool_object_scores(per_image)]
+
+
 def score_binary(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
     """Foreground IoU, Dice and pixel error rate of one binary mask; any prediction file kind."""
     predicted = _predicted_foreground(files)
@@ -210,7 +242,7 @@ def pooled_seg(rows: list[dict[str, Any]]) -> float | None:
 
 
 _SCORERS: dict[str, Callable[[PredictionFiles, Path], dict[str, Any]]] = {
-    "isbi2012": score_isbi, "ctc": score_ctc, "binary": score_binary,
+    "isbi2012": score_isbi, "ctc": score_ctc, "instances": score_instances, "binary": score_binary,
 }
 
 
@@ -268,20 +300,41 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     result = {"kind": kind, "pred": str(pred_dir), "truth": str(truth_dir), "images": rows, "mean": mean}
     if kind == "ctc":
         result["pooled"] = {"seg": pooled_seg(rows), "cells": sum(int(r.get("cells") or 0) for r in rows)}
+    if kind == "instances":
+        objects = pooled_objects(rows)
+        result["pooled"] = {
+            **{key: objects[0][key] for key in ("precision", "recall", "f1", "average_precision")},
+            "average_precision_50_90": float(np.mean([entry["average_precision"] for entry in objects])),
+            "seg": pooled_seg(rows), "cells": sum(int(r["cells"]) for r in rows),
+            "predicted_cells": sum(int(r["predicted_cells"]) for r in rows), "objects": objects,
+        }
     return result
 
 
 def format_table(result: dict[str, Any]) -> str:
     """A per-image table and the mean, as plain text."""
-    columns = [k for k in result["mean"] if k not in ("cells", "splits", "mergers", "seg_sum")]
+    columns = [k for k in result["mean"] if k not in ("cells", "splits", "mergers", "seg_sum", "predicted_cells")]
     header = ["image", *columns]
     lines = [header]
     for row in result["images"]:
         lines.append([row["image"], *(_fmt(row.get(c)) for c in columns)])
     lines.append(["mean", *(_fmt(result["mean"].get(c)) for c in columns)])
     if "pooled" in result:
-        lines.append(["pooled", *(_fmt(result["pooled"].get(c)) if c == "seg" else "" for c in columns)])
-    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+        lines.append(["pooled", *(_fmt(result["pooled"][c]) if c in result["pooled"] else "" for c in columns)])
+    text = _aligned(lines)
+    if "objects" in result.get("pooled", {}):
+        pooled = result["pooled"]
+        objects = [["IoU >=", "precision", "recall", "f1", "average_precision", "tp", "fp", "fn"]]
+        objects += [[f"{o['threshold']:.2f}", *(_fmt(o[k]) for k in objects[0][1:5]), *(str(o[k]) for k in
+                     ("tp", "fp", "fn"))] for o in pooled["objects"]]
+        text += (f"\n\nobjects, pooled over {pooled['cells']} true and {pooled['predicted_cells']} predicted cells "
+                 f"(precision, recall, F1 and AP above are at IoU 0.5; mean AP over 0.5..0.9: "
+                 f"{_fmt(pooled['average_precision_50_90'])})\n" + _aligned(objects))
+    return text
+
+
+def _aligned(lines: list[list[Any]]) -> str:
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(lines[0]))]
     return "\n".join("  ".join(str(v).ljust(w) for v, w in zip(line, widths)) for line in lines)
 
 
@@ -291,3 +344,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6f}" if abs(value) < 0.01 else f"{value:.4f}"
     return str(value)
+
+
+make_callable(__name__, evaluate_folders)  # biounet.evaluate(pred_dir, truth_dir, kind=...)

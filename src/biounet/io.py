@@ -32,6 +32,11 @@ import numpy as np
 import numpy.typing as npt
 
 NORMALIZATIONS: tuple[str, ...] = ("percentile", "range", "minmax", "zscore")
+PALETTE = np.array(
+    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
+     [227, 119, 194], [188, 189, 34], [23, 190, 207]], dtype=np.uint8,
+)
+"""Distinct colours for class or instance ids 1, 2, ... (tab10 without grey), as RGB bytes; 0 stays black."""
 PERCENTILES: tuple[float, float] = (1.0, 99.8)
 STATS_MAX_PIXELS = 4_000_000
 STATS_BLOCK_BYTES = 32 * 2**20
@@ -591,11 +596,16 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> Path:
+def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256, labels: bool = False) -> Path:
     """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (:func:`atomic_path`).
 
     Arrays over 64 MiB are written tile by tile (BigTIFF, tiled), reading ``data`` one tile at a time, so a
     disk-backed ``data`` is never loaded whole. Planes are the leading axes; the last two are rows and columns.
+
+    ``labels=True`` marks a 2-D or ``(Z, H, W)`` label image (up to 64 MiB) for viewers, pixel values unchanged:
+    ``uint8`` (class labels) gets a colour palette, 0 black and 1, 2, ... the colours of :data:`PALETTE`, which
+    Fiji shows as the image's lookup table; ``uint16`` (instance ids) gets ImageJ metadata with the display range
+    0..largest id, so that cells are not shown near-black.
     """
     import tifffile
 
@@ -603,7 +613,9 @@ def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> P
     nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
     with atomic_path(path) as tmp:
         if nbytes <= 64 * 2**20:
-            tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack", compression="zlib")
+            array = np.asarray(data)
+            display = _label_display(array) if labels else {"photometric": "minisblack"}
+            tifffile.imwrite(tmp, array, compression="zlib", **display)
         else:
             tifffile.imwrite(
                 tmp, _tiles(data, tile), shape=tuple(data.shape), dtype=data.dtype, tile=(tile, tile),
@@ -611,6 +623,21 @@ def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> P
                 bigtiff=True, compression="zlib",
             )
     return path
+
+
+def _label_display(array: npt.NDArray[Any]) -> dict[str, Any]:
+    """tifffile arguments that make Fiji show a label image in colour (see :func:`write_tiff`)."""
+    if array.ndim not in (2, 3):
+        raise ValueError(f"a label image must be (H, W) or (Z, H, W), got shape {array.shape}")
+    if array.dtype == np.uint8:
+        colours = np.zeros((256, 3), dtype=np.uint16)
+        colours[1:] = PALETTE[np.arange(255) % len(PALETTE)]
+        return {"photometric": "palette", "colormap": (colours.T * 257).astype(np.uint16)}  # 8 -> 16 bit
+    if array.dtype == np.uint16:
+        axes = "YX" if array.ndim == 2 else "ZYX"
+        return {"photometric": "minisblack", "imagej": True,
+                "metadata": {"axes": axes, "min": 0.0, "max": float(max(1, int(array.max(initial=0))))}}
+    return {"photometric": "minisblack"}
 
 
 def _tiles(data: Any, tile: int) -> Iterator[npt.NDArray[Any]]:

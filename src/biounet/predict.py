@@ -443,7 +443,7 @@ def predict_file(
                 labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
                 label_channels=predictor.num_classes,
             )
-        write_tiff(labels_path, labels[0] if planes == 1 else labels)
+        write_tiff(labels_path, labels[0] if planes == 1 else labels, labels=True)
         if options.save_probabilities:
             write_tiff(prob_path, probs[0] if planes == 1 else probs)
     return PredictResult(

@@ -13,13 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.io import atomic_path, write_png, write_text
-
-# Distinct colours for class or instance outlines (tab10 without grey), as RGB bytes.
-PALETTE = np.array(
-    [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
-     [227, 119, 194], [188, 189, 34], [23, 190, 207]], dtype=np.uint8,
-)
+from biounet.io import PALETTE, atomic_path, write_png, write_text
 
 
 def to_gray_uint8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -203,3 +197,16 @@ def save_overlay(path: str | os.PathLike[str], image: npt.NDArray[Any], labels: 
     if truth is not None:
         panels.append(overlay(image, truth))
     return write_png(path, side_by_side(panels))
+
+
+def outlines(image: npt.NDArray[Any], labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
+    """The image (8-bit grey, :func:`to_gray_uint8`) with the inner outline of every labelled region in its
+    :data:`~biounet.io.PALETTE` colour and nothing tinted, so the cells stay visible. ``image`` is ``(H, W)`` or
+    ``(H, W, C)``; ``labels`` ``(H, W)`` class or instance ids, 0 = background."""
+    return overlay(image, labels, alpha=0.0)
+
+
+def save_outlines(path: str | os.PathLike[str], image: npt.NDArray[Any],
+                  labels: npt.NDArray[np.integer]) -> Path:
+    """Write :func:`outlines` of ``labels`` over ``image`` as an RGB PNG (atomically)."""
+    return write_png(path, outlines(image, labels))

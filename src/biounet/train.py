@@ -15,6 +15,7 @@ held back for validation), ``metrics.csv`` and ``report.html``; all written atom
 
 from __future__ import annotations
 
+import argparse
 import copy
 import csv
 import io as _io
@@ -25,6 +26,7 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -35,9 +37,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from biounet.augment import sample_window
+from biounet.callable_module import make_callable
 from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from biounet.config import TrainConfig, resolve_target, write_config_toml
-from biounet.data import load_dataset, split_samples
+from biounet.data import detect_layout, load_dataset, split_samples
 from biounet.samples import Sample
 from biounet.distributed import Distributed, agree, barrier, init_distributed, rank_device
 from biounet.events import Progress, StepEvent, ValidationEvent
@@ -178,7 +181,10 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
     """Load the dataset (unless given), drop the excluded images, split off the validation images."""
     if samples is None:
         options: dict[str, Any] = {}
-        if config.label_kind != "classes":
+        layout = config.layout or detect_layout(config.data)
+        # "auto" (the default) applies to the pairs layout only; an explicit kind reaches the loader, which
+        # rejects it for other layouts
+        if config.label_kind not in ("classes", "auto") or (config.label_kind == "auto" and layout == "pairs"):
             options["label_kind"] = config.label_kind
         if config.silver:
             options["use_silver"] = True
@@ -559,5 +565,78 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 __all__ = [
     "PreparedSample", "RunState", "Split", "TileSampler", "TrainResult", "finish_run", "fit", "learning_rate",
-    "open_run", "prepare_samples", "save_last", "select_samples", "train_step", "validate_and_checkpoint",
+    "open_run", "prepare_samples", "save_last", "select_samples", "train_dataset", "train_step",
+    "validate_and_checkpoint",
 ]
+
+
+def train_dataset(
+    data: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    time_budget: float | str | None = None,
+    iterations: int | None = None,
+    label_kind: str | None = None,
+    base_channels: int | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    settings: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train a U-Net on a dataset folder, as ``biounet train`` does, with the same measured defaults; this is what
+    calling the module, ``biounet.train(...)``, runs.
+
+    Parameters
+    ----------
+    data : path or str
+        Dataset folder (``images/`` + ``labels/`` or ``masks/``, paired by file stem; or an ISBI 2012 or Cell
+        Tracking Challenge folder), or ``synthetic:cells``.
+    out : path
+        Run folder; ``out/model.pt`` is the model to predict with.
+    time_budget : float (seconds) or str, optional
+        Training time, e.g. ``600`` or ``"10m"``, ``"1h"``. Give this or ``iterations``.
+    iterations : int, optional
+        Number of training steps.
+    label_kind : {"auto", "classes", "instances"}, optional
+        How label files are read (default ``auto``: decided from the files).
+    base_channels : int, optional
+        Network width; measured from the time budget when None (as ``--base-channels``).
+    device : str, optional
+        ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+    resume : bool, optional
+        Continue the run in ``out`` exactly.
+    settings : mapping, optional
+        Any other :class:`~biounet.config.TrainConfig` field by name (``{"tile": 316, "depth": 3}``), as the
+        command line's flags.
+    progress : callable, optional
+        Called with each :class:`~biounet.events.StepEvent` and :class:`~biounet.events.ValidationEvent`.
+
+    Returns
+    -------
+    TrainResult
+        Steps, time, best validation score and history; ``run_dir / "model.pt"`` is the best checkpoint.
+
+    Raises
+    ------
+    ValueError
+        On bad settings or data (the message names the problem), or when neither budget is given.
+    """
+    from biounet.api import parse_duration
+    from biounet.autoconfig import resolve_train_config
+
+    known = {f for f in TrainConfig.__dataclass_fields__} - {"data", "augment"}
+    unknown = sorted(set(settings or {}) - known)
+    if unknown:
+        raise ValueError(f"unknown training settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    args = argparse.Namespace(
+        **dict(settings or {}), data=os.fspath(data), out=Path(out), config=None, resume=resume, device=device,
+        time_budget=parse_duration(time_budget) if isinstance(time_budget, str) else time_budget,
+        iterations=iterations, label_kind=label_kind, base_channels=base_channels,
+    )
+    config, notes = resolve_train_config(args)
+    for note in notes:
+        logger.info("biounet.train: %s", note)
+    return fit(config, out, resume=resume, device=device, progress=progress, notes=notes)
+
+
+make_callable(__name__, train_dataset)

@@ -1,0 +1,96 @@
+"""The command line's help: every option shows its default (or says it is measured), an example per command,
+--version, -v/-q after every subcommand, and warnings for options that have no effect."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import biounet
+from biounet.cli import _build_parser, main
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def _option_helps(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each option's help as --help prints it (before line wrapping)."""
+    formatter = parser._get_formatter()
+    return {action.option_strings[-1]: formatter._expand_help(action) for action in parser._actions
+            if action.option_strings and action.help is not argparse.SUPPRESS
+            and not isinstance(action, (argparse._HelpAction, argparse._VersionAction))}
+
+
+def test_every_option_of_every_subcommand_shows_its_default():
+    """... or says that it is measured at run time, or required (no default)."""
+    parser = _build_parser()
+    missing = []
+    for name, sub in _subcommands(parser).items():
+        for option, text in _option_helps(sub).items():
+            if not re.search(r"\((default: [^)]+|required)\)", text) and "measured" not in text:
+                missing.append(f"{name} {option}: {text!r}")
+    assert not missing, "options whose help shows no default:\n" + "\n".join(missing)
+    assert set(_subcommands(parser)) == {"init", "info", "predict", "export", "demo", "evaluate", "train"}
+
+
+def test_measured_defaults_say_so():
+    helps = _option_helps(_subcommands(_build_parser())["train"])
+    for option in ("--precision", "--base-channels", "--workers"):
+        assert "measured" in helps[option], option
+    assert "(default: auto)" in helps["--label-kind"]
+
+
+def test_every_subcommand_has_an_example():
+    for name, sub in _subcommands(_build_parser()).items():
+        assert f"biounet {name} " in (sub.epilog or ""), name
+        sub.format_help()  # renders without a formatting error
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"biounet {biounet.__version__}\n"
+
+
+@pytest.mark.parametrize("argv", [["evaluate", "--pred", "p", "--truth", "t"], ["info", "m.pt"],
+                                  ["train", "--data", "d", "--out", "o"], ["init", "--out", "m.pt"]])
+def test_verbose_and_quiet_after_any_subcommand(argv):
+    parser = _build_parser()
+    plain = parser.parse_args(argv)
+    assert (plain.verbose, plain.quiet) == (False, False)
+    after = parser.parse_args([*argv, "-v", "-q"])
+    assert (after.verbose, after.quiet) == (True, True)
+    before = parser.parse_args(["-v", *argv])
+    assert before.verbose is True  # the top-level flag is not reset by the subcommand's default
+
+
+def test_choices_come_from_the_library():
+    from biounet.config import LABEL_KINDS
+    from biounet.evaluate import KINDS
+
+    subs = _subcommands(_build_parser())
+    choices = {a.dest: a.choices for a in subs["train"]._actions}
+    assert tuple(choices["label_kind"]) == LABEL_KINDS
+    assert tuple(next(a for a in subs["evaluate"]._actions if a.dest == "kind").choices) == KINDS
+
+
+def test_watershed_without_instances_warns(tmp_path, capsys):
+    model = tmp_path / "m.pt"
+    assert main(["init", "--out", str(model), "--base-channels", "4", "--depth", "2"]) == 0
+    Image.fromarray(np.zeros((40, 40), dtype=np.uint8)).save(tmp_path / "a.png")
+    capsys.readouterr()
+    assert main(["predict", str(model), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--watershed",
+                 "-q"]) == 0
+    assert "warning: --watershed has no effect without --instances" in capsys.readouterr().err
+    assert main(["predict", str(model), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--watershed",
+                 "--instances", "-q"]) == 0
+    assert "warning" not in capsys.readouterr().err
