@@ -33,7 +33,7 @@ def predict_image(
     *,
     output: str = "probabilities",
     device: str = "auto",
-    precision: str = "fp32",
+    precision: str = "auto",
     tta: bool = False,
     tile: int | None = None,
     watershed: bool = False,
@@ -66,7 +66,7 @@ def predict_image(
     ValueError
         On an unknown ``output``, an image that is not 2-D/3-D, a channel count the model does not take, NaN/Inf.
     """
-    from biounet.instances import InstanceParams, instances_from_labels
+    from biounet.instances import InstanceParams, instances_from_labels, instances_from_probabilities
     from biounet.io import normalize
     from biounet.predict import predict_image as predict_probabilities
 
@@ -77,12 +77,15 @@ def predict_image(
                                           tile=tile)
     if output == "probabilities":
         return probabilities
-    labels = probabilities.argmax(axis=0).astype(np.uint8 if probabilities.shape[0] <= 256 else np.uint16)
+    classes = probabilities[: predictor.num_classes]  # a distance model's last channel is its distance map
+    labels = classes.argmax(axis=0).astype(np.uint8 if classes.shape[0] <= 256 else np.uint16)
     if output == "labels":
         return labels
     target, params = instance_settings(model) if isinstance(model, (str, os.PathLike)) else (None, InstanceParams())
     if watershed:
         params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
+    if target == "distance":
+        return instances_from_probabilities(probabilities, target=target, params=params)
     return instances_from_labels(labels, target=target, params=params)
 
 
