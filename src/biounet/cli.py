@@ -137,7 +137,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from biounet.io import check_writable_dir
+    from biounet.omezarr import is_omezarr
     from biounet.predict import PredictOptions, load_predictor, predict_file
+    from biounet.predict_omezarr import predict_to_omezarr
 
     missing = [str(p) for p in args.inputs if not Path(p).exists()]
     if missing:
@@ -145,7 +147,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                                                                    else ""))
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
-    check_writable_dir(args.out)
+    zarr_out = args.out.suffix.lower() == ".zarr"  # one OME-Zarr holding the labels (biounet.predict_omezarr)
+    if zarr_out and len(args.inputs) > 1:
+        raise ValueError(f"--out {args.out} is one OME-Zarr image; give one input, or an output folder")
+    if not zarr_out:
+        check_writable_dir(args.out)
     options = PredictOptions(
         tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities,
         memory_budget=args.memory_budget,
@@ -160,12 +166,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             bars[0].update(done - bars[0].n)
 
         try:
-            result = predict_file(predictor, path, args.out, options, progress=progress)
+            if zarr_out or is_omezarr(path):  # OME-Zarr input: labels go into its labels/ group
+                result = predict_to_omezarr(predictor, path, args.out if zarr_out else None, options, progress=progress,
+                                            instances=_instance_settings(args.model) if args.instances else None)
+            else:
+                result = predict_file(predictor, path, args.out, options, progress=progress)
         finally:
             for bar in bars:
                 bar.close()
         extra = f" and {result.probabilities_path}" if result.probabilities_path else ""
-        if args.instances:
+        if args.instances and result.labels_path.suffix.lower() == ".tif":
             extra += f" and {_write_instances(result.labels_path, args.model, args.watershed)}"
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path}{extra} ({result.tiles} tiles of {result.in_tile} px)")

@@ -59,6 +59,7 @@ class ImageSource:
     shape: tuple[int, int, int, int]
     dtype: np.dtype[Any]
     layout: str  # one of "YX", "YXC", "ZYX", "ZYXC", "CYX", "ZCYX"
+    pixel_size: Any = None  # biounet.omezarr.PixelSize from OME-TIFF or OME-Zarr metadata, else None
 
     @property
     def planes(self) -> int:
@@ -153,6 +154,8 @@ def open_image(path: str | os.PathLike[str], *, allow_bool: bool = False) -> Ima
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         source = _open_tiff(path)
+    elif suffix == ".zarr" and _is_omezarr(path):
+        source = _open_omezarr(path)
     elif suffix == ".zarr":
         source = _open_zarr(path)
     elif suffix == ".npy":
@@ -191,6 +194,7 @@ def _open_tiff(path: Path) -> ImageSource:
             axes, shape, dtype = series.axes, tuple(series.shape), np.dtype(series.dtype)
             small = series.size * dtype.itemsize <= 64 * 2**20
             data = series.asarray() if small else None
+            pixel_size = _ome_pixel_size(tif.ome_metadata if tif.is_ome else None)
     except (tifffile.TiffFileError, ValueError, IndexError, OSError) as err:
         raise ImageError(f"{path}: not a readable TIFF image ({err})") from err
     layout, reshape = _layout_from_axes(axes, shape)
@@ -213,7 +217,32 @@ def _open_tiff(path: Path) -> ImageSource:
         full = (1, data.shape[1], data.shape[2], data.shape[0])
     else:
         full = (data.shape[0], data.shape[2], data.shape[3], data.shape[1])
-    return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout)  # type: ignore[arg-type]
+    return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout, pixel_size)  # type: ignore[arg-type]
+
+
+def _is_omezarr(path: Path) -> bool:
+    from biounet.omezarr import is_omezarr
+
+    return is_omezarr(path)
+
+
+def _ome_pixel_size(ome_xml: str | None) -> Any:
+    from biounet.omezarr import ome_tiff_pixel_size
+
+    return ome_tiff_pixel_size(ome_xml)
+
+
+def _open_omezarr(path: Path) -> ImageSource:
+    """The highest-resolution level of an OME-Zarr image, lazily, as (planes, H, W, C) (see biounet.omezarr)."""
+    from biounet.omezarr import NgffError, open_ngff
+
+    try:
+        image = open_ngff(path)
+    except NgffError as err:
+        raise ImageError(str(err)) from None
+    stack = image.planes()
+    planes, channels, height, width = stack.shape
+    return ImageSource(path, stack, (planes, height, width, channels), stack.dtype, "ZCYX", image.pixel_size)
 
 
 def _open_zarr(path: Path) -> ImageSource:
@@ -442,24 +471,31 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256) -> Path:
+def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256, pixel_size: Any = None) -> Path:
     """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (:func:`atomic_path`).
 
     Arrays over 64 MiB are written tile by tile (BigTIFF, tiled), reading ``data`` one tile at a time, so a
     disk-backed ``data`` is never loaded whole. Planes are the leading axes; the last two are rows and columns.
+    With a ``pixel_size`` (:class:`biounet.omezarr.PixelSize`) the file is an OME-TIFF recording it
+    (``PhysicalSizeX``/``PhysicalSizeY``; axes YX, ZYX or ZCYX; not for tiled stacks, whose planes are samples).
     """
     import tifffile
 
     path = Path(path)
     nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    ome: dict[str, Any] = {}
+    if pixel_size is not None:
+        from biounet.omezarr import ome_tiff_metadata
+
+        ome = {"ome": True, "metadata": ome_tiff_metadata(pixel_size, {2: "YX", 3: "ZYX", 4: "ZCYX"}[len(data.shape)])}
     with atomic_path(path) as tmp:
         if nbytes <= 64 * 2**20:
-            tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack", compression="zlib")
+            tifffile.imwrite(tmp, np.asarray(data), photometric="minisblack", compression="zlib", **ome)
         else:
             tifffile.imwrite(
                 tmp, _tiles(data, tile), shape=tuple(data.shape), dtype=data.dtype, tile=(tile, tile),
                 photometric="minisblack", planarconfig="separate" if len(data.shape) > 2 else None,
-                bigtiff=True, compression="zlib",
+                bigtiff=True, compression="zlib", **(ome if len(data.shape) == 2 else {}),  # samples: no OME axes
             )
     return path
 
