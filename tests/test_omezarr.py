@@ -166,3 +166,20 @@ def test_ome_tiff_pixel_size_needs_both_axes():
     assert ome_tiff_pixel_size("<not xml") is None
     with pytest.raises(ValueError, match="positive"):
         PixelSize(0.0, 1.0)
+
+
+def test_instances_go_beside_the_class_labels_in_the_image(model_path, tmp_path, rng):
+    image = _image(rng, (2, 60, 70))  # z, y, x: two planes
+    path = _write_ngff(tmp_path / "stack.ome.zarr", image, "zyx", "0.5", [2.0, PIXEL_UM, PIXEL_UM])
+    assert main(["predict", str(model_path), str(path), "--out", str(tmp_path / "out"), "--instances", "-q"]) == 0
+    classes = np.asarray(zarr.open_array(str(path / "labels" / "biounet" / "0"), mode="r"))
+    instances = open_ngff(path / "labels" / "biounet_instances")
+    assert classes.shape == instances.array.shape == (2, 60, 70)
+    assert instances.scale == (2.0, PIXEL_UM, PIXEL_UM)
+    from biounet.instances import instances_from_labels
+
+    for z in range(2):  # the init model's checkpoint names no target: defaults, as for TIFF outputs
+        np.testing.assert_array_equal(instances.array[z], instances_from_labels(classes[z]))
+    labels_attrs = dict(zarr.open_group(str(path / "labels"), mode="r").attrs)["ome"]
+    assert labels_attrs["labels"] == ["biounet", "biounet_instances"]
+    assert list((tmp_path / "out").iterdir()) == []  # nothing written to the output folder for it
