@@ -101,6 +101,7 @@ class ImageSource:
     shape: tuple[int, int, int, int]
     dtype: np.dtype[Any]
     layout: str  # one of "YX", "YXC", "ZYX", "ZYXC", "CYX", "ZCYX"
+    pixel_size: Any = None  # biounet.omezarr.PixelSize from OME-TIFF or OME-Zarr metadata, else None
 
     @property
     def planes(self) -> int:
@@ -195,6 +196,8 @@ def open_image(path: str | os.PathLike[str], *, allow_bool: bool = False) -> Ima
     suffix = path.suffix.lower()
     if suffix in TIFF_SUFFIXES:
         source = _open_tiff(path)
+    elif suffix == ".zarr" and _is_omezarr(path):
+        source = _open_omezarr(path)
     elif suffix == ".zarr":
         source = _open_zarr(path)
     elif suffix == ".npy":
@@ -257,6 +260,7 @@ def _open_tiff(path: Path) -> ImageSource:
             small = series.size * dtype.itemsize <= 64 * 2**20
             memmap = _check_tiff_header(path, series, layout, reshape)  # before any pixel is read
             data = series.asarray() if small else None
+            pixel_size = _ome_pixel_size(tif.ome_metadata if tif.is_ome else None)
     except ImageError as err:
         raise ImageError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
     except (tifffile.TiffFileError, ValueError, IndexError, OSError) as err:
@@ -282,7 +286,32 @@ def _open_tiff(path: Path) -> ImageSource:
         full = (1, data.shape[1], data.shape[2], data.shape[0])
     else:
         full = (data.shape[0], data.shape[2], data.shape[3], data.shape[1])
-    return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout)  # type: ignore[arg-type]
+    return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout, pixel_size)  # type: ignore[arg-type]
+
+
+def _is_omezarr(path: Path) -> bool:
+    from biounet.omezarr import is_omezarr
+
+    return is_omezarr(path)
+
+
+def _ome_pixel_size(ome_xml: str | None) -> Any:
+    from biounet.omezarr import ome_tiff_pixel_size
+
+    return ome_tiff_pixel_size(ome_xml)
+
+
+def _open_omezarr(path: Path) -> ImageSource:
+    """The highest-resolution level of an OME-Zarr image, lazily, as (planes, H, W, C) (see biounet.omezarr)."""
+    from biounet.omezarr import NgffError, open_ngff
+
+    try:
+        image = open_ngff(path)
+    except NgffError as err:
+        raise ImageError(str(err)) from None
+    stack = image.planes()
+    planes, channels, height, width = stack.shape
+    return ImageSource(path, stack, (planes, height, width, channels), stack.dtype, "ZCYX", image.pixel_size)
 
 
 def _check_tiff_header(path: Path, series: Any, layout: str, reshape: Any) -> bool:
@@ -596,7 +625,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp.unlink(missing_ok=True)
 
 
-def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256, labels: bool = False) -> Path:
+def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256, labels: bool = False,
+               pixel_size: Any = None) -> Path:
     """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (:func:`atomic_path`).
 
     Arrays over 64 MiB are written tile by tile (BigTIFF, tiled), reading ``data`` one tile at a time, so a
@@ -606,21 +636,30 @@ def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256, labe
     ``uint8`` (class labels) gets a colour palette, 0 black and 1, 2, ... the colours of :data:`PALETTE`, which
     Fiji shows as the image's lookup table; ``uint16`` (instance ids) gets ImageJ metadata with the display range
     0..largest id, so that cells are not shown near-black.
+    With a ``pixel_size`` (:class:`biounet.omezarr.PixelSize`) the file is an OME-TIFF recording it
+    (``PhysicalSizeX``/``PhysicalSizeY``; axes YX, ZYX or ZCYX; not for tiled stacks, whose planes are samples).
     """
     import tifffile
 
     path = Path(path)
     nbytes = int(np.prod(data.shape)) * np.dtype(data.dtype).itemsize
+    ome: dict[str, Any] = {}
+    if pixel_size is not None:
+        from biounet.omezarr import ome_tiff_metadata
+
+        ome = {"ome": True, "metadata": ome_tiff_metadata(pixel_size, {2: "YX", 3: "ZYX", 4: "ZCYX"}[len(data.shape)])}
     with atomic_path(path) as tmp:
         if nbytes <= 64 * 2**20:
             array = np.asarray(data)
             display = _label_display(array) if labels else {"photometric": "minisblack"}
-            tifffile.imwrite(tmp, array, compression="zlib", **display)
+            if ome:  # OME metadata replaces ImageJ's
+                display = {k: v for k, v in display.items() if k not in ("imagej", "metadata")}
+            tifffile.imwrite(tmp, array, compression="zlib", **display, **ome)
         else:
             tifffile.imwrite(
                 tmp, _tiles(data, tile), shape=tuple(data.shape), dtype=data.dtype, tile=(tile, tile),
                 photometric="minisblack", planarconfig="separate" if len(data.shape) > 2 else None,
-                bigtiff=True, compression="zlib",
+                bigtiff=True, compression="zlib", **(ome if len(data.shape) == 2 else {}),  # samples: no OME axes
             )
     return path
 

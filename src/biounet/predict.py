@@ -443,9 +443,9 @@ def predict_file(
                 labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
                 label_channels=predictor.num_classes,
             )
-        write_tiff(labels_path, labels[0] if planes == 1 else labels, labels=True)
+        write_tiff(labels_path, labels[0] if planes == 1 else labels, labels=True, pixel_size=source.pixel_size)
         if options.save_probabilities:
-            write_tiff(prob_path, probs[0] if planes == 1 else probs)
+            write_tiff(prob_path, probs[0] if planes == 1 else probs, pixel_size=source.pixel_size)
     return PredictResult(
         labels_path, prob_path if options.save_probabilities else None, (planes, height, width), in_tile, total
     )
