@@ -171,7 +171,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     )
     if args.dask is not None or args.dask_workers is not None:
         return _predict_blockwise(args, options)
-    if _predict_omezarr(args, predictor, inputs, options):
+    inputs = _predict_omezarr(args, predictor, inputs, options)
+    if not inputs:
         return 0
     bars: list[Any] = []  # one bar per input, created on its first tile, so an input error prints no empty bar
 
@@ -246,26 +247,28 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     return 0
 
 
-def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path], options: Any) -> bool:
-    """OME-Zarr inputs (labels into the image's ``labels/`` group) or ``--out x.zarr`` (a new OME-Zarr), through
-    :mod:`biounet.predict_omezarr`; returns False when no input is OME-Zarr and ``--out`` is a folder."""
+def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path], options: Any) -> list[Path]:
+    """OME-Zarr inputs (labels into the image's ``labels/`` group) and ``--out x.zarr`` (a new OME-Zarr) go
+    through :mod:`biounet.predict_omezarr`; returns the other inputs, for the output folder."""
     from biounet.omezarr import is_omezarr
 
     zarr_out = args.out.suffix.lower() == ".zarr"
-    if not zarr_out and not any(is_omezarr(p) for p in inputs):
-        return False
     if zarr_out and len(inputs) > 1:
         raise ValueError(f"--out {args.out} is one OME-Zarr image; give one input, or an output folder")
-    if not zarr_out and not all(is_omezarr(p) for p in inputs):
-        raise ValueError("OME-Zarr and other inputs in one call: predict them in separate calls")
-    from biounet.predict_omezarr import predict_to_omezarr
+    ome = [p for p in inputs if zarr_out or is_omezarr(p)]
+    if ome:
+        from biounet.io import check_writable_dir
+        from biounet.predict_omezarr import predict_to_omezarr
 
-    for path in inputs:
+        if not zarr_out:
+            check_writable_dir(args.out)  # created, as for any predict, though the labels go into the image
+
+    for path in ome:
         result = predict_to_omezarr(predictor, path, args.out if zarr_out else None, options,
                                     instances=_instance_settings(args.model) if args.instances else None)
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path} ({result.tiles} tiles of {result.in_tile} px)")
-    return True
+    return [p for p in inputs if p not in ome]
 
 
 def _expand_inputs(inputs: Sequence[Path], pattern: str | None) -> list[Path]:
