@@ -27,26 +27,34 @@ def main() -> None:
     parser.add_argument("--base-channels", default="16")
     parser.add_argument("--held-out", default=",".join(HELD_OUT))
     parser.add_argument("--extra", default="", help="more biounet train flags, space separated")
+    parser.add_argument("--evaluate-only", action="store_true", help="score the model already in OUT/run")
     args = parser.parse_args()
     frames = [f for f in args.held_out.split(",") if f]
     run = args.out / "run"
-    if run.exists():
+    if run.exists() and not args.evaluate_only:
         shutil.rmtree(run)
     train_args = ["train", "--data", str(args.data), "--layout", "ctc", "--silver", "--out", str(run),
                   "--exclude", ",".join(f"01/t{f}" for f in frames), "--base-channels", args.base_channels,
                   "--time-budget", args.time_budget, *args.extra.split()]
     with Timer() as timer:
-        biounet(*train_args)
+        if not args.evaluate_only:
+            biounet(*train_args)
     pred = args.out / "pred"
     if pred.exists():
         shutil.rmtree(pred)
     images = [str(args.data / "01" / f"t{f}.tif") for f in frames]
+    truth = args.out / "truth"  # the held-out frames' gold truth only (evaluate wants a prediction for each)
+    if truth.exists():
+        shutil.rmtree(truth)
+    truth.mkdir(parents=True)
+    for frame in frames:
+        shutil.copy(args.data / "01_GT" / "SEG" / f"man_seg{frame}.tif", truth)
     results = {}
     for tta in (False, True):
         out = pred / ("tta" if tta else "plain")
         biounet("predict", str(run / "model.pt"), *images, "--out", str(out), "--instances", "-q",
                 *(["--tta"] if tta else []))
-        scores = json.loads(biounet("evaluate", "--pred", str(out), "--truth", str(args.data / "01_GT" / "SEG"),
+        scores = json.loads(biounet("evaluate", "--pred", str(out), "--truth", str(truth),
                                     "--kind", "ctc", "--json").stdout)
         results["tta" if tta else "plain"] = {"pooled_seg": scores["pooled"]["seg"], "mean": scores["mean"],
                                                "images": scores["images"]}

@@ -19,7 +19,6 @@ from typing import Any
 logger = logging.getLogger("biounet")
 
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130  # like a shell's Ctrl-C: `train && predict` does not go on
 
 
 class CliError(ValueError):
@@ -392,7 +391,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if result.interrupted and args.stop_after is None:
         print(f"biounet train: interrupted at step {result.steps}; last.pt saved, continue with --resume",
               file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return 128 + (result.signal or 2)  # 130 for SIGINT (Ctrl-C), 143 for SIGTERM
     best = "no validation images" if result.best_score is None else f"best validation {_score_text(result)}"
     model_line = f"model: {Path(args.out) / 'model.pt'}" if not result.interrupted else "stopped early"
     print(f"trained {result.steps} steps in {result.elapsed_s:.0f} s; {best}; {model_line}")

@@ -189,7 +189,9 @@ def instances_from_distance(
     distance : (H, W) float
         Predicted normalised distance to the cell outline (1 at a cell's centre).
     seed_threshold : float
-        Seeds are the connected components of ``distance > seed_threshold`` inside the foreground.
+        Seeds are the connected components of ``distance > seed_threshold * m`` inside the foreground, ``m`` the
+        largest predicted distance of the foreground component the pixel lies in: relative, so a network that
+        predicts the distance map too flat (early in training) still gives one seed per cell.
     min_size_px : int
         Seeds and instances smaller than this are dropped.
 
@@ -203,7 +205,12 @@ def instances_from_distance(
     _check_mask(foreground, "foreground")
     if distance.shape != foreground.shape:
         raise ValueError(f"distance {distance.shape} and foreground {foreground.shape} must have the same shape")
-    seeds = _drop_small(ndimage.label(foreground & (distance > seed_threshold))[0].astype(np.int32), min_size_px)
+    components, count = ndimage.label(foreground)
+    peak = np.zeros(count + 1)
+    if count:
+        peak[1:] = ndimage.maximum(distance, components, index=np.arange(1, count + 1))
+    high = foreground & (distance > seed_threshold * peak[components])
+    seeds = _drop_small(ndimage.label(high)[0].astype(np.int32), min_size_px)
     if not seeds.any():
         return np.zeros(foreground.shape, np.int32)
     flooded = watershed(-np.asarray(distance, dtype=np.float64), markers=seeds, mask=foreground, connectivity=1)

@@ -808,31 +808,13 @@ def seg_score(pred_instances: npt.NDArray[np.integer], true_instances: npt.NDArr
     >>> seg_score(np.array([[1, 1, 0, 2]]), np.array([[5, 5, 5, 0]])).mean_jaccard  # 2 / 3 of R, 2 / 3 union
     0.6666666666666666
     """
-    pred = _check_labels("pred_instances", pred_instances)
-    true = _check_labels("true_instances", true_instances)
-    _check_same_shape("pred_instances", pred, "true_instances", true)
-    for name, labels in (("pred_instances", pred), ("true_instances", true)):
-        if labels.size and labels.min() < 0:
-            raise ValueError(f"{name} must have labels >= 0 (0 = background), got minimum {labels.min()}")
-    true_ids, true_inverse = np.unique(true, return_inverse=True)
-    pred_ids, pred_inverse = np.unique(pred, return_inverse=True)
-    true_inverse, pred_inverse = true_inverse.reshape(-1), pred_inverse.reshape(-1)
-    has_true_bg, has_pred_bg = int(true_ids[0] == 0), int(pred_ids[0] == 0)
-    n_objects = true_ids.size - has_true_bg
-    if n_objects == 0:
+    table = _instance_overlaps(pred_instances, true_instances)
+    if table.n_true == 0:
         raise ValueError("SEG is undefined: true_instances has no object (only background label 0)")
-    true_sizes = np.bincount(true_inverse, minlength=true_ids.size)
-    pred_sizes = np.bincount(pred_inverse, minlength=pred_ids.size)
-    in_both = (true_inverse >= has_true_bg) & (pred_inverse >= has_pred_bg)
-    keys = true_inverse[in_both].astype(np.int64) * pred_ids.size + pred_inverse[in_both]
-    pair_keys, overlap = np.unique(keys, return_counts=True)  # sparse contingency table
-    true_of_pair, pred_of_pair = np.divmod(pair_keys, pred_ids.size)
-    matched = 2 * overlap > true_sizes[true_of_pair]
-    per_object = np.zeros(true_ids.size, dtype=np.float64)
-    union = true_sizes[true_of_pair[matched]] + pred_sizes[pred_of_pair[matched]] - overlap[matched]
-    per_object[true_of_pair[matched]] = overlap[matched] / union
-    per_object = per_object[has_true_bg:]
-    return SegScores(mean_jaccard=float(per_object.mean()), per_object=per_object, n_objects=int(n_objects))
+    matched = 2 * table.overlap > table.true_size
+    per_object = np.zeros(table.n_true, dtype=np.float64)
+    per_object[table.true_index[matched]] = table.iou[matched]
+    return SegScores(mean_jaccard=float(per_object.mean()), per_object=per_object, n_objects=table.n_true)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -866,6 +848,8 @@ class _InstanceOverlaps(NamedTuple):
     true_index: npt.NDArray[np.int64]  # per pair: index of the true object, 0..n_true-1 (ascending label)
     pred_index: npt.NDArray[np.int64]  # per pair: index of the predicted object, 0..n_pred-1
     iou: npt.NDArray[np.float64]  # per pair: |T & P| / |T | P|, > 0
+    overlap: npt.NDArray[np.int64]  # per pair: |T & P|
+    true_size: npt.NDArray[np.int64]  # per pair: |T|
 
 
 def _check_object_thresholds(thresholds: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -905,6 +889,8 @@ def _instance_overlaps(pred_instances: npt.ArrayLike, true_instances: npt.ArrayL
         true_index=(true_of_pair - has_true_bg).astype(np.int64),
         pred_index=(pred_of_pair - has_pred_bg).astype(np.int64),
         iou=overlap / union.astype(np.float64),
+        overlap=overlap.astype(np.int64),
+        true_size=true_sizes[true_of_pair],
     )
 
 

@@ -151,6 +151,7 @@ class TrainResult:
     history: list[dict[str, float]]
     model: UNet | None = None  # the weights at the end of this call (every rank has its own copy)
     interrupted: bool = False  # stopped by a signal (or stop_after) before the budget was spent
+    signal: int | None = None  # the signal that stopped it (SIGINT, SIGTERM), if one did
 
 
 @dataclass
@@ -257,6 +258,7 @@ def open_run(config: TrainConfig, run_dir: Path, split: Split, device: torch.dev
     state = _new_state(config, split, device)
     last_path = run_dir / "last.pt"
     if resume:
+        _remove_orphan_temp_files(run_dir)
         payload = load_checkpoint(last_path)
         differences = _config_differences(payload.get("train_config", {}), config.to_dict())
         if differences:
@@ -404,12 +406,12 @@ def fit(
         logger.warning("training %d classes (label values 0..%d); if each label id is one cell, use "
                        "--label-kind instances", split.num_classes, split.num_classes - 1)
     state = open_run(config, run_dir, split, torch_device, group, resume=resume, notes=notes)
-    interrupted = _train_loop(state, config, run_dir, split, torch_device, group, progress, stop_after)
-    if not interrupted and group.is_main:
+    stopped = _train_loop(state, config, run_dir, split, torch_device, group, progress, stop_after)
+    if stopped is None and group.is_main:
         finish_run(state, config, run_dir, split, torch_device)
     barrier(group)
     return TrainResult(run_dir, state.step, state.elapsed_s, state.best_score, state.history, state.model,
-                       interrupted)
+                       interrupted=stopped is not None, signal=stopped or None)
 
 
 def _loader(config: TrainConfig, split: Split, group: Distributed, start: int) -> torch.utils.data.DataLoader[Any]:
@@ -424,8 +426,8 @@ def _loader(config: TrainConfig, split: Split, group: Distributed, start: int) -
 
 
 def _train_loop(state: RunState, config: TrainConfig, run_dir: Path, split: Split, device: torch.device,
-                group: Distributed, progress: Progress | None, stop_after: int | None) -> bool:
-    """Steps until the budget is spent (False) or a signal or ``stop_after`` asks to stop (True)."""
+                group: Distributed, progress: Progress | None, stop_after: int | None) -> int | None:
+    """Steps until the budget is spent (None) or a signal (its number) or ``stop_after`` (0) asks to stop."""
     network: torch.nn.Module = state.model
     if group.world_size > 1:
         network = DistributedDataParallel(state.model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -451,12 +453,12 @@ def _train_loop(state: RunState, config: TrainConfig, run_dir: Path, split: Spli
                 losses.clear()
                 window_start, window_steps = time.perf_counter(), 0
             if done:
-                return False
+                return None
             if interrupt.requested or (stop_after is not None and steps_this_call >= stop_after):
                 if group.is_main:
                     save_last(state, config, run_dir, split)
-                return True
-    return False
+                return interrupt.signal or 0
+    return None
 
 
 def finish_run(state: RunState, config: TrainConfig, run_dir: Path, split: Split, device: torch.device) -> None:
@@ -478,6 +480,13 @@ def finish_run(state: RunState, config: TrainConfig, run_dir: Path, split: Split
         logger.info("instance post-processing chosen on the validation images: %s (SEG %.4f)", params, seg)
     save_checkpoint(run_dir / "model.pt", _payload(model, config, split, **extra))
     write_run_report(run_dir, split.validation, config, state.history, device)
+
+
+def _remove_orphan_temp_files(run_dir: Path) -> None:
+    """Temporary files of atomic writes that a killed run left (``.NAME.*.tmp``, see :func:`biounet.io.atomic_path`)."""
+    for path in run_dir.glob(".*.tmp"):
+        path.unlink(missing_ok=True)
+        logger.info("removed %s, left by a killed run", path)
 
 
 def _name_matches(name: str, entry: str) -> bool:
@@ -528,6 +537,7 @@ class _Interrupt:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal: int | None = None  # the signal that asked to stop
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Interrupt:
@@ -539,7 +549,7 @@ class _Interrupt:
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested:  # a second signal: stop now
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested, self.signal = True, signum
 
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._previous.items():
