@@ -403,7 +403,7 @@ def predict_file(
     """
     source = open_image(path)
     check_compatible(predictor, source)
-    in_tile = _in_tile(predictor, source, options)
+    in_tile = tile_for(predictor, source, options)
     out_dir = check_writable_dir(out_dir)
     planes, height, width = source.planes, source.height, source.width
     geometry = predictor.geometry(in_tile)
@@ -415,14 +415,7 @@ def predict_file(
     on_disk = planes * predictor.output_channels * height * width * 4 > budget // 4
     stem = output_stem(path)
     labels_path, prob_path = out_dir / f"{stem}.tif", out_dir / f"{stem}_prob.tif"
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
+    step = tile_counter(total, progress)
     with (
         _outputs(out_dir, (planes, height, width), label_dtype, on_disk=on_disk, name=stem) as labels,
         _outputs(out_dir, prob_shape if options.save_probabilities else (1, 1, 1, 1), np.float32,
@@ -451,7 +444,20 @@ def predict_file(
     )
 
 
-def _in_tile(predictor: Predictor, source: ImageSource, options: PredictOptions) -> int:
+def tile_counter(total: int, progress: Callable[[int, int], None] | None) -> Callable[[int], None]:
+    """A ``progress`` for :func:`biounet.tiling.predict_tiled` (tiles just done) that reports ``(done, total)``."""
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    return step
+
+
+def tile_for(predictor: Predictor, source: ImageSource, options: PredictOptions) -> int:
     """The tile side for ``source``: the given one, checked, or the one chosen from the memory budget; either way
     checked against the memory the machine has."""
     budget = resolve_memory_budget(options.memory_budget).bytes
@@ -516,7 +522,7 @@ def plan_predictions(
     for stem, path in stems.items():
         source = open_image(path)
         check_compatible(predictor, source)
-        in_tile = _in_tile(predictor, source, options)
+        in_tile = tile_for(predictor, source, options)
         pixels = source.planes * source.height * source.width
         channels = predictor.output_channels
         outputs = pixels * (1 + 4 * channels * options.save_probabilities + 4 * instances)

@@ -19,7 +19,7 @@ import numpy.typing as npt
 from biounet.instances import InstanceParams, instances_from_labels
 from biounet.io import normalization_for, open_image
 from biounet.omezarr import LabelImageWriter, LabelLayout, LabelPlane, is_omezarr, open_ngff
-from biounet.predict import PredictOptions, PredictResult, check_compatible, check_in_tile, choose_in_tile
+from biounet.predict import PredictOptions, PredictResult, check_compatible, tile_counter, tile_for
 from biounet.predictor import Predictor
 from biounet.tiling import count_tiles, predict_tiled
 
@@ -71,23 +71,14 @@ def predict_to_omezarr(
     planes, height, width = source.planes, source.height, source.width
     layout = (LabelLayout.like(open_ngff(path)) if is_omezarr(path)
               else LabelLayout.for_planes(planes, height, width, source.pixel_size))
-    in_tile = (check_in_tile(predictor, options.tile) if options.tile is not None
-               else choose_in_tile(predictor, (height, width), memory_budget=options.memory_budget,
-                                   batch_size=options.batch_size))
+    in_tile = tile_for(predictor, source, options)
     geometry = predictor.geometry(in_tile)
     total = planes * count_tiles((height, width), geometry)
     label_dtype: Any = np.uint8 if predictor.num_classes <= 255 else np.uint16
     if instances is not None and out is not None:
         label_dtype = np.uint32  # the instance ids replace the class labels
     target = {"image": path} if out is None else {"out": out}
-    done = 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
-
+    step = tile_counter(total, progress)
     with LabelImageWriter(layout, label_dtype, name=name, **target) as writer:  # type: ignore[arg-type]
         for plane in range(planes):
             norm = normalization_for(source, plane, predictor.normalization)
