@@ -132,8 +132,10 @@ def test_cli_trains_without_validation(tmp_path, capsys):
     code = main(["train", "--data", "synthetic:cells,n=3,size=96x96,seed=0", "--out", str(tmp_path / "run"),
                  "--base-channels", "4", "--depth", "2", "--tile", "92", "--iterations", "3",
                  "--validation-fraction", "0", "--precision", "fp32", "--workers", "0", "-q"])
-    assert code == 0, capsys.readouterr().err
-    assert "no validation images" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "no validation images" in captured.out and captured.out.count("\n") == 1  # stdout: the result line only
+    assert "validation" not in captured.err  # -q
     assert (tmp_path / "run" / "model.pt").exists()
 
 

@@ -416,7 +416,9 @@ def _train_progress(bar: Any) -> Callable[[Any], None]:
         if isinstance(event, ValidationEvent):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in event.scores.items())
             mark = " (best so far)" if event.best else ""
-            bar.write(f"step {event.step}: validation {shown or 'skipped (no validation images)'}{mark}")
+            if not bar.disable:  # -q: nothing but errors; never on stdout, which carries results (JSON)
+                bar.write(f"step {event.step}: validation {shown or 'skipped (no validation images)'}{mark}",
+                          file=sys.stderr)
             return
         bar.update(event.step - bar.n)
         bar.set_postfix(loss=f"{event.loss:.4f}", steps_per_s=f"{event.steps_per_s:.2f}",
