@@ -147,6 +147,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from biounet.api import instance_settings
     from tqdm import tqdm
 
     from biounet.predict import PredictOptions, load_predictor, predict_files, resolve_memory_budget
@@ -158,7 +159,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         _require_roifile()
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
-    target, params = _instance_settings(args.model) if instances else (None, None)
+    target, params = instance_settings(args.model) if instances else (None, None)
     needs_distance = target == "distance"  # its instances need the distance map of the probability file
     budget = resolve_memory_budget(args.memory_budget)
     if not args.quiet:
@@ -222,12 +223,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.blockwise`)."""
+    from biounet.api import instance_settings
     from biounet.blockwise import open_client, predict_blockwise
     from biounet.instances import InstanceParams
 
     if args.compile:
         raise CliError("--compile is not supported with --dask")
-    target, params = _instance_settings(args.model) if args.instances else (None, None)
+    target, params = instance_settings(args.model) if args.instances else (None, None)
     if params is not None and args.watershed:
         params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
     with contextlib.ExitStack() as stack:
@@ -249,6 +251,7 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
 def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path], options: Any) -> list[Path]:
     """OME-Zarr inputs (labels into the image's ``labels/`` group) and ``--out x.zarr`` (a new OME-Zarr) go
     through :mod:`biounet.predict_omezarr`; returns the other inputs, for the output folder."""
+    from biounet.api import instance_settings
     from biounet.omezarr import is_omezarr
 
     zarr_out = args.out.suffix.lower() == ".zarr"
@@ -264,7 +267,7 @@ def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path
 
     for path in ome:
         result = predict_to_omezarr(predictor, path, args.out if zarr_out else None, options,
-                                    instances=_instance_settings(args.model) if args.instances else None)
+                                    instances=instance_settings(args.model) if args.instances else None)
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path} ({result.tiles} tiles of {result.in_tile} px)")
     return [p for p in inputs if p not in ome]
@@ -473,13 +476,6 @@ def _write_instances(labels_path: Path, probs_path: Path | None, target: str | N
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
     write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype), labels=True)
     return out, stack
-
-
-def _instance_settings(model_path: Path) -> tuple[str | None, Any]:
-    """The target and instance post-processing stored in a checkpoint (None and defaults for ONNX models)."""
-    from biounet.api import instance_settings
-
-    return instance_settings(model_path)
 
 
 # --- evaluate -----------------------------------------------------------------------------------------------------
