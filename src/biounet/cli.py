@@ -685,6 +685,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        "--time-budget; 64 with --iterations)")
     train.add_argument("--depth", type=_positive_int, help=f"number of poolings (default: {d['depth']})")
     train.add_argument("--variant", choices=VARIANTS, help=f"network variant (default: {d['variant']})")
+    train.add_argument("--batch-norm", action="store_true", default=None,
+                       help="batch normalisation after each convolution (not in the paper; default: off)")
     train.add_argument("--tile", type=_positive_int, help=f"input tile side (default: {d['tile']}, the paper's)")
     train.add_argument("--batch-size", type=_positive_int, help=f"tiles per step (default: {d['batch_size']})")
     budget = train.add_mutually_exclusive_group()
