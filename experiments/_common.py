@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -55,3 +57,23 @@ class Timer:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
+
+
+def instance_scores(pred_dir: Path, truth: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Pooled SEG, object scores at IoU 0.5 (pooled) and foreground IoU, from the files predict wrote."""
+    import tifffile
+
+    from biounet import metrics
+
+    pairs, jaccard, cells, ious = [], 0.0, 0, []
+    for stem, true in sorted(truth.items()):
+        instances = tifffile.imread(pred_dir / f"{stem}_instances.tif").astype(np.int64)
+        labels = tifffile.imread(pred_dir / f"{stem}.tif")
+        seg = metrics.seg_score(instances, true)
+        jaccard, cells = jaccard + float(seg.per_object.sum()), cells + seg.n_objects
+        ious.append(metrics.iou(labels > 0, true > 0))
+        pairs.append((instances, true))
+    objects = metrics.dataset_object_scores(pairs, thresholds=(0.5,))[0]
+    return {"seg_pooled": jaccard / cells, "cells": cells, "object_f1_iou50": objects.f1,
+            "object_accuracy_iou50": objects.average_precision, "precision_iou50": objects.precision,
+            "recall_iou50": objects.recall, "foreground_iou": float(np.mean(ious))}

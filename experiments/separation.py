@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from _common import SHARED_DATA, Timer, biounet, emit, hardware
+from _common import SHARED_DATA, Timer, biounet, emit, hardware, instance_scores
 
 DIC_HELD_OUT = ("002", "021", "034", "054", "067")
 TARGETS = ("paper", "boundary", "distance")
@@ -40,26 +40,6 @@ def _train(data: list[str], run: Path, target: str, budget: list[str], extra: li
     with Timer() as timer:
         biounet("train", *data, "--out", str(run), "--target", target, *budget, *extra, "-q")
     return timer.seconds
-
-
-def _scores(pred_dir: Path, truth: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Pooled SEG, object scores at IoU 0.5 (pooled) and foreground IoU, from the files predict wrote."""
-    import tifffile
-
-    from biounet import metrics
-
-    pairs, jaccard, cells, ious = [], 0.0, 0, []
-    for stem, true in sorted(truth.items()):
-        instances = tifffile.imread(pred_dir / f"{stem}_instances.tif").astype(np.int64)
-        labels = tifffile.imread(pred_dir / f"{stem}.tif")
-        seg = metrics.seg_score(instances, true)
-        jaccard, cells = jaccard + float(seg.per_object.sum()), cells + seg.n_objects
-        ious.append(metrics.iou(labels > 0, true > 0))
-        pairs.append((instances, true))
-    objects = metrics.dataset_object_scores(pairs, thresholds=(0.5,))[0]
-    return {"seg_pooled": jaccard / cells, "cells": cells, "object_f1_iou50": objects.f1,
-            "object_accuracy_iou50": objects.average_precision, "precision_iou50": objects.precision,
-            "recall_iou50": objects.recall, "foreground_iou": float(np.mean(ious))}
 
 
 def _dic(out: Path, target: str, budget: list[str], extra: list[str]) -> dict[str, Any]:
@@ -74,7 +54,7 @@ def _dic(out: Path, target: str, budget: list[str], extra: list[str]) -> dict[st
             "--out", str(pred), "--instances", "-q")
     truth = {f"t{f}": tifffile.imread(data / "01_GT" / "SEG" / f"man_seg{f}.tif").astype(np.int64)
              for f in DIC_HELD_OUT}
-    return {"training_seconds": seconds, **_scores(pred, truth)}
+    return {"training_seconds": seconds, **instance_scores(pred, truth)}
 
 
 def _nuclei(out: Path, target: str, budget: list[str], extra: list[str]) -> dict[str, Any]:
@@ -89,7 +69,7 @@ def _nuclei(out: Path, target: str, budget: list[str], extra: list[str]) -> dict
     biounet("predict", str(run / "model.pt"), *map(str, images), "--out", str(pred), "--instances", "-q")
     truth = {path.stem: sample.instances.astype(np.int64) for path, sample in zip(images, sorted(
         test, key=lambda s: s.name.replace("/", "_")))}
-    return {"training_seconds": seconds, **_scores(pred, truth)}
+    return {"training_seconds": seconds, **instance_scores(pred, truth)}
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ from biounet.io import (
 from biounet.predict import (
     PredictOptions,
     check_compatible,
+    check_native_scale,
     check_in_tile,
     choose_in_tile,
     load_predictor,
@@ -323,6 +324,7 @@ def _make_job(
     predictor: Predictor, source: ImageSource, model: str | os.PathLike[str], out: Path, options: PredictOptions,
     *, device: str, precision: str, tta: bool, block_size: int | None,
 ) -> BlockJob:
+    check_native_scale(predictor, source, options, "blockwise prediction")
     shape = (source.height, source.width)
     in_tile = (check_in_tile(predictor, options.tile) if options.tile is not None else choose_in_tile(
         predictor, shape, memory_budget=resolve_memory_budget(options.memory_budget).bytes,

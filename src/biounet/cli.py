@@ -44,6 +44,16 @@ def _tile(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}") from None
 
 
+def _pixel_size(text: str) -> tuple[float, float]:
+    """Parse a pixel size in micrometres: ``0.19`` or ``0.19,0.2`` (y, x)."""
+    from biounet.scale import parse_pixel_size
+
+    try:
+        return parse_pixel_size(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _memory(text: str) -> int:
     """Parse ``512M``, ``2G``, ``1.5GiB`` or a byte count (finite and at least one byte)."""
     import math
@@ -167,7 +177,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
               file=sys.stderr)
     options = PredictOptions(
         tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities or needs_distance,
-        memory_budget=budget.bytes,
+        memory_budget=budget.bytes, pixel_size_um=args.pixel_size, rescale=args.rescale,
     )
     if args.dask is not None or args.dask_workers is not None:
         return _predict_blockwise(args, options)
@@ -218,7 +228,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             counted = f"; {cells} cells" if cells is not None else ""
             print(f"{path}: wrote {', '.join(str(p) for p in written)} ({result.tiles} tiles of {result.in_tile} px"
                   f"{counted})")
+        if result.zoom is not None and not args.quiet:
+            print(f"{path}: {_scale_note(result.pixel_size_um, predictor.pixel_size_um, result.zoom)}",
+                  file=sys.stderr)
     return 0
+
+
+def _scale_note(image_um: tuple[float, float], model_um: tuple[float, float], zoom: tuple[float, float]) -> str:
+    return (f"pixel size {image_um[0]:.4g} x {image_um[1]:.4g} µm, the model's {model_um[0]:.4g} x "
+            f"{model_um[1]:.4g} µm: predicted resampled x{zoom[0]:.3g} x {zoom[1]:.3g} to the model's scale, "
+            "outputs resampled back to the image's size")
 
 
 def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
@@ -632,6 +651,12 @@ def _build_parser() -> argparse.ArgumentParser:
                          help="also write <stem>_overlay.png: outlines of the cells (or classes) over the image")
     predict.add_argument("--save-rois", action="store_true",
                          help="also write <stem>_rois.zip, one ImageJ polygon ROI per cell (implies --instances)")
+    predict.add_argument("--pixel-size", type=_pixel_size, default=None, metavar="UM",
+                         help="the images' pixel size in micrometres (0.19, or 0.19,0.2 for y,x; default: from "
+                         "OME-TIFF/OME-Zarr metadata). Images of another pixel size than the model's are resampled "
+                         "to it and back")
+    predict.add_argument("--no-rescale", dest="rescale", action="store_false",
+                         help="predict every image at its own scale, whatever its pixel size")
     predict.add_argument("--memory-budget", type=_memory, default=None,
                          help="e.g. 512M, 2G (default: measured: a quarter of the available memory, 256M to 8G)")
     predict.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
@@ -685,6 +710,10 @@ def _build_parser() -> argparse.ArgumentParser:
                        "--time-budget; 64 with --iterations)")
     train.add_argument("--depth", type=_positive_int, help=f"number of poolings (default: {d['depth']})")
     train.add_argument("--variant", choices=VARIANTS, help=f"network variant (default: {d['variant']})")
+    train.add_argument("--pixel-size", type=_pixel_size, metavar="UM",
+                       help="pixel size of the training images in micrometres (0.19, or 0.19,0.2 for y,x), recorded "
+                       "in the model so predict resamples other pixel sizes to it (default: from OME-TIFF/OME-Zarr "
+                       "metadata when all images agree, else none)")
     train.add_argument("--batch-norm", action="store_true", default=None,
                        help="batch normalisation after each convolution (not in the paper; default: off)")
     train.add_argument("--tile", type=_positive_int, help=f"input tile side (default: {d['tile']}, the paper's)")

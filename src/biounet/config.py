@@ -17,6 +17,7 @@ from typing import Any
 from biounet.augment import AugmentConfig
 from biounet.io import NORMALIZATIONS, write_text
 from biounet.model import ModelConfig, nearest_valid_sizes, output_size
+from biounet.scale import PixelSizeUm, common_pixel_size, micrometres
 
 RECIPES: tuple[str, ...] = ("fast", "paper")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
@@ -46,6 +47,7 @@ class TrainConfig:
     exclude: tuple[str, ...] = ()  # sample names left out of training and validation (held out for testing)
     ignore_label: int | None = None  # pairs layout: label value of unannotated pixels (sparse annotation)
     init: str | None = None  # start from this trained model (fine-tuning); a new class count replaces its head
+    pixel_size: tuple[float, float] | None = None  # µm (y, x) of the training images; None: from their metadata
     recipe: str = "fast"
     base_channels: int = 16
     depth: int = 4
@@ -80,6 +82,8 @@ class TrainConfig:
         for name, allowed in (("target", TRAIN_TARGETS), ("select_by", SELECT_BY), ("label_kind", LABEL_KINDS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.pixel_size is not None:
+            micrometres(*self.pixel_size)  # checks it
         if self.boundary_px < 1 or self.w0 < 0 or self.sigma_px <= 0:
             raise ValueError(f"boundary_px must be >= 1, w0 >= 0 and sigma_px > 0; got {self.boundary_px}, "
                              f"{self.w0}, {self.sigma_px}")
@@ -125,8 +129,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         values = dict(values)
-        if "exclude" in values:
-            values["exclude"] = tuple(values["exclude"])
+        for name in ("exclude", "pixel_size"):
+            if values.get(name) is not None:
+                values[name] = tuple(values[name])
         augment = values.pop("augment", {}) or {}
         augment = {k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()}
         known = {f.name for f in fields(cls)}
@@ -158,6 +163,22 @@ def resolve_target(config: TrainConfig, task: str) -> tuple[TrainConfig, str | N
             "pooled SEG of three runs 0.25-0.77 against 0.22 for the paper's target); --target paper for the "
             "paper's own")
     return replace(config, target="paper"), None
+
+
+def resolve_pixel_size(config: TrainConfig, sizes: list[PixelSizeUm | None]) -> tuple[TrainConfig, str | None]:
+    """``config.pixel_size``, or the one all training images record in their metadata (:mod:`biounet.scale`).
+    Returns the config and a note saying what is recorded (None where nothing is to say)."""
+    if config.pixel_size is not None:
+        return config, None
+    common = common_pixel_size(sizes)
+    if common is None:
+        if any(size is not None for size in sizes):
+            return config, ("pixel size: the training images record different or no pixel sizes; none is recorded in "
+                            "the model (give --pixel-size for predict to resample other pixel sizes)")
+        return config, None
+    return replace(config, pixel_size=common), (
+        f"pixel size {common[0]:.4g} x {common[1]:.4g} µm (the images' metadata), recorded in the model: predict "
+        "resamples images of other pixel sizes to it")
 
 
 def _toml_value(value: Any) -> str:
@@ -196,5 +217,5 @@ def read_config_toml(path: str | os.PathLike[str]) -> TrainConfig:
 
 __all__ = [
     "CELL_TARGET", "LABEL_KINDS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECT_BY", "TRAIN_TARGETS", "TrainConfig", "config_toml",
-    "read_config_toml", "recipe_defaults", "resolve_target", "write_config_toml",
+    "read_config_toml", "recipe_defaults", "resolve_pixel_size", "resolve_target", "write_config_toml",
 ]

@@ -41,6 +41,7 @@ from biounet.io import (
     read_labels,
 )
 from biounet.samples import IGNORE, Sample
+from biounet.scale import MICROMETRES_PER_UNIT, PixelSizeUm, micrometres
 from biounet.synthetic import KINDS, make_dataset
 
 logger = logging.getLogger(__name__)
@@ -330,10 +331,13 @@ def _normalized_plane(source: ImageSource, plane: int, normalization: str) -> np
         raise ImageError(f"{source.path}: {err}") from err
 
 
-def _read_planes(path: Path, normalization: str) -> list[npt.NDArray[np.float32]]:
+def _read_planes(path: Path, normalization: str) -> tuple[list[npt.NDArray[np.float32]], PixelSizeUm | None]:
+    """The file's planes, normalised, and its pixel size in micrometres (None where its metadata has none)."""
     source = open_image(path)
-    return [_normalized_plane(source, plane, normalization) for plane in range(source.planes)]
-
+    size = None
+    if source.pixel_size is not None and source.pixel_size.unit in MICROMETRES_PER_UNIT:
+        size = micrometres(source.pixel_size.y, source.pixel_size.x, source.pixel_size.unit)
+    return [_normalized_plane(source, plane, normalization) for plane in range(source.planes)], size
 
 def _check_size(image_path: Path, image_shape: tuple[int, ...], label_path: Path, label_shape: tuple[int, ...]) -> None:
     """Raise unless the label stack's ``(planes, H, W)`` equals the image's."""
@@ -355,8 +359,8 @@ def _list_names(paths: Sequence[Path], limit: int = 5) -> str:
     return ", ".join(names) + more
 
 
-def _unlabeled(name: str, image: npt.NDArray[np.float32]) -> Sample:
-    return Sample(name, image, None, None)
+def _unlabeled(name: str, image: npt.NDArray[np.float32], pixel_size_um: PixelSizeUm | None = None) -> Sample:
+    return Sample(name, image, None, None, pixel_size_um)
 
 
 def _instances_of_classes(classes: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
@@ -407,9 +411,10 @@ def _load_pairs(
                 f"{_list_names(orphans)}"
             )
     planes_of: dict[str, list[npt.NDArray[np.float32]]] = {}
+    sizes: dict[str, PixelSizeUm | None] = {}
     labels_of: dict[str, npt.NDArray[np.int64]] = {}
     for stem, image_path in images.items():
-        planes_of[stem] = _read_planes(image_path, normalization)
+        planes_of[stem], sizes[stem] = _read_planes(image_path, normalization)
         if stem in labels:
             labels_of[stem] = read_labels(labels[stem])
             _check_size(image_path, (len(planes_of[stem]), *planes_of[stem][0].shape[:2]), labels[stem],
@@ -425,12 +430,12 @@ def _load_pairs(
         for z, image in enumerate(planes):
             name = _plane_name(stem, z, len(planes))
             if stem not in labels_of:
-                samples.append(_unlabeled(name, image))
+                samples.append(_unlabeled(name, image, sizes[stem]))
                 continue
             classes, instances = _pairs_labels(labels_of[stem][z], labels[stem], label_kind, num_classes)
             if stem in unannotated:
                 classes = np.where(unannotated[stem][z], IGNORE, classes).astype(np.int64)
-            samples.append(Sample(name, image, classes, instances))
+            samples.append(Sample(name, image, classes, instances, sizes[stem]))
     return samples
 
 
@@ -604,34 +609,35 @@ def _load_isbi(root: Path, normalization: str, split: str | None, allow_unlabele
             )
     samples = []
     for stem, image_path in images.items():
-        planes = _read_planes(image_path, normalization)
+        planes, size = _read_planes(image_path, normalization)
         if len(planes) != 1:
             raise ImageError(f"{image_path}: has {len(planes)} planes; expected one ISBI 2012 slice per file")
         name = f"isbi2012/{split}/{stem}"
         if stem not in labels:
-            samples.append(_unlabeled(name, planes[0]))
+            samples.append(_unlabeled(name, planes[0], size))
             continue
         stack = read_labels(labels[stem])
         _check_size(image_path, (1, *planes[0].shape[:2]), labels[stem], stack.shape)
-        samples.append(Sample(name, planes[0], *_isbi_labels(stack[0], labels[stem])))
+        samples.append(Sample(name, planes[0], *_isbi_labels(stack[0], labels[stem]), size))
     return samples
 
 
 def _load_isbi_volume(
     root: Path, volume: Path, labels_path: Path | None, normalization: str, split: str, allow_unlabeled: bool
 ) -> list[Sample]:
-    planes = _read_planes(volume, normalization)
+    planes, size = _read_planes(volume, normalization)
     names = [f"isbi2012/{split}/{z}" for z in range(len(planes))]
     if labels_path is None:
-        return [_unlabeled(name, image) for name, image in zip(names, planes)]
+        return [_unlabeled(name, image, size) for name, image in zip(names, planes)]
     if not labels_path.is_file():
         if allow_unlabeled:
-            return [_unlabeled(name, image) for name, image in zip(names, planes)]
+            return [_unlabeled(name, image, size) for name, image in zip(names, planes)]
         raise FileNotFoundError(f"{labels_path}: no such file (labels of {volume}; or pass allow_unlabeled=True)")
     stack = read_labels(labels_path)
     _check_size(volume, (len(planes), *planes[0].shape[:2]), labels_path, stack.shape)
     return [
-        Sample(name, image, *_isbi_labels(stack[z], labels_path)) for z, (name, image) in enumerate(zip(names, planes))
+        Sample(name, image, *_isbi_labels(stack[z], labels_path), size)
+        for z, (name, image) in enumerate(zip(names, planes))
     ]
 
 
@@ -723,12 +729,12 @@ def _load_ctc_sequence(
             labeled = (use_gt and frame in gold) or (use_silver and frame in silver)
             if not (labeled or allow_unlabeled):
                 continue
-        planes = _read_planes(image_path, normalization)
+        planes, size = _read_planes(image_path, normalization)
         if len(planes) != 1:
             raise ImageError(f"{image_path}: has {len(planes)} planes; only 2-D Cell Tracking Challenge data is read")
         image = planes[0]
         if split == "test" or not labeled:
-            samples.append(_unlabeled(name, image))
+            samples.append(_unlabeled(name, image, size))
             continue
         shape = (1, *image.shape[:2])
         if use_gt and frame in gold:
@@ -740,7 +746,7 @@ def _load_ctc_sequence(
         else:
             instances = _ctc_instances(silver[frame], image_path, shape)
             classes = (instances > 0).astype(np.int64)
-        samples.append(Sample(name, image, classes, instances))
+        samples.append(Sample(name, image, classes, instances, size))
     return samples
 
 

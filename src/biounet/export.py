@@ -43,7 +43,8 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 
 
 def export_metadata(
-    model: UNet, *, normalization: str, class_names: Sequence[str] | None = None, export_format: str = "onnx"
+    model: UNet, *, normalization: str, class_names: Sequence[str] | None = None, export_format: str = "onnx",
+    pixel_size_um: Sequence[float] | None = None,
 ) -> dict[str, Any]:
     """The tiling contract of ``model``, as stored in an exported file.
 
@@ -57,6 +58,8 @@ def export_metadata(
         One name per class; ``class0, class1, ...`` when omitted.
     export_format : str
         ``"onnx"`` or ``"torchscript"``; recorded in the metadata.
+    pixel_size_um : (float, float), optional
+        Pixel size ``(y, x)`` in micrometres of the training images (:mod:`biounet.scale`).
 
     Returns
     -------
@@ -93,6 +96,7 @@ def export_metadata(
         "num_classes": config.num_classes,
         "class_names": names,
         "normalization": normalization,
+        "pixel_size_um": None if pixel_size_um is None else [float(v) for v in pixel_size_um],
         "depth": config.depth,
         "padding": config.padding,
         "align": align,
@@ -117,6 +121,7 @@ def export_model(
     normalization: str,
     class_names: Sequence[str] | None = None,
     opset: int = ONNX_OPSET,
+    pixel_size_um: Sequence[float] | None = None,
 ) -> Path:
     """Write ``model`` with its tiling contract to ``path`` as ONNX or TorchScript, atomically.
 
@@ -128,7 +133,7 @@ def export_model(
         File to write. ONNX files must end in ``.onnx`` (``biounet predict`` recognises them by the suffix).
     export_format : str
         ``"onnx"`` (dynamic batch and spatial axes, opset ``opset``) or ``"torchscript"`` (traced).
-    normalization, class_names
+    normalization, class_names, pixel_size_um
         The input contract; see :func:`export_metadata`.
     opset : int
         ONNX opset version, at least 17.
@@ -145,7 +150,7 @@ def export_model(
     """
     path = Path(path)
     metadata = export_metadata(model, normalization=normalization, class_names=class_names,
-                               export_format=export_format)
+                               export_format=export_format, pixel_size_um=pixel_size_um)
     if export_format == "onnx" and path.suffix.lower() != ".onnx":
         raise ValueError(f"{path}: an ONNX export must have the suffix .onnx, got {path.suffix or 'none'!r}")
     if export_format == "torchscript" and path.suffix.lower() == ".onnx":
@@ -178,6 +183,7 @@ def export_checkpoint(
     return export_model(
         model_from_payload(payload, checkpoint), path, export_format=export_format,
         normalization=str(payload["normalization"]), class_names=payload.get("class_names"), opset=opset,
+        pixel_size_um=payload.get("pixel_size_um"),
     )
 
 
@@ -316,6 +322,8 @@ class OnnxPredictor(Predictor):
             raise ValueError(f"{self.path}: corrupt model_config in biounet metadata ({err})") from err
         self.normalization = str(self.metadata["normalization"])
         self.class_names = list(self.metadata["class_names"])
+        size = self.metadata.get("pixel_size_um")
+        self.pixel_size_um = None if size is None else (float(size[0]), float(size[1]))
         self.tta = tta
         self.precision = "fp32"
         self.session = onnxruntime.InferenceSession(str(self.path), providers=_providers(device))

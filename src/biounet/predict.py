@@ -50,6 +50,7 @@ from biounet.io import (
 )
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_probabilities, output_size, smallest_tile
 from biounet.predictor import Predictor
+from biounet.scale import PixelSizeUm, micrometres, resample, scaled_shape, zoom_factors
 from biounet.tiling import count_tiles, predict_tiled
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
@@ -129,6 +130,7 @@ class TorchPredictor(Predictor):
     tta: bool = False
     channels_last: bool = True
     compile: bool = False
+    pixel_size_um: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -178,7 +180,13 @@ def load_predictor(
         precision=resolve_precision(precision, torch_device),
         tta=tta,
         compile=compile,
+        pixel_size_um=_pixel_size_of(payload),
     )
+
+
+def _pixel_size_of(payload: dict[str, Any]) -> tuple[float, float] | None:
+    size = payload.get("pixel_size_um")
+    return None if size is None else micrometres(*size)
 
 
 def estimate_tile_bytes(in_tile: int, base_channels: int, in_channels: int = 1, batch_size: int = 1) -> int:
@@ -320,8 +328,12 @@ class PredictOptions:
     batch_size: int = 1
     save_probabilities: bool = False
     memory_budget: int | None = None  # bytes; None: the machine's default (resolve_memory_budget)
+    pixel_size_um: PixelSizeUm | None = None  # the images' pixel size (y, x); None: from their metadata
+    rescale: bool = True  # resample images to the model's pixel size (biounet.scale)
 
     def __post_init__(self) -> None:
+        if self.pixel_size_um is not None:
+            micrometres(*self.pixel_size_um)  # checks it
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.memory_budget is not None and self.memory_budget < 1:
@@ -337,6 +349,8 @@ class PredictResult:
     shape: tuple[int, int, int]  # planes, H, W
     in_tile: int
     tiles: int
+    zoom: tuple[float, float] | None = None  # how much the image was enlarged to the model's pixel size (y, x)
+    pixel_size_um: PixelSizeUm | None = None  # the image's pixel size, where known
 
 
 def check_output_stems(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
@@ -403,11 +417,14 @@ def predict_file(
     """
     source = open_image(path)
     check_compatible(predictor, source)
-    in_tile = tile_for(predictor, source, options)
-    out_dir = check_writable_dir(out_dir)
+    image_um = image_pixel_size(source, options)
+    zoom = zoom_to_model(predictor, image_um, options)
     planes, height, width = source.planes, source.height, source.width
+    shape = (height, width) if zoom is None else scaled_shape((height, width), zoom)
+    in_tile = tile_for(predictor, source, options, shape=shape)
+    out_dir = check_writable_dir(out_dir)
     geometry = predictor.geometry(in_tile)
-    total = planes * count_tiles((height, width), geometry)
+    total = planes * count_tiles(shape, geometry)
     num_classes = predictor.num_classes
     label_dtype = np.uint8 if num_classes <= 255 else np.uint16
     prob_shape = (planes, predictor.output_channels, height, width)
@@ -430,18 +447,74 @@ def predict_file(
                 except ValueError as err:
                     raise ValueError(f"{source.path}: {err}") from err
 
-            predict_tiled(
-                read, (height, width), _finite(predictor, source.path), geometry,
-                probabilities=_PlaneView(probs, plane) if options.save_probabilities else None,
-                labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
-                label_channels=predictor.num_classes,
-            )
+            plane_probs = _PlaneView(probs, plane) if options.save_probabilities else None
+            if zoom is None:
+                predict_tiled(
+                    read, (height, width), _finite(predictor, source.path), geometry, probabilities=plane_probs,
+                    labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
+                    label_channels=predictor.num_classes,
+                )
+            else:
+                rescaled = predict_rescaled(predictor, read(slice(0, height), slice(0, width)), shape, geometry,
+                                            batch_size=options.batch_size, progress=step, path=source.path)
+                labels[plane] = np.argmax(rescaled[: predictor.num_classes], axis=0).astype(label_dtype)
+                if plane_probs is not None:
+                    plane_probs[:] = rescaled
         write_tiff(labels_path, labels[0] if planes == 1 else labels, labels=True, pixel_size=source.pixel_size)
         if options.save_probabilities:
             write_tiff(prob_path, probs[0] if planes == 1 else probs, pixel_size=source.pixel_size)
     return PredictResult(
-        labels_path, prob_path if options.save_probabilities else None, (planes, height, width), in_tile, total
+        labels_path, prob_path if options.save_probabilities else None, (planes, height, width), in_tile, total,
+        zoom, image_um,
     )
+
+
+def image_pixel_size(source: ImageSource, options: PredictOptions) -> PixelSizeUm | None:
+    """The image's pixel size in micrometres: the one given in ``options``, else its metadata's, else None."""
+    if options.pixel_size_um is not None:
+        return options.pixel_size_um
+    size = source.pixel_size
+    if size is None:
+        return None
+    try:
+        return micrometres(size.y, size.x, size.unit)
+    except ValueError:  # a non-length unit (e.g. pixels): no physical size
+        return None
+
+
+def zoom_to_model(
+    predictor: Predictor, image_um: PixelSizeUm | None, options: PredictOptions
+) -> tuple[float, float] | None:
+    """How much to enlarge the image to the model's pixel size, or None where nothing is resampled (sizes equal
+    within 2 %, either unknown, or ``options.rescale`` off)."""
+    if not options.rescale or image_um is None or predictor.pixel_size_um is None:
+        return None
+    return zoom_factors(image_um, predictor.pixel_size_um)
+
+
+def check_native_scale(predictor: Predictor, source: ImageSource, options: PredictOptions, how: str) -> None:
+    """Refuse an image whose pixel size differs from the model's where ``how`` (a prediction path that streams
+    blocks) does not resample."""
+    image_um = image_pixel_size(source, options)
+    if zoom_to_model(predictor, image_um, options) is not None:
+        raise ValueError(
+            f"{source.path}: pixel size {image_um[0]:.4g} x {image_um[1]:.4g} µm differs from the model's "  # type: ignore[index]
+            f"{predictor.pixel_size_um[0]:.4g} x {predictor.pixel_size_um[1]:.4g} µm and {how} does not resample; "  # type: ignore[index]
+            "resample the image first, or give --no-rescale to predict it at its own scale")
+
+
+def predict_rescaled(
+    predictor: Predictor, image: npt.NDArray[np.float32], shape: tuple[int, int], geometry: Any, *,
+    batch_size: int = 1, progress: Callable[[int], None] | None = None, path: Path | str = "<image>",
+) -> npt.NDArray[np.float32]:
+    """Outputs ``(K', H, W)`` of a normalised ``(H, W, C)`` image predicted at the model's scale: the image is
+    resampled to ``shape`` (cubic), predicted tile by tile, and the probabilities resampled back (linear, so they
+    stay in [0, 1] and sum to 1) [Falk et al. 2019]."""
+    scaled = np.moveaxis(resample(np.moveaxis(image, -1, 0), shape, order=3), 0, -1)
+    outputs = np.zeros((predictor.output_channels, *shape), dtype=np.float32)
+    predict_tiled(lambda rows, cols: scaled[rows, cols], shape, _finite(predictor, Path(path)), geometry,
+                  probabilities=outputs, batch_size=batch_size, progress=progress)
+    return resample(outputs, image.shape[:2], order=1)
 
 
 def tile_counter(total: int, progress: Callable[[int, int], None] | None) -> Callable[[int], None]:
@@ -457,14 +530,16 @@ def tile_counter(total: int, progress: Callable[[int, int], None] | None) -> Cal
     return step
 
 
-def tile_for(predictor: Predictor, source: ImageSource, options: PredictOptions) -> int:
-    """The tile side for ``source``: the given one, checked, or the one chosen from the memory budget; either way
-    checked against the memory the machine has."""
+def tile_for(
+    predictor: Predictor, source: ImageSource, options: PredictOptions, *, shape: tuple[int, int] | None = None
+) -> int:
+    """The tile side for ``source`` (predicted at ``shape``, its own by default): the given one, checked, or the one
+    chosen from the memory budget; either way checked against the memory the machine has."""
     budget = resolve_memory_budget(options.memory_budget).bytes
     check_memory_budget(budget)
     in_tile = (
         check_in_tile(predictor, options.tile) if options.tile is not None
-        else choose_in_tile(predictor, (source.height, source.width), memory_budget=budget,
+        else choose_in_tile(predictor, shape or (source.height, source.width), memory_budget=budget,
                             batch_size=options.batch_size)
     )
     check_tile_memory(predictor, in_tile, options.batch_size)
@@ -522,7 +597,9 @@ def plan_predictions(
     for stem, path in stems.items():
         source = open_image(path)
         check_compatible(predictor, source)
-        in_tile = tile_for(predictor, source, options)
+        zoom = zoom_to_model(predictor, image_pixel_size(source, options), options)
+        shape = (source.height, source.width) if zoom is None else scaled_shape((source.height, source.width), zoom)
+        in_tile = tile_for(predictor, source, options, shape=shape)
         pixels = source.planes * source.height * source.width
         channels = predictor.output_channels
         outputs = pixels * (1 + 4 * channels * options.save_probabilities + 4 * instances)

@@ -19,7 +19,9 @@ import numpy.typing as npt
 from biounet.instances import InstanceParams, instances_from_labels
 from biounet.io import normalization_for, open_image
 from biounet.omezarr import LabelImageWriter, LabelLayout, LabelPlane, is_omezarr, open_ngff
-from biounet.predict import PredictOptions, PredictResult, check_compatible, tile_counter, tile_for
+from biounet.predict import (
+    PredictOptions, PredictResult, check_compatible, check_native_scale, tile_counter, tile_for,
+)
 from biounet.predictor import Predictor
 from biounet.tiling import count_tiles, predict_tiled
 
@@ -66,6 +68,7 @@ def predict_to_omezarr(
         raise ValueError("--save-probabilities writes TIFF files; it is not available with OME-Zarr output")
     source = open_image(path)
     check_compatible(predictor, source)
+    check_native_scale(predictor, source, options, "OME-Zarr prediction")
     if out is None and not is_omezarr(path):
         raise ValueError(f"{path}: not an OME-Zarr image; give an output OME-Zarr (--out result.zarr)")
     planes, height, width = source.planes, source.height, source.width

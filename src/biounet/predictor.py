@@ -36,12 +36,16 @@ class Predictor(ABC):
         Average over the 8 rotations/flips (test-time augmentation).
     precision : str
         ``"fp32"`` or ``"bf16"``, the precision the forward pass runs in.
+    pixel_size_um : (float, float) or None
+        Pixel size ``(y, x)`` in micrometres of the images the network was trained on (:mod:`biounet.scale`);
+        None where unknown.
     """
 
     normalization: str
     class_names: list[str]
     tta: bool
     precision: str
+    pixel_size_um: tuple[float, float] | None = None
 
     @property
     @abstractmethod

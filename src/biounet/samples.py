@@ -26,6 +26,8 @@ class Sample:
     instances : (H, W) ndarray of int32 or None
         Instance ids (0 = none) for the weight map's border term; None for an unlabeled image. They are not
         always ``classes > 0``: for ISBI 2012 the instances are cells while class 1 is the membrane between them.
+    pixel_size_um : (float, float) or None
+        Pixel size ``(y, x)`` in micrometres from the image file's metadata; None where it records none.
 
     Samples compare by identity (``eq=False``): comparing arrays elementwise has no single truth value.
 
@@ -41,6 +43,7 @@ class Sample:
     image: npt.NDArray[np.float32]
     classes: npt.NDArray[np.int64] | None
     instances: npt.NDArray[np.int32] | None
+    pixel_size_um: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3:

@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from biounet.augment import sample_window
 from biounet.callable_module import make_callable
 from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from biounet.config import TrainConfig, resolve_target, write_config_toml
+from biounet.config import TrainConfig, resolve_pixel_size, resolve_target, write_config_toml
 from biounet.data import detect_layout, load_dataset, split_samples
 from biounet.samples import Sample
 from biounet.distributed import Distributed, agree, barrier, init_distributed, rank_device
@@ -316,7 +316,8 @@ def objective(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
 
 def _payload(model: UNet, config: TrainConfig, split: Split, **extra: Any) -> dict[str, Any]:
     names = class_names(split.task, config.target, split.num_classes)
-    return model_payload(model, normalization=config.normalization, class_names=names,
+    pixel_size = None if config.pixel_size is None else list(config.pixel_size)
+    return model_payload(model, normalization=config.normalization, class_names=names, pixel_size_um=pixel_size,
                          train_config=config.to_dict(), target=config.target, task=split.task, **extra)
 
 
@@ -325,6 +326,51 @@ def save_last(state: RunState, config: TrainConfig, run_dir: Path, split: Split)
     save_checkpoint(run_dir / "last.pt", _payload(
         state.model, config, split, step=state.step, elapsed_s=state.elapsed_s, optimizer_state=state.optimizer.state_dict(),
         rng_state=_rng_state(), best_score=state.best_score))
+
+
+def recalibrate_batch_norm(model: torch.nn.Module, images: list[npt.NDArray[np.float32]], *, tile: int,
+                           device: torch.device, precision: str, rng: np.random.Generator, count: int = 16) -> None:
+    """Batch-norm statistics of the weights as they are now: the running means and variances recomputed as plain
+    averages over ``count`` un-augmented ``tile``-px crops of the training images (mirrored where smaller).
+
+    With one tile per step the running statistics follow the last few tiles (momentum 0.1) and lag the weights,
+    so a validation or a saved model in eval mode can be far off what training sees ("precise BN", Wu & Johnson
+    2021, Rethinking "Batch" in BatchNorm, arXiv:2105.07576). Eval mode keeps prediction seamless: the layers are
+    then fixed affine maps.
+    """
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not layers:
+        return
+    momenta = [layer.momentum for layer in layers]
+    was_training = model.training
+    for layer in layers:
+        layer.reset_running_stats()
+        layer.momentum = None  # cumulative average over the calls below
+    model.eval()  # no dropout: the statistics are those of the eval-mode network
+    for layer in layers:
+        layer.train()
+    try:
+        with torch.no_grad(), autocast(device, precision):
+            for _ in range(count):
+                image = images[rng.integers(len(images))]
+                crop = _random_crop(image, tile, rng).transpose(2, 0, 1)[None]
+                batch = torch.from_numpy(np.ascontiguousarray(crop)).to(device)
+                model(batch.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else batch)
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+        model.train(was_training)
+
+
+def _random_crop(image: npt.NDArray[np.float32], tile: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
+    """A ``tile`` x ``tile`` crop of an ``(H, W, C)`` image, mirrored at the border where it is smaller."""
+    height, width = image.shape[:2]
+    pad = [(0, max(0, tile - height)), (0, max(0, tile - width)), (0, 0)]
+    if any(p[1] for p in pad[:2]):
+        image = np.pad(image, pad, mode="symmetric")
+        height, width = image.shape[:2]
+    top, left = int(rng.integers(height - tile + 1)), int(rng.integers(width - tile + 1))
+    return image[top:top + tile, left:left + tile]
 
 
 def validate_and_checkpoint(state: RunState, config: TrainConfig, run_dir: Path, split: Split,
@@ -336,6 +382,9 @@ def validate_and_checkpoint(state: RunState, config: TrainConfig, run_dir: Path,
                              "train_loss": train_loss}
     name = score_name(config.select_by, split.task)
     event = ValidationEvent(state.step, state.elapsed_s, train_loss)
+    if config.batch_norm:
+        recalibrate_batch_norm(state.model, [s.image for s in split.train], tile=config.tile, device=device,
+                               precision=config.precision, rng=np.random.default_rng((config.seed, state.step)))
     if split.validation:
         probs = predict_samples(state.model, split.validation, normalization=config.normalization,
                                 precision=config.precision, device=device)
@@ -400,6 +449,11 @@ def fit(
     if note is not None:
         notes = [*(notes or []), note]
         split = replace(split, num_classes=num_target_classes(split.task, config.target, split.dataset_classes))
+        if group.is_main:
+            logger.warning("%s", note)
+    config, note = resolve_pixel_size(config, [s.pixel_size_um for s in split.train + split.validation])
+    if note is not None:
+        notes = [*(notes or []), note]
         if group.is_main:
             logger.warning("%s", note)
     if split.num_classes > 8 and config.label_kind == "classes" and group.is_main:
