@@ -101,3 +101,12 @@ def test_missing_bioimageio_names_the_extra(model, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "bioimageio.spec", None)  # as if not installed
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'biounet\[bioimageio\]'"):
         export_package(model, tmp_path / "package", normalization="percentile")
+
+
+def test_package_records_the_models_pixel_size(model, tmp_path):
+    """A model that knows its training pixel size tells bioimage.io consumers: space axes in micrometres."""
+    out = export_package(model, tmp_path / "sized", normalization="percentile", pixel_size_um=(0.19, 0.2))
+    descr = load_description(out / YAML_NAME)
+    for tensor in (descr.inputs[0], descr.outputs[0]):
+        y, x = tensor.axes[2], tensor.axes[3]
+        assert (str(y.unit), y.scale, str(x.unit), x.scale) == ("micrometer", 0.19, "micrometer", 0.2)

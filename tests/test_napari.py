@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,6 +14,28 @@ import pytest
 import torch
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before napari creates its QApplication
+
+
+def _start_virtual_display() -> subprocess.Popen[bytes] | None:
+    """An Xvfb server for the real viewer's OpenGL canvas where there is no display but Xvfb is installed (CI:
+    ``scripts/setup.sh`` installs Debian's xvfb where it can); stopped when the tests end."""
+    if os.environ.get("DISPLAY") or shutil.which("Xvfb") is None:
+        return None
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1280x1024x24", "-nolisten", "tcp"],
+                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()
+    if not number:
+        server.terminate()
+        return None
+    os.environ["DISPLAY"] = f":{number}"
+    atexit.register(server.terminate)
+    return server
+
+
+VIRTUAL_DISPLAY = _start_virtual_display()
 napari = pytest.importorskip("napari")
 pytest.importorskip("magicgui")
 
@@ -81,6 +106,13 @@ def viewer():
 def _dock(viewer, widget) -> None:
     if hasattr(viewer, "window"):
         viewer.window.add_dock_widget(widget)
+
+
+def test_the_real_viewer_is_used_where_a_display_exists(viewer):
+    """Where Xvfb is installed (or a display is set) the widgets are tested in the real ``napari.Viewer``."""
+    if not (os.environ.get("DISPLAY") and _opengl_available()):
+        pytest.skip("no X display and no Xvfb: the widgets are tested on napari's ViewerModel")
+    assert isinstance(viewer, napari.Viewer) and viewer.window is not None
 
 
 def test_manifest_validates_and_its_commands_import():

@@ -125,6 +125,7 @@ def export_package(
     name: str | None = None,
     opset: int = ONNX_OPSET,
     seed: int = 0,
+    pixel_size_um: Sequence[float] | None = None,
 ) -> Path:
     """Write ``model`` as a bioimage.io model package (format 0.5) to the folder or ``.zip`` file ``out``.
 
@@ -146,6 +147,8 @@ def export_package(
         ONNX opset of the ONNX weights.
     seed : int
         Seed of the synthetic test image.
+    pixel_size_um : (float, float), optional
+        The training images' pixel size ``(y, x)``: the space axes' ``unit`` (micrometer) and ``scale``.
 
     Returns
     -------
@@ -167,7 +170,8 @@ def export_package(
     if model.config.padding != "valid":
         # bioimage.io tiles with one fixed halo; biounet discards a tile-size-dependent border of same-padded tiles.
         raise ValueError("only valid-padded networks (the paper's) can be exported to bioimage.io")
-    metadata = export_metadata(model, normalization=normalization, class_names=class_names)
+    metadata = export_metadata(model, normalization=normalization, class_names=class_names,
+                               pixel_size_um=pixel_size_um)
     network = ProbabilityUNet(**model.config.to_dict())
     network.load_state_dict(copy.deepcopy(model).cpu().state_dict())
     network.eval()
@@ -196,7 +200,8 @@ def export_checkpoint_package(
     payload = load_checkpoint(checkpoint)
     model = model_from_payload(payload, checkpoint)
     return export_package(model, out, normalization=str(payload["normalization"]),
-                          class_names=payload.get("class_names"), opset=opset)
+                          class_names=payload.get("class_names"), opset=opset,
+                          pixel_size_um=payload.get("pixel_size_um"))
 
 
 # --- building the description -------------------------------------------------------------------------------------
@@ -220,14 +225,16 @@ def _describe(
     weights = _write_weights(network, stage, x, opset)
 
     y_ax, x_ax = spec.AxisId("y"), spec.AxisId("x")
+    size = metadata["pixel_size_um"]  # the training images' pixel size: the space axes' unit and scale
+    y_kw, x_kw = ({"unit": "micrometer", "scale": float(s)} for s in size) if size else ({}, {})
     input_descr = spec.InputTensorDescr(
         id=spec.TensorId(INPUT_ID),
         description=f"raw image, {config.in_channels} channel(s); normalised by the preprocessing ({normalization})",
         axes=[
             spec.BatchAxis(),
             spec.ChannelAxis(channel_names=[f"channel{c}" for c in range(config.in_channels)]),
-            spec.SpaceInputAxis(id=y_ax, size=spec.ParameterizedSize(min=first, step=step)),
-            spec.SpaceInputAxis(id=x_ax, size=spec.ParameterizedSize(min=first, step=step)),
+            spec.SpaceInputAxis(id=y_ax, size=spec.ParameterizedSize(min=first, step=step), **y_kw),
+            spec.SpaceInputAxis(id=x_ax, size=spec.ParameterizedSize(min=first, step=step), **x_kw),
         ],
         test_tensor=spec.FileDescr(source=stage / "test_input.npy"),
         data=spec.IntervalOrRatioDataDescr(type=str(raw.dtype)),
@@ -240,9 +247,9 @@ def _describe(
             spec.BatchAxis(),
             spec.ChannelAxis(channel_names=list(class_names)),
             spec.SpaceOutputAxis(id=y_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=y_ax,
-                                                                  offset=offset)),
+                                                                  offset=offset), **y_kw),
             spec.SpaceOutputAxis(id=x_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=x_ax,
-                                                                  offset=offset)),
+                                                                  offset=offset), **x_kw),
         ],
         test_tensor=spec.FileDescr(source=stage / "test_output.npy"),
         data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
