@@ -213,3 +213,26 @@ def test_train_widget_refuses_an_empty_labels_layer(viewer, tmp_path):
     widget.start()
     _wait(widget)
     assert "paint some cells" in widget.status.value
+
+
+def test_train_widget_fine_tunes_a_trained_model(viewer, tmp_path):
+    """With a model file the run starts from its weights, keeping its network (the width field is ignored)."""
+    from biounet.checkpoint import load_checkpoint
+
+    torch.manual_seed(0)
+    start = save_checkpoint(tmp_path / "start.pt", model_payload(UNet(ModelConfig(base_channels=4)),
+                                                                 normalization="percentile"))
+    (image, _, _), (labels, _, _) = sample_cells()
+    viewer.add_image(image, name="cells")
+    viewer.add_labels(labels, name="painted")
+    widget = TrainWidget(viewer)
+    widget.image_layer.value, widget.labels_layer.value = viewer.layers["cells"], viewer.layers["painted"]
+    widget.time_budget.value, widget.base_channels.value, widget.tile.value = 5.0, 16, 188
+    widget.init_model.value, widget.run_folder.value = start, tmp_path / "run"
+    assert widget.start() is not None
+    _wait(widget, timeout_s=180)
+    assert widget.model_path is not None and widget.model_path.is_file(), widget.status.value
+    trained = load_checkpoint(widget.model_path)
+    assert trained["train_config"]["init"] == str(start) and trained["model_config"]["base_channels"] == 4
+    widget.init_model.value = tmp_path / "missing.pt"
+    assert widget.start() is None and "missing.pt" in widget.status.value

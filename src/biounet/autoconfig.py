@@ -72,7 +72,7 @@ def _explicit(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _take_architecture(values: dict[str, Any], init: str) -> str:
+def take_architecture(values: dict[str, Any], init: str) -> str:
     """Fine-tuning keeps the trained model's network and normalisation contract (``values`` is updated)."""
     from biounet.checkpoint import load_checkpoint
 
@@ -104,7 +104,7 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[st
     values["data"] = args.data
     notes: list[str] = []
     if values.get("init"):
-        notes.append(_take_architecture(values, str(values["init"])))
+        notes.append(take_architecture(values, str(values["init"])))
     if "iterations" not in values and "time_budget_s" not in values:
         raise ValueError("give --iterations N or --time-budget T (e.g. --time-budget 15m)")
     if recipe == "paper":

@@ -165,6 +165,7 @@ class TrainSettings:
     label_kind: str = "instances"  # "classes" when the painted ids are classes
     lr: float = 2e-3
     seed: int = 0
+    init: str | None = None  # fine-tune this trained model.pt (its network and normalisation are kept)
 
     def __post_init__(self) -> None:
         if self.time_budget_s <= 0:
@@ -174,13 +175,17 @@ class TrainSettings:
 def train_config(data_dir: str | Path, settings: TrainSettings) -> Any:
     """The :class:`~biounet.config.TrainConfig` of a widget run (as :func:`biounet.demo.demo_config`)."""
     from biounet.augment import AugmentConfig
+    from biounet.autoconfig import take_architecture
     from biounet.config import TrainConfig
 
+    network: dict[str, Any] = {"base_channels": settings.base_channels}
+    if settings.init:
+        take_architecture(network, settings.init)  # a fine-tuned model keeps its network and normalisation
     return TrainConfig(
-        data=str(data_dir), layout="pairs", label_kind=settings.label_kind, recipe="fast",
-        base_channels=settings.base_channels, tile=settings.tile, batch_size=2, time_budget_s=settings.time_budget_s,
-        precision="fp32", lr=settings.lr, warmup_steps=20, val_every=100, validation_fraction=0.0, workers=0,
-        seed=settings.seed, augment=replace(AugmentConfig(), image_order=1),
+        data=str(data_dir), layout="pairs", label_kind=settings.label_kind, recipe="fast", tile=settings.tile,
+        batch_size=2, time_budget_s=settings.time_budget_s, precision="fp32", lr=settings.lr, warmup_steps=20,
+        val_every=100, validation_fraction=0.0, workers=0, seed=settings.seed, init=settings.init or None,
+        augment=replace(AugmentConfig(), image_order=1), **network,
     )
 
 
@@ -386,10 +391,13 @@ class TrainWidget(_WorkerWidget):
         self.time_budget = FloatSpinBox(label="time budget (s)", value=120.0, min=5.0, max=86400.0, step=30.0)
         self.base_channels = SpinBox(label="base channels", value=16, min=4, max=64, step=4)
         self.tile = SpinBox(label="tile (16k + 60)", value=316, min=188, max=1084, step=16)
+        self.init_model = FileEdit(label="fine-tune model (empty: from scratch)", mode="r", value="",
+                                   filter="*.pt")
         self.run_folder = FileEdit(label="run folder (empty: temporary)", mode="d", value="")
         self.loss = Label(value="loss: -")
         super().__init__(napari_viewer, [self.image_layer, self.labels_layer, self.label_kind, self.time_budget,
-                                         self.base_channels, self.tile, self.run_folder, self.loss], "Train")
+                                         self.base_channels, self.tile, self.init_model, self.run_folder, self.loss],
+                         "Train")
         self.losses: list[float] = []
         self.model_path: Path | None = None
 
@@ -400,10 +408,12 @@ class TrainWidget(_WorkerWidget):
             self.status.value = "choose an image layer and a painted labels layer"
             return None
         try:
+            init = str(self.init_model.value)
             settings = TrainSettings(time_budget_s=float(self.time_budget.value), tile=int(self.tile.value),
-                                     base_channels=int(self.base_channels.value), label_kind=str(self.label_kind.value))
-            train_config("<check>", settings)  # an invalid tile size is reported now, naming the nearest valid ones
-        except ValueError as err:
+                                     base_channels=int(self.base_channels.value), label_kind=str(self.label_kind.value),
+                                     init=init if init not in ("", ".") else None)
+            train_config("<check>", settings)  # an invalid tile size or model file is reported now
+        except (ValueError, FileNotFoundError) as err:
             self.status.value = f"error: {err}"
             return None
         folder = str(self.run_folder.value)
