@@ -204,8 +204,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         written: list[Path] = []
         cells, instances_path = None, result.labels_path
         if instances:
-            instances_path, cells = _write_instances(result.labels_path, result.probabilities_path, target, params,
-                                                     args.watershed)
+            instances_path, cells = _write_instances(result.labels_path, result.probabilities_path, target,
+                                                     _at_image_scale(params, result.zoom), args.watershed)
             written.append(instances_path)
             if needs_distance and not args.save_probabilities and result.probabilities_path is not None:
                 result.probabilities_path.unlink()
@@ -232,6 +232,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: {_scale_note(result.pixel_size_um, predictor.pixel_size_um, result.zoom)}",
                   file=sys.stderr)
     return 0
+
+
+def _at_image_scale(params: Any, zoom: tuple[float, float] | None) -> Any:
+    """Post-processing settings chosen at the model's pixel size, for an image predicted resampled by ``zoom``."""
+    if params is None or zoom is None:
+        return params
+    import dataclasses
+
+    return dataclasses.replace(params, min_size_px=round(params.min_size_px / (zoom[0] * zoom[1])))
 
 
 def _scale_note(image_um: tuple[float, float], model_um: tuple[float, float], zoom: tuple[float, float]) -> str:
