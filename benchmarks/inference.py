@@ -17,12 +17,25 @@ sit near 0.5; a trained network's confident pixels agree more often.
 
 Usage: ``python benchmarks/inference.py [--device cpu|cuda] [--size 2048] [--quick]``; prints JSON lines.
 ``--quick`` uses a 512 px image and skips BasicUNet.
+
+``--processes``: the user's view instead, as whole processes one after the other, with the defaults: ``biounet
+predict MODEL IMAGE.tif --out DIR`` (``--precision auto``, the default memory budget) against
+``benchmarks/monai_predict.py`` (the same network same-padded, ``sliding_window_inference`` roi 512, overlap 0.25,
+gaussian, in the precision biounet chose), each reading a ``--size``^2 uint8 TIFF and writing labels. Reports the
+wall time of each process, their ratio, and biounet's convolution FLOPs over the whole-image limit (the FLOPs of
+the network's valid convolutions per output pixel as the tile grows without bound, times the image's pixels).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -145,6 +158,57 @@ def _monai_windows(size: int) -> int:
     return per_side * per_side
 
 
+def whole_image_flops(config: ModelConfig, size: int) -> float:
+    """FLOPs of a ``size``^2 image at the whole-image limit: per-output-pixel FLOPs of a very large tile."""
+    from biounet.model import output_size
+
+    tile = 16 * 1024 + 60  # a valid size: the limit to 0.3 %
+    return conv_flops(config, tile) / output_size(tile, config.depth) ** 2 * size * size
+
+
+def _run(command: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return done, time.perf_counter() - start
+
+
+def bench_processes(base: int, size: int) -> None:
+    """Emit the whole-process comparison for one width (see the module docstring)."""
+    import tifffile
+
+    with tempfile.TemporaryDirectory(prefix="biounet-bench-") as tmp:
+        folder = Path(tmp)
+        image = (np.random.default_rng(0).random((size, size)) * 255).astype(np.uint8)
+        tifffile.imwrite(folder / "image.tif", image)
+        model = folder / "model.pt"
+        subprocess.run([sys.executable, "-m", "biounet", "init", "--out", str(model), "--base-channels", str(base),
+                        "-q"], check=True, capture_output=True)
+        ours, ours_s = _run([sys.executable, "-m", "biounet", "predict", str(model), str(folder / "image.tif"),
+                             "--out", str(folder / "biounet")])
+        precision = re.search(r"precision (\w+) \(auto\)", ours.stderr)
+        tiles = re.search(r"\((\d+) tiles of (\d+) px", ours.stdout)
+        if precision is None or tiles is None:
+            raise RuntimeError(f"unexpected biounet predict output: {ours.stdout} {ours.stderr}")
+        try:
+            peer, peer_s = _run([sys.executable, str(Path(__file__).with_name("monai_predict.py")), str(model),
+                                 str(folder / "image.tif"), str(folder / "monai.tif"), "--precision",
+                                 precision.group(1)])
+        except subprocess.CalledProcessError as err:
+            emit({"benchmark": "inference_processes", "error": err.stderr[-500:],
+                  "hint": "pip install --no-deps monai"})
+            return
+        config = ModelConfig(base_channels=base)
+        count, in_tile = int(tiles.group(1)), int(tiles.group(2))
+        emit({
+            "benchmark": "inference_processes", "image": size, "base_channels": base, "precision": precision.group(1),
+            "biounet_tiles": count, "biounet_in_tile": in_tile, "biounet_seconds": round(ours_s, 2),
+            "monai_seconds": round(peer_s, 2), "monai_in_process": json.loads(peer.stdout.strip().splitlines()[-1]),
+            "biounet_speedup_over_monai": round(peer_s / ours_s, 3),
+            "flops_over_whole_image_limit": round(conv_flops(config, in_tile) * count / whole_image_flops(config, size),
+                                                  3),
+        })
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -152,7 +216,14 @@ def main() -> None:
     parser.add_argument("--bases", type=int, nargs="+", default=[64, 16], help="base channel counts")
     parser.add_argument("--tile", type=int, default=None, help="input tile side (default: choose_in_tile)")
     parser.add_argument("--quick", action="store_true", help="512 px image, no BasicUNet")
+    parser.add_argument("--processes", action="store_true",
+                        help="whole processes with the defaults: biounet predict against a MONAI script")
     args = parser.parse_args()
+    if args.processes:
+        emit({"benchmark": "inference_processes", "environment": environment()})
+        for base in args.bases:
+            bench_processes(base, args.size)
+        return
     device = torch.device(args.device)
     size = 512 if args.quick else args.size
     peaks = peak_gflops(quick=args.quick, device=args.device)

@@ -32,10 +32,10 @@ BF16_MIN_SPEEDUP = 1.15
 
 
 def measure_step_seconds(base_channels: int, tile: int, precision: str, device: torch.device, *, depth: int = 4,
-                         repeats: int = 2) -> float:
+                         repeats: int = 2, batch_norm: bool = False) -> float:
     """Seconds of one training step (forward, backward, Adam) on one random tile: the best of ``repeats``."""
     torch.manual_seed(0)
-    model = UNet(ModelConfig(base_channels=base_channels, depth=depth)).to(device)
+    model = UNet(ModelConfig(base_channels=base_channels, depth=depth, batch_norm=batch_norm)).to(device)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -122,7 +122,8 @@ def resolve_train_config(args: argparse.Namespace) -> tuple[TrainConfig, list[st
 
     def step_time(width: int, precision: str) -> float:
         if (width, precision) not in measured:
-            measured[width, precision] = measure_step_seconds(width, tile, precision, device, depth=depth)
+            measured[width, precision] = measure_step_seconds(width, tile, precision, device, depth=depth,
+                                                              batch_norm=bool(values.get("batch_norm")))
         return measured[width, precision]
 
     width_given = "base_channels" in explicit or (args.config is not None and "base_channels" in values) or bool(

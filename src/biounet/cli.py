@@ -723,7 +723,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="pixel size of the training images in micrometres (0.19, or 0.19,0.2 for y,x), recorded "
                        "in the model so predict resamples other pixel sizes to it (default: from OME-TIFF/OME-Zarr "
                        "metadata when all images agree, else none)")
-    train.add_argument("--batch-norm", action="store_true", default=None,
+    train.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                        help="batch normalisation after each convolution (not in the paper; default: off)")
     train.add_argument("--tile", type=_positive_int, help=f"input tile side (default: {d['tile']}, the paper's)")
     train.add_argument("--batch-size", type=_positive_int, help=f"tiles per step (default: {d['batch_size']})")
