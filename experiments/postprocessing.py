@@ -10,7 +10,6 @@ The truth is the DIC-HeLa gold truth of sequence 01 (``man_segNNN.tif`` for each
 from __future__ import annotations
 
 import argparse
-from itertools import product
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from _common import SHARED_DATA, emit
 from biounet import metrics
 from biounet.checkpoint import load_checkpoint
 from biounet.instances import InstanceParams, instances_from_labels, instances_from_probabilities
+from biounet.validation import instance_param_grid
 
 
 def pooled_seg(pred_dir: Path, truth_dir: Path, target: str, params: InstanceParams) -> float:
@@ -47,10 +47,7 @@ def main() -> None:
     payload = load_checkpoint(args.model)
     target = payload.get("target") or "paper"
     chosen = InstanceParams(**(payload.get("instance_params") or {}))
-    sizes = (0, 16, 64, 256)
-    grid = ([InstanceParams(min_size_px=s, watershed=w) for w, s in product((False, True), sizes)]
-            if target == "paper" else
-            [InstanceParams(min_size_px=s, seed_threshold=t) for t, s in product((0.3, 0.5, 0.7), sizes)])
+    grid = instance_param_grid(target)  # the grid the training run chose from on its validation images
     rows = [{"target": target, **vars(params), "pooled_seg": pooled_seg(args.pred, args.truth, target, params)}
             for params in grid]
     for row in rows:

@@ -66,7 +66,7 @@ def predict_image(
     ValueError
         On an unknown ``output``, an image that is not 2-D/3-D, a channel count the model does not take, NaN/Inf.
     """
-    from biounet.instances import InstanceParams, instances_from_labels, instances_from_probabilities
+    from biounet.instances import InstanceParams, instances_from_outputs
     from biounet.io import normalize
     from biounet.predict import predict_image as predict_probabilities
 
@@ -82,11 +82,7 @@ def predict_image(
     if output == "labels":
         return labels
     target, params = instance_settings(model) if isinstance(model, (str, os.PathLike)) else (None, InstanceParams())
-    if watershed:
-        params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
-    if target == "distance":
-        return instances_from_probabilities(probabilities, target=target, params=params)
-    return instances_from_labels(labels, target=target, params=params)
+    return instances_from_outputs(labels, probabilities, target=target, params=params, watershed=watershed)
 
 
 def _as_predictor(model: Any, *, device: str, precision: str, tta: bool) -> Predictor:

@@ -488,17 +488,16 @@ def _write_instances(labels_path: Path, probs_path: Path | None, target: str | N
     import numpy as np
     import tifffile
 
-    from biounet.instances import InstanceParams, instances_from_labels, instances_from_probabilities
+    from biounet.instances import instances_from_outputs
     from biounet.io import output_stem, read_labels, write_tiff
 
-    if watershed:
-        params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
-    if target == "distance" and probs_path is not None:
+    labels = read_labels(labels_path)
+    probs: Any = [None] * len(labels)
+    if target == "distance" and probs_path is not None:  # only its instances need the probabilities
         probs = np.asarray(tifffile.imread(probs_path), dtype=np.float32)
-        stacked = probs[None] if probs.ndim == 3 else probs
-        planes = [instances_from_probabilities(p, target=target, params=params) for p in stacked]
-    else:
-        planes = [instances_from_labels(plane, target=target, params=params) for plane in read_labels(labels_path)]
+        probs = probs[None] if probs.ndim == 3 else probs
+    planes = [instances_from_outputs(plane, p, target=target, params=params, watershed=watershed)
+              for plane, p in zip(labels, probs)]
     out = labels_path.with_name(output_stem(labels_path) + "_instances.tif")
     stack = np.stack(planes)
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
@@ -824,6 +823,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _PRECHECKS.get(args.command, lambda args: None)(args)
         return _COMMANDS[args.command](args)
     except (ValueError, TypeError, OSError, FloatingPointError) as err:
+        # bad input is reported in one line; with -v the traceback too (a TypeError may also be a bug)
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
         print(f"biounet {args.command}: error: {_error_text(err)}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError as err:

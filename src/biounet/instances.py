@@ -13,7 +13,7 @@ Every function takes arrays and returns ``(H, W) int32`` labels, 0 = background,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -290,7 +290,20 @@ def _split_by_watershed(mask: npt.NDArray[np.bool_], min_distance_px: int) -> np
     return np.asarray(watershed(-distance, markers, mask=mask), dtype=np.int32)
 
 
+def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.NDArray[np.float32] | None, *,
+                           target: str | None, params: InstanceParams = InstanceParams(),
+                           watershed: bool = False) -> npt.NDArray[np.int32]:
+    """The instances of one plane as ``biounet predict --instances`` makes them from what prediction gave: from the
+    probabilities for a ``distance`` model (its distance map is needed), else from the class labels.
+    ``watershed`` adds the seeded watershed split to ``params``."""
+    if watershed:
+        params = replace(params, watershed=True)
+    if target == "distance" and probabilities is not None:
+        return instances_from_probabilities(probabilities, target=target, params=params)
+    return instances_from_labels(labels, target=target, params=params)
+
+
 __all__ = [
     "InstanceParams", "fill_gaps", "split_outputs", "instances_from_boundary", "instances_from_distance",
-    "instances_from_foreground", "instances_from_labels", "instances_from_probabilities",
+    "instances_from_foreground", "instances_from_labels", "instances_from_outputs", "instances_from_probabilities",
 ]

@@ -16,16 +16,23 @@ import numba
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 __all__ = [
+    "ObjectScores",
     "PixelScores",
     "RandScores",
     "RandThresholdScores",
     "SegScores",
     "WarpingScores",
+    "dataset_object_scores",
     "dice",
     "iou",
+    "object_scores",
     "pixel_error",
+    "pool_object_scores",
     "rand_error",
     "rand_scores",
     "seg_score",
@@ -821,7 +828,6 @@ def seg_score(pred_instances: npt.NDArray[np.integer], true_instances: npt.NDArr
 # Object-level scores: instances matched by IoU (StarDist / Cellpose "average precision")
 # ---------------------------------------------------------------------------------------------------------------
 
-__all__ += ["ObjectScores", "dataset_object_scores", "object_scores", "pool_object_scores"]
 
 OBJECT_IOU_THRESHOLDS = np.arange(50, 95, 5) / 100  # 0.5, 0.55, ..., 0.9 (nearest doubles, no arange drift)
 
@@ -903,10 +909,6 @@ def _match_candidates(
     for thresholds above 0.5, where an object can have at most one partner with IoU > 0.5), so the Hungarian
     algorithm only runs on the few small components with competing pairs, never on an n_true x n_pred matrix.
     """
-    from scipy.optimize import linear_sum_assignment
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     if iou.size == 0:
         return 0, 0.0
     true_nodes, true_compact = np.unique(true_index, return_inverse=True)

@@ -117,6 +117,14 @@ def task_scores(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Samp
     return scores
 
 
+def instance_param_grid(target: str) -> list[InstanceParams]:
+    """The post-processing settings :func:`choose_instance_params` tries, simplest first."""
+    sizes = (0, 16, 64, 256)
+    if target == "paper":
+        return [InstanceParams(min_size_px=s, watershed=w) for w, s in product((False, True), sizes)]
+    return [InstanceParams(min_size_px=s, seed_threshold=t) for t, s in product((0.5, 0.3, 0.4, 0.6, 0.7, 0.8), sizes)]
+
+
 def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample], *,
                            target: str) -> tuple[InstanceParams, float]:
     """The post-processing settings with the best pooled SEG on the validation images, and that SEG.
@@ -124,12 +132,7 @@ def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Se
     Searched: minimum size 0, 16, 64, 256 px; for ``boundary`` and ``distance`` the seed threshold 0.3..0.8; for
     ``paper`` with and without the watershed split. Ties keep the earlier (simpler) setting.
     """
-    sizes = (0, 16, 64, 256)
-    if target == "paper":
-        grid = [InstanceParams(min_size_px=s, watershed=w) for w, s in product((False, True), sizes)]
-    else:
-        grid = [InstanceParams(min_size_px=s, seed_threshold=t) for t, s in product((0.5, 0.3, 0.4, 0.6, 0.7, 0.8),
-                                                                                     sizes)]
+    grid = instance_param_grid(target)
     best, best_seg = grid[0], -1.0
     for params in grid:
         seg = cell_scores(probs, samples, target=target, params=params).get("seg", 0.0)
@@ -139,6 +142,6 @@ def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Se
 
 
 __all__ = [
-    "HIGHER_IS_BETTER", "cell_scores", "choose_instance_params", "dataset_task", "mean_iou", "membrane_scores",
+    "HIGHER_IS_BETTER", "cell_scores", "choose_instance_params", "dataset_task", "instance_param_grid", "mean_iou", "membrane_scores",
     "predict_samples", "score_name", "task_scores",
 ]
