@@ -59,10 +59,8 @@ from biounet.predict import (
     PredictOptions,
     check_compatible,
     check_native_scale,
-    check_in_tile,
-    choose_in_tile,
     load_predictor,
-    resolve_memory_budget,
+    tile_for,
 )
 from biounet.predictor import Predictor
 from biounet.tiling import TileGeometry, mirror_indices, tile_starts
@@ -326,9 +324,7 @@ def _make_job(
 ) -> BlockJob:
     check_native_scale(predictor, source, options, "blockwise prediction")
     shape = (source.height, source.width)
-    in_tile = (check_in_tile(predictor, options.tile) if options.tile is not None else choose_in_tile(
-        predictor, shape, memory_budget=resolve_memory_budget(options.memory_budget).bytes,
-        batch_size=options.batch_size))
+    in_tile = tile_for(predictor, shape, options)
     job = BlockJob(
         model=str(Path(model).resolve()), image=str(source.path.resolve()), out_dir=str(out.resolve()),
         stem=output_stem(source.path), shape=(source.planes, *shape), device=device, precision=precision, tta=tta,

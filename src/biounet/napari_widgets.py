@@ -105,15 +105,14 @@ def segment_array(
     ``progress(done, total)`` is called with tile counts; setting ``cancel`` stops at the next batch of tiles by
     raising :class:`Cancelled`.
     """
-    from biounet.predict import check_in_tile, choose_in_tile
+    from biounet.predict import PredictOptions, tile_for
     from biounet.tiling import count_tiles, predict_tiled
 
     planes = image_planes(data, rgb=rgb)
     height, width, channels = planes[0].shape
     if channels != predictor.in_channels:
         raise ValueError(f"image has {channels} channel(s), the model takes {predictor.in_channels}")
-    in_tile = (check_in_tile(predictor, settings.tile) if settings.tile is not None
-               else choose_in_tile(predictor, (height, width), batch_size=settings.batch_size))
+    in_tile = tile_for(predictor, (height, width), PredictOptions(tile=settings.tile, batch_size=settings.batch_size))
     geometry = predictor.geometry(in_tile)
     total, done = len(planes) * count_tiles((height, width), geometry), 0
 

@@ -421,7 +421,7 @@ def predict_file(
     zoom = zoom_to_model(predictor, image_um, options)
     planes, height, width = source.planes, source.height, source.width
     shape = (height, width) if zoom is None else scaled_shape((height, width), zoom)
-    in_tile = tile_for(predictor, source, options, shape=shape)
+    in_tile = tile_for(predictor, shape, options)
     out_dir = check_writable_dir(out_dir)
     geometry = predictor.geometry(in_tile)
     total = planes * count_tiles(shape, geometry)
@@ -530,17 +530,14 @@ def tile_counter(total: int, progress: Callable[[int, int], None] | None) -> Cal
     return step
 
 
-def tile_for(
-    predictor: Predictor, source: ImageSource, options: PredictOptions, *, shape: tuple[int, int] | None = None
-) -> int:
-    """The tile side for ``source`` (predicted at ``shape``, its own by default): the given one, checked, or the one
-    chosen from the memory budget; either way checked against the memory the machine has."""
+def tile_for(predictor: Predictor, shape: tuple[int, int], options: PredictOptions) -> int:
+    """The tile side for an image of ``shape`` (H, W) as predicted: the given one, checked, or the one chosen from
+    the memory budget; either way checked against the memory the machine has. Every prediction path asks here."""
     budget = resolve_memory_budget(options.memory_budget).bytes
     check_memory_budget(budget)
     in_tile = (
         check_in_tile(predictor, options.tile) if options.tile is not None
-        else choose_in_tile(predictor, shape or (source.height, source.width), memory_budget=budget,
-                            batch_size=options.batch_size)
+        else choose_in_tile(predictor, shape, memory_budget=budget, batch_size=options.batch_size)
     )
     check_tile_memory(predictor, in_tile, options.batch_size)
     return in_tile
@@ -599,7 +596,7 @@ def plan_predictions(
         check_compatible(predictor, source)
         zoom = zoom_to_model(predictor, image_pixel_size(source, options), options)
         shape = (source.height, source.width) if zoom is None else scaled_shape((source.height, source.width), zoom)
-        in_tile = tile_for(predictor, source, options, shape=shape)
+        in_tile = tile_for(predictor, shape, options)
         pixels = source.planes * source.height * source.width
         channels = predictor.output_channels
         outputs = pixels * (1 + 4 * channels * options.save_probabilities + 4 * instances)

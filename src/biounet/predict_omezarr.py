@@ -74,7 +74,7 @@ def predict_to_omezarr(
     planes, height, width = source.planes, source.height, source.width
     layout = (LabelLayout.like(open_ngff(path)) if is_omezarr(path)
               else LabelLayout.for_planes(planes, height, width, source.pixel_size))
-    in_tile = tile_for(predictor, source, options)
+    in_tile = tile_for(predictor, (height, width), options)
     geometry = predictor.geometry(in_tile)
     total = planes * count_tiles((height, width), geometry)
     label_dtype: Any = np.uint8 if predictor.num_classes <= 255 else np.uint16
