@@ -46,3 +46,21 @@ def test_recalibration_leaves_a_network_without_batch_norm_alone(rng):
     recalibrate_batch_norm(model, [rng.random((50, 60, 1), dtype=np.float32)], tile=92, device=torch.device("cpu"),
                            precision="fp32", rng=np.random.default_rng(0))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_batch_norm_network_tiles_seamlessly(rng):
+    """In eval mode batch norm is a fixed affine map per channel, so overlap-tile prediction equals one pass."""
+    from biounet.predict import TorchPredictor, predict_image
+
+    torch.manual_seed(1)
+    model = UNet(ModelConfig(depth=2, base_channels=4, batch_norm=True))
+    with torch.no_grad():
+        for layer in model.modules():
+            if isinstance(layer, torch.nn.BatchNorm2d):
+                layer.running_mean.uniform_(-0.5, 0.5)
+                layer.running_var.uniform_(0.5, 2.0)
+    predictor = TorchPredictor(model, precision="fp32")
+    image = rng.random((150, 170, 1), dtype=np.float32)
+    whole = predict_image(predictor, image, tile=212)  # one tile covers it
+    tiled = predict_image(predictor, image, tile=60)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
