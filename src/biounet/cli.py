@@ -723,7 +723,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        "in the model so predict resamples other pixel sizes to it (default: from OME-TIFF/OME-Zarr "
                        "metadata when all images agree, else none)")
     train.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
-                       help="batch normalisation after each convolution (not in the paper; default: off)")
+                       help="batch normalisation after each convolution (not in the paper; default: on with the "
+                       "fast recipe, off with --recipe paper)")
     train.add_argument("--tile", type=_positive_int, help=f"input tile side (default: {d['tile']}, the paper's)")
     train.add_argument("--batch-size", type=_positive_int, help=f"tiles per step (default: {d['batch_size']})")
     budget = train.add_mutually_exclusive_group()

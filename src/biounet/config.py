@@ -2,9 +2,13 @@
 
 Recipes:
 
-- ``paper``: SGD with momentum 0.99, one large tile (572 px) per step, base 64, fp32, constant learning rate.
+- ``paper``: SGD with momentum 0.99, one large tile (572 px) per step, base 64, fp32, constant learning rate, no
+  normalisation layers (the paper's network).
 - ``fast``: Adam, learning rate warmed up for ``warmup_steps`` then cosine-decayed to 5 % over the run (by step
-  count, or by elapsed time under a time budget), bf16 autocast where the hardware runs it natively.
+  count, or by elapsed time under a time budget), bf16 autocast where the hardware runs it natively, and batch
+  normalisation after every convolution (its statistics recomputed before each validation,
+  :func:`biounet.train.recalibrate_batch_norm`): on held-out DIC-HeLa it turned 1,000 steps from no separated
+  cell into pooled SEG 0.80 (README, "Batch normalisation").
 """
 
 from __future__ import annotations
@@ -145,10 +149,10 @@ def recipe_defaults(recipe: str) -> dict[str, Any]:
     """Settings that define a recipe (see the module docstring)."""
     if recipe == "paper":
         return dict(recipe="paper", optimizer="sgd", lr=0.01, momentum=0.99, batch_size=1, base_channels=64,
-                    tile=572, precision="fp32", schedule="constant", warmup_steps=0, target="paper")
+                    tile=572, precision="fp32", schedule="constant", warmup_steps=0, target="paper", batch_norm=False)
     if recipe == "fast":
         return dict(recipe="fast", optimizer="adam", lr=1e-3, batch_size=1, tile=572, schedule="cosine",
-                    warmup_steps=20)
+                    warmup_steps=20, batch_norm=True)
     raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
 
 

@@ -37,7 +37,8 @@ DEMO_SIZE = (256, 256)
 def demo_config(data: str, time_budget_s: float, precision: str = "fp32") -> TrainConfig:
     """The demo's training settings: base 16, 316-px tiles (132-px outputs), 2 tiles a step, Adam."""
     return TrainConfig(
-        data=data, layout="pairs", label_kind="instances", recipe="fast", base_channels=16, tile=316, batch_size=2,
+        data=data, layout="pairs", label_kind="instances", recipe="fast", base_channels=16, batch_norm=True, tile=316,
+        batch_size=2,
         time_budget_s=time_budget_s, precision=precision, lr=2e-3, warmup_steps=20, val_every=100,
         validation_fraction=0.2, workers=0, seed=0, augment=replace(AugmentConfig(), image_order=1),
     )

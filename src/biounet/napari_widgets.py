@@ -177,7 +177,7 @@ def train_config(data_dir: str | Path, settings: TrainSettings) -> Any:
     from biounet.autoconfig import take_architecture
     from biounet.config import TrainConfig
 
-    network: dict[str, Any] = {"base_channels": settings.base_channels}
+    network: dict[str, Any] = {"base_channels": settings.base_channels, "batch_norm": True}  # the fast recipe
     if settings.init:
         take_architecture(network, settings.init)  # a fine-tuned model keeps its network and normalisation
     return TrainConfig(
