@@ -417,10 +417,8 @@ def predict_file(
     """
     source = open_image(path)
     check_compatible(predictor, source)
-    image_um = image_pixel_size(source, options)
-    zoom = zoom_to_model(predictor, image_um, options)
+    image_um, zoom, shape = prediction_scale(predictor, source, options)
     planes, height, width = source.planes, source.height, source.width
-    shape = (height, width) if zoom is None else scaled_shape((height, width), zoom)
     in_tile = tile_for(predictor, shape, options)
     out_dir = check_writable_dir(out_dir)
     geometry = predictor.geometry(in_tile)
@@ -492,15 +490,27 @@ def zoom_to_model(
     return zoom_factors(image_um, predictor.pixel_size_um)
 
 
+def prediction_scale(
+    predictor: Predictor, source: ImageSource, options: PredictOptions
+) -> tuple[PixelSizeUm | None, tuple[float, float] | None, tuple[int, int]]:
+    """The image's pixel size, how much it is enlarged to the model's (None: predicted as it is), and the
+    ``(H, W)`` the network sees."""
+    image_um = image_pixel_size(source, options)
+    zoom = zoom_to_model(predictor, image_um, options)
+    shape = (source.height, source.width)
+    return image_um, zoom, shape if zoom is None else scaled_shape(shape, zoom)
+
+
 def check_native_scale(predictor: Predictor, source: ImageSource, options: PredictOptions, how: str) -> None:
     """Refuse an image whose pixel size differs from the model's where ``how`` (a prediction path that streams
     blocks) does not resample."""
-    image_um = image_pixel_size(source, options)
-    if zoom_to_model(predictor, image_um, options) is not None:
+    image_um, zoom, _ = prediction_scale(predictor, source, options)
+    if zoom is not None and image_um is not None and predictor.pixel_size_um is not None:
+        model_um = predictor.pixel_size_um
         raise ValueError(
-            f"{source.path}: pixel size {image_um[0]:.4g} x {image_um[1]:.4g} µm differs from the model's "  # type: ignore[index]
-            f"{predictor.pixel_size_um[0]:.4g} x {predictor.pixel_size_um[1]:.4g} µm and {how} does not resample; "  # type: ignore[index]
-            "resample the image first, or give --no-rescale to predict it at its own scale")
+            f"{source.path}: pixel size {image_um[0]:.4g} x {image_um[1]:.4g} µm differs from the model's "
+            f"{model_um[0]:.4g} x {model_um[1]:.4g} µm and {how} does not resample; resample the image first, or "
+            "give --no-rescale to predict it at its own scale")
 
 
 def predict_rescaled(
@@ -594,9 +604,7 @@ def plan_predictions(
     for stem, path in stems.items():
         source = open_image(path)
         check_compatible(predictor, source)
-        zoom = zoom_to_model(predictor, image_pixel_size(source, options), options)
-        shape = (source.height, source.width) if zoom is None else scaled_shape((source.height, source.width), zoom)
-        in_tile = tile_for(predictor, shape, options)
+        in_tile = tile_for(predictor, prediction_scale(predictor, source, options)[2], options)
         pixels = source.planes * source.height * source.width
         channels = predictor.output_channels
         outputs = pixels * (1 + 4 * channels * options.save_probabilities + 4 * instances)
