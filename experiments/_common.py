@@ -59,8 +59,12 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def instance_scores(pred_dir: Path, truth: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Pooled SEG, object scores at IoU 0.5 (pooled) and foreground IoU, from the files predict wrote."""
+def instance_scores(pred_dir: Path, truth: dict[str, np.ndarray], partial: frozenset[str] = frozenset()
+                    ) -> dict[str, Any]:
+    """Pooled SEG, object scores at IoU 0.5 (pooled) and foreground IoU, from the files predict wrote.
+
+    Images in ``partial`` have ground truth for some cells only: they count for SEG (which scores annotated cells)
+    but not for the object scores (every unannotated cell found would count as a false positive) nor the IoU."""
     import tifffile
 
     from biounet import metrics
@@ -71,8 +75,9 @@ def instance_scores(pred_dir: Path, truth: dict[str, np.ndarray]) -> dict[str, A
         labels = tifffile.imread(pred_dir / f"{stem}.tif")
         seg = metrics.seg_score(instances, true)
         jaccard, cells = jaccard + float(seg.per_object.sum()), cells + seg.n_objects
-        ious.append(metrics.iou(labels > 0, true > 0))
-        pairs.append((instances, true))
+        if stem not in partial:
+            ious.append(metrics.iou(labels > 0, true > 0))
+            pairs.append((instances, true))
     objects = metrics.dataset_object_scores(pairs, thresholds=(0.5,))[0]
     return {"seg_pooled": jaccard / cells, "cells": cells, "object_f1_iou50": objects.f1,
             "object_accuracy_iou50": objects.average_precision, "precision_iou50": objects.precision,

@@ -35,7 +35,7 @@ TRAIN_TARGETS: tuple[str, ...] = ("auto", "paper", "boundary", "distance")
 CELL_TARGET = "boundary"
 """The ``auto`` target for instance-labelled cells, measured (README, DIC-HeLa): pooled SEG on held-out frames of
 three boundary runs 0.77, 0.25 (10 min) and 0.42 (30 min), against 0.22 for the paper's target (10 min)."""
-SELECT_BY: tuple[str, ...] = ("auto", "seg", "foreground_iou", "pixel_error", "rand_error", "mean_iou")
+SELECT_BY: tuple[str, ...] = ("auto", "seg", "object_f1", "foreground_iou", "pixel_error", "rand_error", "mean_iou")
 """Validation measures a run can keep its best checkpoint by; ``auto``: SEG for cells, Rand error for membranes,
 mean IoU otherwise (see :func:`biounet.validation.score_name`)."""
 

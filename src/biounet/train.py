@@ -536,6 +536,33 @@ def finish_run(state: RunState, config: TrainConfig, run_dir: Path, split: Split
     write_run_report(run_dir, split.validation, config, state.history, device)
 
 
+def rechoose_post_processing(run_dir: str | os.PathLike[str], *, device: str = "auto") -> InstanceParams:
+    """Choose the instance post-processing of a finished cell run again on its own validation images (the rule of
+    :func:`biounet.validation.choose_instance_params`, which may have changed since it trained) and store it in its
+    ``model.pt``; returns it.
+
+    Raises
+    ------
+    ValueError
+        If the run has no validation images or is not a cell run.
+    """
+    from biounet.checkpoint import model_from_payload
+    from biounet.config import read_config_toml
+
+    run_dir = Path(run_dir)
+    config = read_config_toml(run_dir / "config.toml")
+    split = select_samples(config, None)
+    if split.task != "cells" or not split.validation:
+        raise ValueError(f"{run_dir}: no validation images of instance-labelled cells to choose on")
+    payload = load_checkpoint(run_dir / "model.pt")
+    model = model_from_payload(payload, run_dir / "model.pt")
+    probs = predict_samples(model, split.validation, normalization=config.normalization,
+                            precision=config.precision, device=resolve_device(device))
+    params, seg = choose_instance_params(probs, split.validation, target=config.target)
+    save_checkpoint(run_dir / "model.pt", {**payload, "instance_params": asdict(params), "instance_params_seg": seg})
+    return params
+
+
 def _remove_orphan_temp_files(run_dir: Path) -> None:
     """Temporary files of atomic writes that a killed run left (``.NAME.*.tmp``, see :func:`biounet.io.atomic_path`)."""
     for path in run_dir.glob(".*.tmp"):
@@ -566,7 +593,7 @@ def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 # --- run directory files -----------------------------------------------------------------------------------------
 
-_METRIC_COLUMNS = ("step", "elapsed_s", "lr", "train_loss", "seg", "foreground_iou", "pixel_error", "rand_error",
+_METRIC_COLUMNS = ("step", "elapsed_s", "lr", "train_loss", "seg", "object_f1", "foreground_iou", "pixel_error", "rand_error",
                    "mean_iou", "score")
 
 
