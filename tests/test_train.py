@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -28,11 +28,6 @@ def _max_difference(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
-@pytest.mark.slow
-@pytest.mark.slow
-@pytest.mark.slow
-@pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_is_exact(tmp_path, workers):
     config = replace(TINY, workers=workers)
@@ -56,6 +51,14 @@ def test_run_directory_contents(tmp_path):
     assert model["target"] == "boundary" and model["task"] == "cells"
     assert model["class_names"] == ["background", "interior", "boundary"]
     assert set(model["instance_params"]) == {"min_size_px", "seed_threshold", "watershed"}
+    # choosing again on the same validation images gives the same post-processing back
+    from biounet.checkpoint import save_checkpoint
+    from biounet.train import rechoose_post_processing
+
+    chosen = model["instance_params"]
+    save_checkpoint(tmp_path / "run" / "model.pt", {**model, "instance_params": {"min_size_px": 999}})
+    assert asdict(rechoose_post_processing(tmp_path / "run", device="cpu")) == chosen
+    assert load_checkpoint(tmp_path / "run" / "model.pt")["instance_params"] == chosen
 
 
 def test_short_run_lowers_the_loss(tmp_path):
