@@ -13,6 +13,7 @@ Recipes:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -32,9 +33,13 @@ LABEL_KINDS: tuple[str, ...] = ("auto", "classes", "instances")
 TRAIN_TARGETS: tuple[str, ...] = ("auto", "paper", "boundary", "distance")
 """Target representations training supports (:mod:`biounet.targets`); ``auto`` is resolved by
 :func:`resolve_target` once the data are loaded."""
-CELL_TARGET = "boundary"
-"""The ``auto`` target for instance-labelled cells, measured (README, DIC-HeLa): pooled SEG on held-out frames of
-three boundary runs 0.77, 0.25 (10 min) and 0.42 (30 min), against 0.22 for the paper's target (10 min)."""
+CELL_TARGET_SCORES: dict[float, dict[str, float]] = {
+    600.0: {"paper": 0.788, "boundary": 0.830, "distance": 0.799},  # DIC 0.822/0.834/0.838, nuclei 0.755/0.825/0.760
+}
+"""Held-out score of each target after that many seconds of ``biounet train`` (fast recipe, base 16) on 2 CPU
+cores: the mean of the pooled SEG on DIC-HeLa (held-out gold frames) and on synthetic touching nuclei, printed by
+``python experiments/separation.py --time-budget 10m`` (README, "Which target separates touching cells").
+:func:`cell_target_for` picks from it; a new column (5 or 30 minutes) extends the choice to that budget."""
 SELECT_BY: tuple[str, ...] = ("auto", "seg", "object_f1", "foreground_iou", "pixel_error", "rand_error", "mean_iou")
 """Validation measures a run can keep its best checkpoint by; ``auto``: SEG for cells, Rand error for membranes,
 mean IoU otherwise (see :func:`biounet.validation.score_name`)."""
@@ -157,16 +162,32 @@ def recipe_defaults(recipe: str) -> dict[str, Any]:
 
 
 def resolve_target(config: TrainConfig, task: str) -> tuple[TrainConfig, str | None]:
-    """``target="auto"`` made concrete for a task: :data:`CELL_TARGET` for instance-labelled cells, ``paper`` for
-    everything else (where the targets coincide). Returns the config and a note saying why (None if given)."""
+    """``target="auto"`` made concrete for a task: for instance-labelled cells the target that won the measurement
+    nearest the run's budget (:func:`cell_target_for`), ``paper`` for everything else (where the targets
+    coincide). Returns the config and a note saying why (None if given)."""
     if config.target != "auto":
         return config, None
     if task == "cells":
-        return replace(config, target=CELL_TARGET), (
-            f"target {CELL_TARGET}: instance-labelled cells; measured better within CPU budgets (held-out DIC-HeLa, "
-            "pooled SEG of three runs 0.25-0.77 against 0.22 for the paper's target); --target paper for the "
-            "paper's own")
+        target, budget_s, scores = cell_target_for(config.time_budget_s)
+        shown = ", ".join(f"{name} {score:.2f}" for name, score in scores.items())
+        return replace(config, target=target), (
+            f"target {target}: for instance-labelled cells it scored best of the targets measured for "
+            f"{budget_s / 60:.0f} min on 2 CPU cores, the measurement nearest this run's budget (held-out pooled SEG, "
+            f"mean of DIC-HeLa and synthetic nuclei: {shown}); --target paper|boundary|distance to choose")
     return replace(config, target="paper"), None
+
+
+def cell_target_for(budget_s: float | None) -> tuple[str, float, dict[str, float]]:
+    """The target with the best score in :data:`CELL_TARGET_SCORES` at the measured budget nearest ``budget_s``
+    (nearest in ratio; the longest measured for a run given iterations), with that budget and its scores.
+
+    >>> cell_target_for(600.0)[0] in ("paper", "boundary", "distance")
+    True
+    """
+    budgets = sorted(CELL_TARGET_SCORES)
+    measured = budgets[-1] if budget_s is None else min(budgets, key=lambda b: abs(math.log(b / budget_s)))
+    scores = CELL_TARGET_SCORES[measured]
+    return max(scores, key=lambda name: scores[name]), measured, scores
 
 
 def resolve_pixel_size(config: TrainConfig, sizes: list[PixelSizeUm | None]) -> tuple[TrainConfig, str | None]:
@@ -220,6 +241,7 @@ def read_config_toml(path: str | os.PathLike[str]) -> TrainConfig:
 
 
 __all__ = [
-    "CELL_TARGET", "LABEL_KINDS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECT_BY", "TRAIN_TARGETS", "TrainConfig", "config_toml",
-    "read_config_toml", "recipe_defaults", "resolve_pixel_size", "resolve_target", "write_config_toml",
+    "CELL_TARGET_SCORES", "LABEL_KINDS", "OPTIMIZERS", "PRECISIONS", "RECIPES", "SCHEDULES", "SELECT_BY",
+    "TRAIN_TARGETS", "TrainConfig", "cell_target_for", "config_toml", "read_config_toml", "recipe_defaults",
+    "resolve_pixel_size", "resolve_target", "write_config_toml",
 ]
