@@ -61,7 +61,10 @@ MEMORY_CAP = 8 * 2**30
 """... at most this (larger tiles than ~1084 px gain little, and other processes need memory too) ..."""
 MEMORY_FLOOR = 256 * 2**20
 """... and at least this (enough for a 540-px tile of a base-16 network)."""
-MAX_AUTO_TILE = 1084  # beyond this, larger tiles barely reduce the overlap cost (output/input area ~0.7)
+MAX_AUTO_TILE = 2044
+"""Largest tile chosen automatically (besides one covering the whole image); the memory budget is the real bound.
+Larger tiles cut both the context overlap and the padding of the last row and column: on a 2048^2 image with the
+paper's network 4 tiles of 1220 px instead of 9 of 876 (``benchmarks/inference.py --processes``)."""
 OUTPUT_SUFFIXES: tuple[str, ...] = ("", "_prob", "_instances")
 """What follows ``<stem>`` in the names of the outputs of one input (``.tif`` after it)."""
 STAGE_PREFIX = ".biounet-predict-"
