@@ -252,14 +252,15 @@ def _scale_note(image_um: tuple[float, float], model_um: tuple[float, float], zo
 def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.blockwise`)."""
     from biounet.api import instance_settings
+    import dataclasses
+
     from biounet.blockwise import open_client, predict_blockwise
-    from biounet.instances import InstanceParams
 
     if args.compile:
         raise CliError("--compile is not supported with --dask")
     target, params = instance_settings(args.model) if args.instances else (None, None)
     if params is not None and args.watershed:
-        params = InstanceParams(min_size_px=params.min_size_px, seed_threshold=params.seed_threshold, watershed=True)
+        params = dataclasses.replace(params, watershed=True)
     with contextlib.ExitStack() as stack:
         try:
             client = stack.enter_context(open_client(args.dask, workers=args.dask_workers))

@@ -41,7 +41,7 @@ from biounet.io import (
     read_labels,
 )
 from biounet.samples import IGNORE, Sample
-from biounet.scale import MICROMETRES_PER_UNIT, PixelSizeUm, micrometres
+from biounet.scale import PixelSizeUm, physical_micrometres
 from biounet.synthetic import KINDS, make_dataset
 
 logger = logging.getLogger(__name__)
@@ -334,10 +334,9 @@ def _normalized_plane(source: ImageSource, plane: int, normalization: str) -> np
 def _read_planes(path: Path, normalization: str) -> tuple[list[npt.NDArray[np.float32]], PixelSizeUm | None]:
     """The file's planes, normalised, and its pixel size in micrometres (None where its metadata has none)."""
     source = open_image(path)
-    size = None
-    if source.pixel_size is not None and source.pixel_size.unit in MICROMETRES_PER_UNIT:
-        size = micrometres(source.pixel_size.y, source.pixel_size.x, source.pixel_size.unit)
-    return [_normalized_plane(source, plane, normalization) for plane in range(source.planes)], size
+    planes = [_normalized_plane(source, plane, normalization) for plane in range(source.planes)]
+    return planes, physical_micrometres(source.pixel_size)
+
 
 def _check_size(image_path: Path, image_shape: tuple[int, ...], label_path: Path, label_shape: tuple[int, ...]) -> None:
     """Raise unless the label stack's ``(planes, H, W)`` equals the image's."""

@@ -50,7 +50,7 @@ from biounet.io import (
 )
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_probabilities, output_size, smallest_tile
 from biounet.predictor import Predictor
-from biounet.scale import PixelSizeUm, micrometres, resample, scaled_shape, zoom_factors
+from biounet.scale import PixelSizeUm, micrometres, physical_micrometres, resample, scaled_shape, zoom_factors
 from biounet.tiling import count_tiles, predict_tiled
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
@@ -474,13 +474,7 @@ def image_pixel_size(source: ImageSource, options: PredictOptions) -> PixelSizeU
     """The image's pixel size in micrometres: the one given in ``options``, else its metadata's, else None."""
     if options.pixel_size_um is not None:
         return options.pixel_size_um
-    size = source.pixel_size
-    if size is None:
-        return None
-    try:
-        return micrometres(size.y, size.x, size.unit)
-    except ValueError:  # a non-length unit (e.g. pixels): no physical size
-        return None
+    return physical_micrometres(source.pixel_size)
 
 
 def zoom_to_model(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -44,6 +45,14 @@ def micrometres(y: float, x: float, unit: str = "micrometer") -> PixelSizeUm:
     if not all(s > 0 and math.isfinite(s) for s in size):
         raise ValueError(f"pixel size must be positive and finite, got {size} µm")
     return size
+
+
+def physical_micrometres(size: Any) -> PixelSizeUm | None:
+    """A metadata pixel size (:class:`biounet.omezarr.PixelSize`: ``y``, ``x``, ``unit``) in micrometres, or None
+    where there is none or its unit is not a length (e.g. pixels)."""
+    if size is None or size.unit not in MICROMETRES_PER_UNIT:
+        return None
+    return micrometres(size.y, size.x, size.unit)
 
 
 def parse_pixel_size(text: str) -> PixelSizeUm:
@@ -103,4 +112,4 @@ def resample(array: npt.NDArray[np.float32], shape: tuple[int, int], *, order: i
 
 
 __all__ = ["MICROMETRES_PER_UNIT", "PixelSizeUm", "TOLERANCE", "common_pixel_size", "micrometres",
-           "parse_pixel_size", "resample", "scaled_shape", "zoom_factors"]
+           "parse_pixel_size", "physical_micrometres", "resample", "scaled_shape", "zoom_factors"]

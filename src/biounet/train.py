@@ -527,11 +527,7 @@ def finish_run(state: RunState, config: TrainConfig, run_dir: Path, split: Split
         step = int(chosen["step"])
     extra: dict[str, Any] = {"step": step}
     if split.task == "cells" and split.validation:
-        probs = predict_samples(model, split.validation, normalization=config.normalization,
-                                precision=config.precision, device=device)
-        params, seg = choose_instance_params(probs, split.validation, target=config.target)
-        extra.update(instance_params=asdict(params), instance_params_seg=seg)
-        logger.info("instance post-processing chosen on the validation images: %s (SEG %.4f)", params, seg)
+        extra.update(_post_processing(model, config, split.validation, device))
     save_checkpoint(run_dir / "model.pt", _payload(model, config, split, **extra))
     write_run_report(run_dir, split.validation, config, state.history, device)
 
@@ -556,11 +552,19 @@ def rechoose_post_processing(run_dir: str | os.PathLike[str], *, device: str = "
         raise ValueError(f"{run_dir}: no validation images of instance-labelled cells to choose on")
     payload = load_checkpoint(run_dir / "model.pt")
     model = model_from_payload(payload, run_dir / "model.pt")
-    probs = predict_samples(model, split.validation, normalization=config.normalization,
-                            precision=config.precision, device=resolve_device(device))
-    params, seg = choose_instance_params(probs, split.validation, target=config.target)
-    save_checkpoint(run_dir / "model.pt", {**payload, "instance_params": asdict(params), "instance_params_seg": seg})
-    return params
+    chosen = _post_processing(model, config, split.validation, resolve_device(device))
+    save_checkpoint(run_dir / "model.pt", {**payload, **chosen})
+    return InstanceParams(**chosen["instance_params"])
+
+
+def _post_processing(model: UNet, config: TrainConfig, validation: list[Sample],
+                     device: torch.device) -> dict[str, Any]:
+    """The checkpoint entries of the instance post-processing chosen on the validation images."""
+    probs = predict_samples(model, validation, normalization=config.normalization, precision=config.precision,
+                            device=device)
+    params, seg = choose_instance_params(probs, validation, target=config.target)
+    logger.info("instance post-processing chosen on the validation images: %s (SEG %.4f)", params, seg)
+    return {"instance_params": asdict(params), "instance_params_seg": seg}
 
 
 def _remove_orphan_temp_files(run_dir: Path) -> None:
@@ -593,8 +597,8 @@ def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 # --- run directory files -----------------------------------------------------------------------------------------
 
-_METRIC_COLUMNS = ("step", "elapsed_s", "lr", "train_loss", "seg", "object_f1", "foreground_iou", "pixel_error", "rand_error",
-                   "mean_iou", "score")
+_METRIC_COLUMNS = ("step", "elapsed_s", "lr", "train_loss", "seg", "object_f1", "foreground_iou", "pixel_error",
+                   "rand_error", "mean_iou", "score")
 
 
 def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
