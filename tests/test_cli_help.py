@@ -94,3 +94,17 @@ def test_watershed_without_instances_warns(tmp_path, capsys):
     assert main(["predict", str(model), str(tmp_path / "a.png"), "--out", str(tmp_path / "out"), "--watershed",
                  "--instances", "-q"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_evaluation_kinds_restated_for_start_up_are_the_evaluators():
+    import subprocess
+    import sys
+
+    from biounet.cli import EVALUATION_KINDS
+    from biounet.evaluate import KINDS
+
+    assert EVALUATION_KINDS == KINDS
+    # building the parser (every command's start-up) does not import the metrics
+    code = "import sys; from biounet.cli import _build_parser; _build_parser(); print('biounet.metrics' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

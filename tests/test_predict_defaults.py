@@ -70,3 +70,22 @@ def test_cli_reports_the_chosen_precision_and_budget(tmp_path, capsys):
     assert main(["predict", str(model), str(tmp_path / "a.png"), "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
     assert "biounet predict: precision " in err and "(auto); memory budget " in err and "GiB available" in err
+
+
+def test_bf16_tiles_are_estimated_at_half_the_bytes_and_grow():
+    fp32 = TorchPredictor(UNet(ModelConfig(depth=2, base_channels=4)), precision="fp32", channels_last=False)
+    bf16 = TorchPredictor(UNet(ModelConfig(depth=2, base_channels=4)), precision="bf16", channels_last=False)
+    assert 2 * estimate_tile_bytes(300, 4, precision="bf16") == estimate_tile_bytes(300, 4)
+    budget = estimate_tile_bytes(300, 4)
+    assert choose_in_tile(bf16, (4000, 4000), memory_budget=budget) > choose_in_tile(
+        fp32, (4000, 4000), memory_budget=budget)
+
+
+def test_cpu_tiles_stop_at_the_cap_even_where_one_tile_would_cover(predictor):
+    from biounet.predict import MAX_AUTO_TILE, max_auto_tile
+
+    assert max_auto_tile(predictor) == MAX_AUTO_TILE["cpu"] < MAX_AUTO_TILE["cuda"]
+    ample = 2**40
+    assert choose_in_tile(predictor, (300, 300), memory_budget=ample) < MAX_AUTO_TILE["cpu"]  # one covering tile
+    big = choose_in_tile(predictor, (2048, 2048), memory_budget=ample)  # one 2060-px tile would cover it
+    assert 900 < big <= MAX_AUTO_TILE["cpu"]

@@ -39,7 +39,7 @@ def weights_checksum(state: dict[str, torch.Tensor]) -> str:
             raise TypeError(f"model_state[{name!r}] is a {type(tensor).__name__}, not a tensor")
         flat = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        digest.update(flat.view(torch.uint8).numpy() if flat.numel() else b"")  # the buffer itself, not a copy
     return digest.hexdigest()
 
 
@@ -141,7 +141,7 @@ def model_from_payload(payload: dict[str, Any], path: str | os.PathLike[str] = "
         config = ModelConfig(**payload["model_config"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: corrupt model_config in checkpoint ({err})") from err
-    model = UNet(config)
+    model = UNet(config, initialize=False)
     try:
         model.load_state_dict(payload["model_state"])
     except (RuntimeError, TypeError, AttributeError) as err:

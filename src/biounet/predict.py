@@ -48,6 +48,7 @@ from biounet.io import (
     remove_tree,
     write_tiff,
 )
+from biounet.fusion import FusedUNet, fusion_available, parameter_versions
 from biounet.model import ModelConfig, UNet, nearest_valid_sizes, output_probabilities, output_size, smallest_tile
 from biounet.predictor import Predictor
 from biounet.scale import PixelSizeUm, micrometres, physical_micrometres, resample, scaled_shape, zoom_factors
@@ -61,10 +62,14 @@ MEMORY_CAP = 8 * 2**30
 """... at most this (larger tiles than ~1084 px gain little, and other processes need memory too) ..."""
 MEMORY_FLOOR = 256 * 2**20
 """... and at least this (enough for a 540-px tile of a base-16 network)."""
-MAX_AUTO_TILE = 2044
-"""Largest tile chosen automatically (besides one covering the whole image); the memory budget is the real bound.
-Larger tiles cut both the context overlap and the padding of the last row and column: on a 2048^2 image with the
-paper's network 4 tiles of 1220 px instead of 9 of 876 (``benchmarks/inference.py --processes``)."""
+MAX_AUTO_TILE: dict[str, int] = {"cpu": 1212, "cuda": 2044}
+"""Largest tile side chosen automatically, by device type (others take the CPU's). Larger tiles recompute less
+context, but on a CPU their feature maps outgrow the caches: on the project's 2-core Xeon the paper's network
+ran at 1,112 / 986 / 871 / 700 GFLOP/s (bf16) on tiles of 572 / 892 / 1212 / 2236 px, a base-16 network at
+742 / 866 / 585 / 368, so one 2236-px tile of a 2048^2 image took 1.9x the time of nine 892-px tiles
+(``benchmarks/tile_size.py``). 1212 px keeps the recomputed context of the paper's network within 13 % of the
+whole-image limit (4 tiles of a 2048^2 image) at 7 % more time per pixel than 892 px. On a GPU the memory
+budget is the real bound."""
 OUTPUT_SUFFIXES: tuple[str, ...] = ("", "_prob", "_instances")
 """What follows ``<stem>`` in the names of the outputs of one input (``.tif`` after it)."""
 STAGE_PREFIX = ".biounet-predict-"
@@ -122,7 +127,9 @@ class TorchPredictor(Predictor):
     """A PyTorch :class:`~biounet.model.UNet` with its tiling contract (see :class:`~biounet.predictor.Predictor`).
 
     Runs on ``device`` in ``precision`` (fp32, or bf16 autocast), channels-last by default, optionally through
-    ``torch.compile`` (the first tile of each shape pays the compilation).
+    ``torch.compile`` (the first tile of each shape pays the compilation). On the CPU the eval-mode network runs
+    as :class:`~biounet.fusion.FusedUNet` (ReLU fused into each convolution, batch norm folded, weights cast
+    once), rebuilt whenever the weights change; ``fuse=False`` runs the module itself.
     """
 
     model: UNet
@@ -134,6 +141,7 @@ class TorchPredictor(Predictor):
     channels_last: bool = True
     compile: bool = False
     pixel_size_um: tuple[float, float] | None = None
+    fuse: bool = True
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -144,6 +152,7 @@ class TorchPredictor(Predictor):
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = (
             torch.compile(self.model) if self.compile else None  # type: ignore[assignment]
         )
+        self._fused: tuple[Any, FusedUNet] | None = None
 
     @property
     def model_config(self) -> ModelConfig:
@@ -154,9 +163,24 @@ class TorchPredictor(Predictor):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.precision):
-            logits = self._compiled(batch) if self._compiled is not None else self.model(batch)
+        fused = self._fused_network()
+        if fused is not None:
+            logits = fused(batch)
+        else:
+            with autocast(self.device, self.precision):
+                logits = self._compiled(batch) if self._compiled is not None else self.model(batch)
         return output_probabilities(logits.float(), self.num_classes)
+
+    def _fused_network(self) -> FusedUNet | None:
+        """The fused network for the weights as they are now, or None where it does not apply."""
+        if (not self.fuse or self._compiled is not None or self.device.type != "cpu" or self.model.training
+                or not fusion_available()):
+            return None
+        key = (parameter_versions(self.model), self.precision)
+        if self._fused is None or self._fused[0] != key:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+            self._fused = (key, FusedUNet(self.model, dtype))
+        return self._fused[1]
 
 
 def load_predictor(
@@ -192,16 +216,24 @@ def _pixel_size_of(payload: dict[str, Any]) -> tuple[float, float] | None:
     return None if size is None else micrometres(*size)
 
 
-def estimate_tile_bytes(in_tile: int, base_channels: int, in_channels: int = 1, batch_size: int = 1) -> int:
-    """Rough peak activation memory of inference on a batch of tiles, in bytes: ``6 * base`` float32 values per
-    input pixel.
+def estimate_tile_bytes(in_tile: int, base_channels: int, in_channels: int = 1, batch_size: int = 1, *,
+                        precision: str = "fp32") -> int:
+    """Rough peak activation memory of inference on a batch of tiles, in bytes: ``6 * base`` values per input
+    pixel, of 4 bytes in fp32 and 2 in bf16.
 
     Under ``torch.inference_mode`` a map is freed once used, so the peak is the top level's skip, up-sampled map,
-    concatenation and convolution output. Measured on CPU (torch 2.13, base 64): 314 MB of resident memory for a
-    540-px tile (4.2 * base values per pixel) and 677 MB for 748 px (4.9 * base); 6 * base keeps a margin.
+    concatenation and convolution output. Resident-memory growth of one pass measured on the CPU (torch 2.13):
+    base 64, 1212-px tile, 4.0 * base values per pixel in fp32 (1.50 GB) and 4.2 in bf16 (0.79 GB); base 16,
+    2236 px, 4.5 and 4.7; 6 * base keeps a margin.
     """
-    per_pixel = 4 * (6 * base_channels + in_channels)
-    return batch_size * in_tile * in_tile * per_pixel
+    per_value = 2 if precision == "bf16" else 4
+    return batch_size * in_tile * in_tile * per_value * (6 * base_channels + in_channels)
+
+
+def predictor_tile_bytes(predictor: Predictor, in_tile: int, batch_size: int = 1) -> int:
+    """:func:`estimate_tile_bytes` for ``predictor``'s width, input channels and precision."""
+    return estimate_tile_bytes(in_tile, predictor.base_channels, predictor.in_channels, batch_size,
+                               precision=predictor.precision)
 
 
 def physical_memory() -> int:
@@ -220,16 +252,15 @@ def check_memory_budget(memory_budget: int) -> None:
 def check_tile_memory(predictor: Predictor, in_tile: int, batch_size: int = 1) -> None:
     """Refuse a tile size and batch size whose activations (:func:`estimate_tile_bytes`) exceed the memory
     available now, naming the largest tile size and batch size that fit."""
-    base, channels = predictor.base_channels, predictor.in_channels
-    need = estimate_tile_bytes(in_tile, base, channels, batch_size)
+    need = predictor_tile_bytes(predictor, in_tile, batch_size)
     available = available_memory() or physical_memory()
     if need <= available:
         return
-    side = int((available / max(batch_size, 1) / estimate_tile_bytes(1, base, channels)) ** 0.5)
+    side = int((available / max(batch_size, 1) / predictor_tile_bytes(predictor, 1)) ** 0.5)
     largest_tile = nearest_valid_sizes(max(side, 1), predictor.depth, predictor.padding)[0]
     fits_tile = largest_tile >= smallest_tile(predictor) and (
-        estimate_tile_bytes(largest_tile, base, channels, batch_size) <= available)
-    largest_batch = available // estimate_tile_bytes(in_tile, base, channels)
+        predictor_tile_bytes(predictor, largest_tile, batch_size) <= available)
+    largest_batch = available // predictor_tile_bytes(predictor, in_tile)
     hints = [f"the largest tile size that fits is {largest_tile}" if fits_tile
              else f"no tile size fits with batch size {batch_size}"]
     if largest_batch >= 1 and batch_size > 1:
@@ -268,34 +299,42 @@ def choose_in_tile(
     """Input tile side for an image of ``shape``: the cheapest tiling that fits the memory budget.
 
     The cost of a tiling is its number of tiles times the pixels of one input tile (the network's work grows with
-    the input area); among equal costs the larger tile wins. Candidates go up to ``MAX_AUTO_TILE``, and a tile
-    just big enough to cover the image in one piece is always a candidate when it fits the budget.
+    the input area); among equal costs the larger tile wins. Candidates go up to the device's ``MAX_AUTO_TILE``,
+    and so does the tile just big enough to cover the image in one piece.
 
     A tile's memory is first :func:`estimate_tile_bytes`; then the chosen tile is measured once with
     ``measure(predictor, in_tile, batch_size)`` (:func:`measure_tile_bytes`: on CUDA only). If that gives a
     number, the estimates of all candidates are scaled by measured / estimated and the choice is made again.
     """
-    base = predictor.base_channels
     smallest = smallest_tile(predictor)
-    candidates = [*range(smallest, MAX_AUTO_TILE + 1, 2**predictor.depth), _covering_tile(predictor, shape)]
+    largest = max_auto_tile(predictor)
+    candidates = [*range(smallest, largest + 1, 2**predictor.depth), _covering_tile(predictor, shape)]
+    candidates = [size for size in candidates if size <= largest] or [smallest]
 
     def cost(size: int) -> tuple[int, int]:
         return count_tiles(shape, predictor.geometry(size)) * size * size, -size
 
     def best(scale: float) -> int:
         fits = [size for size in candidates
-                if scale * estimate_tile_bytes(size, base, predictor.in_channels, batch_size) <= memory_budget]
+                if scale * predictor_tile_bytes(predictor, size, batch_size) <= memory_budget]
         return min(fits or [smallest], key=cost)
 
     chosen = best(1.0)
     measured = measure(predictor, chosen, batch_size) if measure is not None else None
     if measured is None:
         return chosen
-    estimated = estimate_tile_bytes(chosen, base, predictor.in_channels, batch_size)
+    estimated = predictor_tile_bytes(predictor, chosen, batch_size)
     rechosen = best(measured / estimated)
     logger.info("tile %d px: measured %.0f MiB for estimated %.0f MiB; tile %d px fits the %.0f MiB budget",
                 chosen, measured / 2**20, estimated / 2**20, rechosen, memory_budget / 2**20)
     return rechosen
+
+
+def max_auto_tile(predictor: Predictor) -> int:
+    """The largest tile side chosen automatically for ``predictor``'s device (:data:`MAX_AUTO_TILE`)."""
+    device = getattr(predictor, "device", None)
+    kind = device.type if isinstance(device, torch.device) else "cpu"
+    return MAX_AUTO_TILE.get(kind, MAX_AUTO_TILE["cpu"])
 
 
 def _covering_tile(predictor: Predictor, shape: tuple[int, int]) -> int:

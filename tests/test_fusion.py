@@ -1,0 +1,73 @@
+"""Inference-time fusion (:mod:`biounet.fusion`): the fused network computes what the module computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from biounet.fusion import FusedUNet, fold_batch_norm, fusion_available
+from biounet.model import ModelConfig, UNet
+from biounet.predict import TorchPredictor
+
+pytestmark = pytest.mark.skipif(not fusion_available(), reason="this torch build has no oneDNN fused convolution")
+
+
+def _with_statistics(model: UNet, seed: int = 0) -> UNet:
+    """``model`` with batch-norm statistics and affine parameters away from the identity."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            size = module.num_features
+            module.running_mean.copy_(torch.rand(size, generator=generator) - 0.5)
+            module.running_var.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(size, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.rand(size, generator=generator) - 0.5)
+    return model.eval()
+
+
+def test_folded_batch_norm_is_the_convolution_then_the_norm():
+    torch.manual_seed(0)
+    conv, norm = torch.nn.Conv2d(3, 5, 3, bias=False), torch.nn.BatchNorm2d(5)
+    _with_statistics(torch.nn.Sequential(conv, norm))  # type: ignore[arg-type]
+    weight, bias = fold_batch_norm(conv, norm)
+    x = torch.randn(2, 3, 9, 9)
+    torch.testing.assert_close(torch.conv2d(x, weight, bias), norm.eval()(conv(x)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", [
+    ModelConfig(depth=2, base_channels=4),
+    ModelConfig(depth=2, base_channels=4, batch_norm=True, in_channels=2, num_classes=3),
+    ModelConfig(depth=3, base_channels=4, variant="release"),
+    ModelConfig(depth=2, base_channels=4, padding="same", batch_norm=True),
+    ModelConfig(depth=2, base_channels=4, distance_channels=1),
+], ids=["paper", "batch-norm", "release", "same", "distance"])
+def test_fused_network_equals_the_module(config):
+    torch.manual_seed(0)
+    model = _with_statistics(UNet(config))
+    x = torch.randn(2, config.in_channels, 92, 92).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        torch.testing.assert_close(FusedUNet(model)(x), model(x), atol=1e-5, rtol=1e-4)
+
+
+def test_predictor_fuses_and_follows_changed_weights():
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(depth=2, base_channels=4, batch_norm=True))
+    fused, plain = TorchPredictor(model, fuse=True), TorchPredictor(model, fuse=False)
+    x = np.random.default_rng(0).random((1, 1, 92, 92), dtype=np.float32)
+    np.testing.assert_allclose(fused(x), plain(x), atol=1e-5)
+    assert fused._fused is not None  # the fused network ran
+    _with_statistics(model, seed=1)  # new weights in place, as load_state_dict or a fine-tuning step writes them
+    with torch.no_grad():
+        model.head.bias.add_(torch.tensor([1.0, -1.0]))
+    np.testing.assert_allclose(fused(x), plain(x), atol=1e-5)
+
+
+def test_bf16_fused_agrees_with_autocast():
+    torch.manual_seed(0)
+    model = UNet(ModelConfig(depth=2, base_channels=8))
+    x = np.random.default_rng(0).random((1, 1, 124, 124), dtype=np.float32)
+    fused = TorchPredictor(model, precision="bf16", fuse=True)(x)
+    autocast = TorchPredictor(model, precision="bf16", fuse=False)(x)
+    assert np.abs(fused - autocast).max() < 0.02
+    assert (fused.argmax(1) == autocast.argmax(1)).mean() > 0.99
