@@ -24,6 +24,8 @@ predict MODEL IMAGE.tif --out DIR`` (``--precision auto``, the default memory bu
 gaussian, in the precision biounet chose), each reading a ``--size``^2 uint8 TIFF and writing labels. Reports the
 wall time of each process, their ratio, and biounet's convolution FLOPs over the whole-image limit (the FLOPs of
 the network's valid convolutions per output pixel as the tile grows without bound, times the image's pixels).
+With ``--repeats N`` the pair runs N times, alternating, and the ratio reported is the median of the N pairs'
+ratios (this 2-core VM's whole-process times vary by 5-10 % from run to run).
 """
 
 from __future__ import annotations
@@ -172,7 +174,7 @@ def _run(command: list[str]) -> tuple[subprocess.CompletedProcess[str], float]:
     return done, time.perf_counter() - start
 
 
-def bench_processes(base: int, size: int) -> None:
+def bench_processes(base: int, size: int, repeats: int = 1) -> None:
     """Emit the whole-process comparison for one width (see the module docstring)."""
     import tifffile
 
@@ -183,27 +185,32 @@ def bench_processes(base: int, size: int) -> None:
         model = folder / "model.pt"
         subprocess.run([sys.executable, "-m", "biounet", "init", "--out", str(model), "--base-channels", str(base),
                         "-q"], check=True, capture_output=True)
-        ours, ours_s = _run([sys.executable, "-m", "biounet", "predict", str(model), str(folder / "image.tif"),
-                             "--out", str(folder / "biounet")])
-        precision = re.search(r"precision (\w+) \(auto\)", ours.stderr)
-        tiles = re.search(r"\((\d+) tiles of (\d+) px", ours.stdout)
-        if precision is None or tiles is None:
-            raise RuntimeError(f"unexpected biounet predict output: {ours.stdout} {ours.stderr}")
-        try:
-            peer, peer_s = _run([sys.executable, str(Path(__file__).with_name("monai_predict.py")), str(model),
-                                 str(folder / "image.tif"), str(folder / "monai.tif"), "--precision",
-                                 precision.group(1)])
-        except subprocess.CalledProcessError as err:
-            emit({"benchmark": "inference_processes", "error": err.stderr[-500:],
-                  "hint": "pip install --no-deps monai"})
-            return
+        ours_times, peer_times, peers = [], [], []
+        for _ in range(repeats):
+            ours, ours_s = _run([sys.executable, "-m", "biounet", "predict", str(model), str(folder / "image.tif"),
+                                 "--out", str(folder / "biounet")])
+            precision = re.search(r"precision (\w+) \(auto\)", ours.stderr)
+            tiles = re.search(r"\((\d+) tiles of (\d+) px", ours.stdout)
+            if precision is None or tiles is None:
+                raise RuntimeError(f"unexpected biounet predict output: {ours.stdout} {ours.stderr}")
+            try:
+                peer, peer_s = _run([sys.executable, str(Path(__file__).with_name("monai_predict.py")), str(model),
+                                     str(folder / "image.tif"), str(folder / "monai.tif"), "--precision",
+                                     precision.group(1)])
+            except subprocess.CalledProcessError as err:
+                emit({"benchmark": "inference_processes", "error": err.stderr[-500:],
+                      "hint": "pip install --no-deps monai"})
+                return
+            ours_times.append(round(ours_s, 2))
+            peer_times.append(round(peer_s, 2))
+            peers.append(json.loads(peer.stdout.strip().splitlines()[-1]))
         config = ModelConfig(base_channels=base)
         count, in_tile = int(tiles.group(1)), int(tiles.group(2))
         emit({
             "benchmark": "inference_processes", "image": size, "base_channels": base, "precision": precision.group(1),
-            "biounet_tiles": count, "biounet_in_tile": in_tile, "biounet_seconds": round(ours_s, 2),
-            "monai_seconds": round(peer_s, 2), "monai_in_process": json.loads(peer.stdout.strip().splitlines()[-1]),
-            "biounet_speedup_over_monai": round(peer_s / ours_s, 3),
+            "biounet_tiles": count, "biounet_in_tile": in_tile, "biounet_seconds": ours_times,
+            "monai_seconds": peer_times, "monai_in_process": peers,
+            "biounet_speedup_over_monai": round(float(np.median(np.divide(peer_times, ours_times))), 3),
             "flops_over_whole_image_limit": round(conv_flops(config, in_tile) * count / whole_image_flops(config, size),
                                                   3),
         })
@@ -218,11 +225,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="512 px image, no BasicUNet")
     parser.add_argument("--processes", action="store_true",
                         help="whole processes with the defaults: biounet predict against a MONAI script")
+    parser.add_argument("--repeats", type=int, default=1, help="with --processes: pairs of runs (median ratio)")
     args = parser.parse_args()
     if args.processes:
         emit({"benchmark": "inference_processes", "environment": environment()})
         for base in args.bases:
-            bench_processes(base, args.size)
+            bench_processes(base, args.size, args.repeats)
         return
     device = torch.device(args.device)
     size = 512 if args.quick else args.size
