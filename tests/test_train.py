@@ -347,3 +347,26 @@ def test_sparse_annotation_with_an_ignore_label(tmp_path):
     assert sample.classes[5, 5] == 1 and sample.classes[1, 1] == 0 and sample.instances.max() == 2
     (prepared,) = prepare_samples([sample], replace(TINY, target="paper"), 2)
     assert (prepared.weights[labels == 9] == 0).all()
+
+
+@pytest.mark.slow
+def test_compiled_training_steps_learn_what_the_module_learns(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    from torch._dynamo.utils import counters
+
+    # without dropout, whose random masks torch.compile draws from another stream
+    model_config = TrainConfig.model_config
+    monkeypatch.setattr(TrainConfig, "model_config", lambda self, *a, **k: replace(model_config(self, *a, **k),
+                                                                                   dropout=0.0))
+    config = replace(TINY, iterations=3, val_every=3, augment=AugmentConfig.disabled(), batch_norm=True)
+    losses: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for name, compiled in (("eager", False), ("compiled", True)):
+        counters.clear()
+        fit(replace(config, compile=compiled), tmp_path / name,
+            progress=lambda e, n=name: losses[n].append(e.loss) if isinstance(e, StepEvent) else None)
+        assert (counters["stats"]["unique_graphs"] >= 1) == compiled  # the steps ran through torch.compile
+    assert losses["compiled"][0] == pytest.approx(losses["eager"][0], rel=1e-4)  # same weights, same batch
+    eager, compiled = _weights(tmp_path / "eager"), _weights(tmp_path / "compiled")
+    assert eager.keys() == compiled.keys()  # checkpoints hold the module's names, not the compiled wrapper's
+    # Adam steps of size lr = 3e-3: float reordering may flip the sign of a near-zero gradient, not more
+    assert _max_difference(eager, compiled) < 5e-3

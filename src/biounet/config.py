@@ -85,6 +85,7 @@ class TrainConfig:
     seed: int = 0
     normalization: str = "percentile"
     workers: int = 0  # data-loading processes; 0 = in the training process (best on 2 cores)
+    compile: bool = False  # the training forward pass through torch.compile (pays after its compile time)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:

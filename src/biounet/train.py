@@ -485,6 +485,8 @@ def _train_loop(state: RunState, config: TrainConfig, run_dir: Path, split: Spli
     network: torch.nn.Module = state.model
     if group.world_size > 1:
         network = DistributedDataParallel(state.model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:  # the training steps only: validation and batch-norm recalibration run the module itself
+        network = torch.compile(network)  # type: ignore[assignment]
     state.model.train()
     losses: list[float] = []
     clock = time.perf_counter() - state.elapsed_s
@@ -592,7 +594,8 @@ def _budget_spent(config: TrainConfig, step: int, elapsed: float) -> bool:
 
 
 def _config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return [key for key in sorted(set(old) | set(new)) if key != "workers" and old.get(key) != new.get(key)]
+    return [key for key in sorted(set(old) | set(new)) if key not in ("workers", "compile")
+            and old.get(key) != new.get(key)]
 
 
 # --- run directory files -----------------------------------------------------------------------------------------
