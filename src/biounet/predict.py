@@ -67,9 +67,9 @@ MAX_AUTO_TILE: dict[str, int] = {"cpu": 1212, "cuda": 2044}
 context, but on a CPU their feature maps outgrow the caches: on the project's 2-core Xeon the paper's network
 ran at 1,112 / 986 / 871 / 700 GFLOP/s (bf16) on tiles of 572 / 892 / 1212 / 2236 px, a base-16 network at
 742 / 866 / 585 / 368, so one 2236-px tile of a 2048^2 image took 1.97x (base 16) and 1.17x (base 64) the time
-of nine 892-px tiles (``benchmarks/tile_size.py``). 1212 px keeps the recomputed context of the paper's network within 13 % of the
-whole-image limit (4 tiles of a 2048^2 image) at 7 % more time per pixel than 892 px. On a GPU the memory
-budget is the real bound."""
+of nine 892-px tiles (``benchmarks/tile_size.py``). 1212 px keeps the recomputed context of the paper's network
+within 13 % of the whole-image limit (4 tiles of a 2048^2 image) at 7 % more time per pixel than 892 px. On a
+GPU the memory budget is the real bound."""
 OUTPUT_SUFFIXES: tuple[str, ...] = ("", "_prob", "_instances")
 """What follows ``<stem>`` in the names of the outputs of one input (``.tif`` after it)."""
 STAGE_PREFIX = ".biounet-predict-"
