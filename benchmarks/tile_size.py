@@ -6,8 +6,8 @@ width and tile side this runs :class:`biounet.predict.TorchPredictor` with its d
 the precision given) on one random tile, once to warm up and then ``--repeats`` times, and reports the fastest
 pass (this 2-core VM's timings vary by 10-15 % from pass to pass).
 
-Usage: ``python benchmarks/tile_size.py [--bases 64 16] [--precision bf16|fp32|auto] [--tiles 572 892 ...] [--repeats 3]``;
-prints JSON lines.
+Usage: ``python benchmarks/tile_size.py [--bases 64 16] [--precision bf16|fp32|auto] [--tiles 572 892 ...]
+[--repeats 3]``; prints JSON lines.
 """
 
 from __future__ import annotations
