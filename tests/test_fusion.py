@@ -71,3 +71,13 @@ def test_bf16_fused_agrees_with_autocast():
     autocast = TorchPredictor(model, precision="bf16", fuse=False)(x)
     assert np.abs(fused - autocast).max() < 0.02
     assert (fused.argmax(1) == autocast.argmax(1)).mean() > 0.99
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fused_tta_and_layouts_equal_the_module(channels_last):
+    torch.manual_seed(0)
+    model = _with_statistics(UNet(ModelConfig(depth=2, base_channels=4, batch_norm=True)))
+    x = np.random.default_rng(1).random((2, 1, 92, 92), dtype=np.float32)
+    fused = TorchPredictor(model, tta=True, channels_last=channels_last, fuse=True)(x)
+    plain = TorchPredictor(model, tta=True, channels_last=channels_last, fuse=False)(x)
+    np.testing.assert_allclose(fused, plain, atol=1e-5)
