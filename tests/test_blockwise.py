@@ -206,3 +206,37 @@ def test_blockwise_4096_equals_single_process(client, model_path, tmp_path):
                                PredictOptions(tile=tile, save_probabilities=True), device="cpu", precision="fp32")
     assert (result.block, len(result.computed)) == (984, 25)
     _check_equal(result, labels, probs)
+
+
+@pytest.mark.slow
+def test_a_worker_process_killed_mid_run_changes_nothing(model_path, tmp_path):
+    """Two worker processes; one is killed (SIGKILL) once the first blocks are done. Its blocks are rerun
+    elsewhere (the nanny restarts it), and the output still equals the single-process prediction."""
+    import os
+    import signal
+    import threading
+
+    image = _zarr_image(tmp_path / "cells.zarr", 1104)  # 6 x 6 blocks of 184 px
+    labels, probs = _single_process(model_path, image, tmp_path / "single", TILE)
+    done = tmp_path / "blocks" / "cells.blocks" / "done"
+    with open_client(workers=2, processes=True) as client:
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            outcome["result"] = predict_blockwise(model_path, image, tmp_path / "blocks", client,
+                                                  PredictOptions(tile=TILE, save_probabilities=True), device="cpu",
+                                                  precision="fp32", block_size=BLOCK)
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        deadline = time.monotonic() + 120
+        while not (done.exists() and any(done.iterdir())) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        finished_at_kill = len(list(done.iterdir()))
+        victim = sorted(client.run(os.getpid).values())[0]
+        os.kill(victim, signal.SIGKILL)
+        worker.join(timeout=300)
+    assert finished_at_kill < 36  # the kill came while blocks were still to do
+    result = outcome["result"]
+    assert len(result.computed) == 36 and len(list(done.iterdir())) == 36
+    _check_equal(result, labels, probs)
