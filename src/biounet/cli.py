@@ -254,9 +254,9 @@ def _scale_note(image_um: tuple[float, float], model_um: tuple[float, float], zo
 
 def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.blockwise`)."""
-    from biounet.api import instance_settings
     import dataclasses
 
+    from biounet.api import instance_settings
     from biounet.blockwise import open_client, predict_blockwise
 
     if args.compile:

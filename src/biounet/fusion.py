@@ -76,18 +76,19 @@ class _Conv:
         return _conv_relu(x, self.weight, self.bias, padding=self.padding, relu=self.relu)
 
 
+def _fused_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d | None, dtype: torch.dtype, *, relu: bool) -> _Conv:
+    """``conv`` (and the eval-mode ``norm`` after it, folded in) with its weights cast to ``dtype``."""
+    weight, bias = fold_batch_norm(conv, norm)
+    return _Conv(weight.to(dtype).contiguous(memory_format=torch.channels_last), bias.to(dtype),
+                 padding=int(conv.padding[0]), relu=relu)  # type: ignore[index]
+
+
 def _fused_block(block: nn.Sequential, dtype: torch.dtype) -> list[_Conv]:
     """The convolutions of a :class:`~biounet.model.DoubleConv` with batch norm folded and ReLU fused."""
-    layers, convs = list(block), []
-    for index, layer in enumerate(layers):
-        if not isinstance(layer, nn.Conv2d):
-            continue
-        following = layers[index + 1] if index + 1 < len(layers) else None
-        norm = following if isinstance(following, nn.BatchNorm2d) else None
-        weight, bias = fold_batch_norm(layer, norm)
-        convs.append(_Conv(weight.to(dtype).contiguous(memory_format=torch.channels_last), bias.to(dtype),
-                           padding=int(layer.padding[0]), relu=True))  # type: ignore[index]
-    return convs
+    layers = list(block)
+    following = [*layers[1:], None]
+    return [_fused_conv(layer, after if isinstance(after, nn.BatchNorm2d) else None, dtype, relu=True)
+            for layer, after in zip(layers, following) if isinstance(layer, nn.Conv2d)]
 
 
 class FusedUNet:
@@ -107,9 +108,7 @@ class FusedUNet:
             conv = layers[0]
             self.upsamplers.append((conv.weight.detach().to(dtype), conv.bias.detach().to(dtype),
                                     any(isinstance(layer, nn.ReLU) for layer in layers[1:])))
-        head_weight, head_bias = fold_batch_norm(model.head, None)
-        self.head = _Conv(head_weight.to(dtype).contiguous(memory_format=torch.channels_last), head_bias.to(dtype),
-                          padding=0, relu=False)
+        self.head = _fused_conv(model.head, None, dtype, relu=False)
 
     @torch.inference_mode()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -299,17 +299,15 @@ def choose_in_tile(
     """Input tile side for an image of ``shape``: the cheapest tiling that fits the memory budget.
 
     The cost of a tiling is its number of tiles times the pixels of one input tile (the network's work grows with
-    the input area); among equal costs the larger tile wins. Candidates go up to the device's ``MAX_AUTO_TILE``,
-    and so does the tile just big enough to cover the image in one piece.
+    the input area); among equal costs the larger tile wins. Candidates go up to the device's ``MAX_AUTO_TILE``
+    (a tile covering the whole image in one piece is among them where it is no larger).
 
     A tile's memory is first :func:`estimate_tile_bytes`; then the chosen tile is measured once with
     ``measure(predictor, in_tile, batch_size)`` (:func:`measure_tile_bytes`: on CUDA only). If that gives a
     number, the estimates of all candidates are scaled by measured / estimated and the choice is made again.
     """
     smallest = smallest_tile(predictor)
-    largest = max_auto_tile(predictor)
-    candidates = [*range(smallest, largest + 1, 2**predictor.depth), _covering_tile(predictor, shape)]
-    candidates = [size for size in candidates if size <= largest] or [smallest]
+    candidates = [*range(smallest, max_auto_tile(predictor) + 1, 2**predictor.depth)] or [smallest]
 
     def cost(size: int) -> tuple[int, int]:
         return count_tiles(shape, predictor.geometry(size)) * size * size, -size
@@ -335,14 +333,6 @@ def max_auto_tile(predictor: Predictor) -> int:
     device = getattr(predictor, "device", None)
     kind = device.type if isinstance(device, torch.device) else "cpu"
     return MAX_AUTO_TILE.get(kind, MAX_AUTO_TILE["cpu"])
-
-
-def _covering_tile(predictor: Predictor, shape: tuple[int, int]) -> int:
-    """The smallest input tile whose output covers the whole image."""
-    size = smallest_tile(predictor)
-    while predictor.geometry(size).out_tile < max(shape):
-        size += 2**predictor.depth
-    return size
 
 
 def check_in_tile(predictor: Predictor, in_tile: int) -> int:

@@ -38,8 +38,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from biounet.augment import sample_window
 from biounet.callable_module import make_callable
-from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from biounet.config import TrainConfig, resolve_pixel_size, resolve_target, write_config_toml
+from biounet.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
+from biounet.config import TrainConfig, read_config_toml, resolve_pixel_size, resolve_target, write_config_toml
 from biounet.data import detect_layout, load_dataset, split_samples
 from biounet.samples import Sample
 from biounet.distributed import Distributed, agree, barrier, init_distributed, rank_device
@@ -544,9 +544,6 @@ def rechoose_post_processing(run_dir: str | os.PathLike[str], *, device: str = "
     ValueError
         If the run has no validation images or is not a cell run.
     """
-    from biounet.checkpoint import model_from_payload
-    from biounet.config import read_config_toml
-
     run_dir = Path(run_dir)
     config = read_config_toml(run_dir / "config.toml")
     split = select_samples(config, None)
