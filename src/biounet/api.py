@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from biounet.instances import InstanceParams
     from biounet.model import UNet
     from biounet.predictor import Predictor
+    from biounet.segments import SegmentParams
 
 OUTPUTS: tuple[str, ...] = ("probabilities", "labels", "instances")
 
@@ -102,15 +103,15 @@ def _as_predictor(model: Any, *, device: str, precision: str, tta: bool) -> Pred
     raise TypeError(f"model must be a checkpoint path, a UNet or a Predictor, got {type(model).__name__}")
 
 
-def instance_settings(model_path: str | os.PathLike[str]) -> tuple[str | None, InstanceParams]:
-    """The target and instance post-processing stored in a checkpoint (None and defaults for ONNX models)."""
+def instance_settings(model_path: str | os.PathLike[str]) -> tuple[str | None, InstanceParams | SegmentParams]:
+    """The post-processing stored in a checkpoint (:func:`biounet.instances.post_processing_of`; None and
+    defaults for ONNX models)."""
     from biounet.checkpoint import load_checkpoint
-    from biounet.instances import InstanceParams
+    from biounet.instances import InstanceParams, post_processing_of
 
     if Path(model_path).suffix.lower() == ".onnx":
         return None, InstanceParams()
-    payload = load_checkpoint(Path(model_path))
-    return payload.get("target"), InstanceParams(**(payload.get("instance_params") or {}))
+    return post_processing_of(load_checkpoint(Path(model_path)), str(model_path))
 
 
 def parse_duration(text: str) -> float:

@@ -44,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
-from biounet.instances import InstanceParams, fill_gaps
+from biounet.instances import MEMBRANES, InstanceParams, fill_gaps
 from biounet.io import (
     ImageSource,
     Normalization,
@@ -310,6 +310,9 @@ class _Squeezed:
 
 
 def _check_local_instances(predictor: Predictor, params: InstanceParams, target: str | None) -> None:
+    if target == MEMBRANES:
+        raise ValueError("blockwise instances do not support the segments of a membrane model (their agglomeration "
+                         "sees the whole map); predict this model without --dask")
     if params.watershed:
         raise ValueError("blockwise instances do not support --watershed (a watershed is not local to a block); "
                          "predict without --dask, or without --watershed")

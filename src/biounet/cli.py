@@ -161,6 +161,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from biounet.api import instance_settings
+    from biounet.instances import needs_probabilities
     from tqdm import tqdm
 
     from biounet.predict import PredictOptions, load_predictor, predict_files, resolve_memory_budget
@@ -173,13 +174,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
     target, params = instance_settings(args.model) if instances else (None, None)
-    needs_distance = target == "distance"  # its instances need the distance map of the probability file
+    _check_segments(target, args)
+    needs_probs = needs_probabilities(target)  # its instances are made from the probability file
     budget = resolve_memory_budget(args.memory_budget)
     if not args.quiet:
         print(f"biounet predict: precision {predictor.precision} ({args.precision}); memory budget {budget.note}",
               file=sys.stderr)
     options = PredictOptions(
-        tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities or needs_distance,
+        tile=args.tile, batch_size=args.batch_size, save_probabilities=args.save_probabilities or needs_probs,
         memory_budget=budget.bytes, pixel_size_um=args.pixel_size, rescale=args.rescale,
     )
     if args.dask is not None or args.dask_workers is not None:
@@ -210,7 +212,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             instances_path, cells = _write_instances(result.labels_path, result.probabilities_path, target,
                                                      _at_image_scale(params, result.zoom), args.watershed)
             written.append(instances_path)
-            if needs_distance and not args.save_probabilities and result.probabilities_path is not None:
+            if needs_probs and not args.save_probabilities and result.probabilities_path is not None:
                 result.probabilities_path.unlink()
         if args.save_rois:
             written.append(_write_rois(instances_path, cells))
@@ -235,6 +237,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             print(f"{path}: {_scale_note(result.pixel_size_um, predictor.pixel_size_um, result.zoom)}",
                   file=sys.stderr)
     return 0
+
+
+def _check_segments(target: str | None, args: argparse.Namespace) -> None:
+    """Before any pixel is predicted: a membrane model's segments need python-elf and take no ``--watershed``."""
+    from biounet.instances import MEMBRANES
+
+    if target != MEMBRANES:
+        return
+    if args.watershed:
+        raise CliError("--watershed splits the cells of a cell model; a membrane model's segments are agglomerated "
+                       "from its membrane map (leave --watershed out)")
+    from biounet.segments import require_elf
+
+    try:
+        require_elf()
+    except ModuleNotFoundError as err:
+        raise CliError(str(err)) from err
 
 
 def _at_image_scale(params: Any, zoom: tuple[float, float] | None) -> Any:
@@ -262,6 +281,7 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     if args.compile:
         raise CliError("--compile is not supported with --dask")
     target, params = instance_settings(args.model) if args.instances else (None, None)
+    _check_segments(target, args)
     if params is not None and args.watershed:
         params = dataclasses.replace(params, watershed=True)
     with contextlib.ExitStack() as stack:
@@ -488,16 +508,17 @@ def _write_instances(labels_path: Path, probs_path: Path | None, target: str | N
                      watershed: bool) -> tuple[Path, Any]:
     """``<stem>_instances.tif`` from the outputs just written, made the way the model's target asks for
     (:mod:`biounet.instances`) with the post-processing its training run chose; returns the file and the
-    instances, ``(Z, H, W)``."""
+    instances, ``(Z, H, W)``. A membrane model's ``<stem>.tif`` is rewritten to match its segments (class 1 on
+    their 0-valued boundaries)."""
     import numpy as np
     import tifffile
 
-    from biounet.instances import instances_from_outputs
+    from biounet.instances import MEMBRANES, instances_from_outputs, needs_probabilities
     from biounet.io import output_stem, read_labels, write_tiff
 
     labels = read_labels(labels_path)
     probs: Any = [None] * len(labels)
-    if target == "distance" and probs_path is not None:  # only its instances need the probabilities
+    if needs_probabilities(target) and probs_path is not None:  # only their instances need the probabilities
         probs = np.asarray(tifffile.imread(probs_path), dtype=np.float32)
         probs = probs[None] if probs.ndim == 3 else probs
     planes = [instances_from_outputs(plane, p, target=target, params=params, watershed=watershed)
@@ -506,6 +527,9 @@ def _write_instances(labels_path: Path, probs_path: Path | None, target: str | N
     stack = np.stack(planes)
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
     write_tiff(out, (stack[0] if len(planes) == 1 else stack).astype(dtype), labels=True)
+    if target == MEMBRANES:
+        boundaries = (stack == 0).astype(np.uint8)
+        write_tiff(labels_path, boundaries[0] if len(planes) == 1 else boundaries, labels=True)
     return out, stack
 
 

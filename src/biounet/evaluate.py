@@ -5,8 +5,11 @@ Predictions are paired with ground truth by file stem. A prediction is ``<stem>_
 labels, ``--instances``) or ``<stem>.tif`` (class labels). Kinds:
 
 - ``isbi2012``: ground truth PNG/TIFF with 255 = cell, 0 = membrane; the prediction's class 1 is the membrane.
-  Pixel error, Rand error (``split``/``merge`` named by the side they divide by) and warping error, each
-  minimised over the challenge's thresholds (:mod:`biounet.metrics`). A label prediction is a 0/1 map.
+  Pixel error, Rand error (``split``/``merge`` named by the side they divide by), warping error, V_rand
+  (``1 - Rand error``) and V_info (the information-theoretic F-score the challenge now ranks by), each at the
+  best of the challenge's thresholds (:mod:`biounet.metrics`). A label prediction is a 0/1 map. Segments
+  (``<stem>_instances.tif``, 0 = boundary, as ``biounet predict --instances`` writes them for a membrane model)
+  are also scored as they are, no threshold chosen: the ``segments_*`` columns.
 - ``ctc``: Cell Tracking Challenge instance ground truth (``man_segNNN.tif`` pairs with ``tNNN``): SEG (the
   Jaccard index of each ground-truth cell with the predicted cell covering more than half of it), pooled as the
   challenge pools it, over every ground-truth cell of all frames (``pooled["seg"]``; per-frame values beside
@@ -33,6 +36,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from scipy import ndimage
 
 from biounet import metrics
 from biounet.callable_module import make_callable
@@ -164,16 +168,37 @@ def _check_shapes(pred_path: Path, pred_shape: tuple[int, ...], truth_path: Path
 
 
 def score_isbi(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
-    """Pixel, Rand and warping error of one ISBI 2012 slice."""
+    """One ISBI 2012 slice: pixel, Rand and warping error and V_rand, V_info of the map, each at its best
+    threshold; with ``<stem>_instances.tif`` also of the segments as they are (``segments_*``, no threshold)."""
     membrane = _membrane_probability(files)
     truth = _read_truth(truth_path, files.probabilities or files.labels or files.instances, membrane.shape)
     true_cells = truth > 0
+    row = _isbi_scores(membrane, true_cells)
+    if files.instances is not None and files.empty is None:
+        segments = _single_plane(files.instances, read_labels(files.instances)).astype(np.int64)
+        _check_shapes(files.instances, segments.shape, truth_path, truth.shape)
+        scores = _isbi_scores((segments == 0).astype(np.float64), true_cells, segments=segments)
+        row.update({f"segments_{key}": value for key, value in scores.items() if key != "note"})
+        row["segments"] = int(np.unique(segments[segments > 0]).size)
+    return row
+
+
+def _isbi_scores(membrane: npt.NDArray[np.float64], true_cells: npt.NDArray[np.bool_], *,
+                 segments: npt.NDArray[np.int64] | None = None) -> dict[str, Any]:
+    """The challenge's measures of a membrane map, or of ``segments`` (0 = boundary) as they are."""
     row: dict[str, Any] = {"pixel_error": metrics.pixel_error(membrane, true_cells).error}
     try:
-        rand = metrics.rand_error(membrane, true_cells)
-        row.update(rand_error=rand.error, rand_split=rand.split, rand_merge=rand.merge)
+        if segments is None:
+            rand: Any = metrics.rand_error(membrane, true_cells)
+            info = metrics.info_score(membrane, true_cells)[0]
+        else:
+            true_labels = ndimage.label(true_cells)[0]
+            rand = metrics.rand_scores(segments, true_labels)
+            info = metrics.info_scores(segments, true_labels)
+        row.update(rand_error=rand.error, rand_split=rand.split, rand_merge=rand.merge, v_rand=1.0 - rand.error,
+                   v_info=info.score, v_info_split=info.split, v_info_merge=info.merge)
     except ValueError as err:  # all-membrane ground truth: the Rand error is undefined
-        row.update(rand_error=None, note=str(err))
+        row.update(rand_error=None, v_rand=None, v_info=None, note=str(err))
     try:
         warp = metrics.warping_error(membrane, true_cells)
         row.update(warping_error=warp.error, splits=warp.splits, mergers=warp.mergers)
@@ -313,7 +338,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
 
 def format_table(result: dict[str, Any]) -> str:
     """A per-image table and the mean, as plain text."""
-    columns = [k for k in result["mean"] if k not in ("cells", "splits", "mergers", "seg_sum", "predicted_cells")]
+    columns = [k for k in result["mean"] if k not in ("cells", "seg_sum", "predicted_cells")
+               and not k.endswith(("splits", "mergers", "_split", "_merge"))]  # the JSON has them all
     header = ["image", *columns]
     lines = [header]
     for row in result["images"]:

@@ -7,18 +7,24 @@
   seeded watershed on the boundary probability.
 - ``distance``: seeds are the maxima of the predicted distance map inside the foreground; a watershed of the
   negated distance splits the foreground between them.
+- :data:`MEMBRANES` (a model trained on membranes between cells, ISBI 2012): the cells tile the image, so its
+  instances are segments of the membrane map, agglomerated (:mod:`biounet.segments`), never the connected
+  components of the membrane class.
 
 Every function takes arrays and returns ``(H, W) int32`` labels, 0 = background, 1..N in raster order.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from biounet.segments import SegmentParams, segments_from_membranes
 from biounet.targets import BOUNDARY_CLASS, TARGETS
 from biounet.weights import nearest_two_distances
 
@@ -217,6 +223,10 @@ def instances_from_distance(
     return fill_gaps(_sequential(_drop_small(np.asarray(flooded, dtype=np.int32), min_size_px)))
 
 
+MEMBRANES = "membranes"
+"""The post-processing name of a membrane model (its checkpoint's ``task``): segments of its class-1 map."""
+
+
 def split_outputs(probs: npt.NDArray[np.float32], target: str,
                   ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
     """Class probabilities and, for a ``distance`` model, its distance map (the last channel)."""
@@ -228,16 +238,21 @@ def split_outputs(probs: npt.NDArray[np.float32], target: str,
 
 
 def instances_from_probabilities(
-    probs: npt.NDArray[np.float32], *, target: str = "paper", params: InstanceParams | None = None,
+    probs: npt.NDArray[np.float32], *, target: str = "paper", params: InstanceParams | SegmentParams | None = None,
     distance: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.int32]:
     """Instances from a network's class probabilities ``(K, H, W)``, the way its ``target`` asks for.
 
     ``paper``: foreground = arg-max > 0. ``boundary``: classes (background, interior, boundary). ``distance``:
     the predicted distance map is also needed: ``distance``, or the last channel of ``probs``
-    (:func:`split_outputs`).
+    (:func:`split_outputs`). :data:`MEMBRANES`: segments of the class-1 (membrane) map, with ``params`` a
+    :class:`~biounet.segments.SegmentParams`.
     """
+    if target == MEMBRANES:
+        return _segments(probs, params)
     params = params or InstanceParams()
+    if not isinstance(params, InstanceParams):
+        raise TypeError(f"target {target!r} takes InstanceParams, got {type(params).__name__}")
     if target == "distance" and distance is None:
         probs, distance = split_outputs(probs, target)
     if target not in TARGETS:
@@ -290,12 +305,53 @@ def _split_by_watershed(mask: npt.NDArray[np.bool_], min_distance_px: int) -> np
     return np.asarray(watershed(-distance, markers, mask=mask), dtype=np.int32)
 
 
+def _segments(probs: npt.NDArray[np.float32] | None, params: InstanceParams | SegmentParams | None,
+              ) -> npt.NDArray[np.int32]:
+    if probs is None or probs.ndim != 3 or probs.shape[0] != 2:
+        raise ValueError("segments of a membrane model need its probabilities (cell, membrane), got "
+                         f"{None if probs is None else probs.shape}")
+    if params is not None and not isinstance(params, SegmentParams):
+        raise TypeError(f"segments take SegmentParams, got {type(params).__name__}")
+    return segments_from_membranes(probs[1], params or SegmentParams())
+
+
+def post_processing_of(payload: Mapping[str, Any], name: str = "the model",
+                       ) -> tuple[str | None, InstanceParams | SegmentParams]:
+    """What ``--instances`` makes of a checkpoint's outputs: the name of its post-processing (its ``target``, or
+    :data:`MEMBRANES` for a membrane model) and the settings its training run chose (defaults where none).
+
+    Raises
+    ------
+    ValueError
+        If the model predicts classes that are neither cells nor membranes (no instances to make); the message
+        names its classes.
+    """
+    task = payload.get("task")
+    if task == MEMBRANES:
+        return MEMBRANES, SegmentParams(**(payload.get("segment_params") or {}))
+    if task == "classes":
+        names = ", ".join(map(str, payload.get("class_names") or [])) or "several classes"
+        raise ValueError(f"{name} predicts the classes {names}, not cells or membranes: it cannot give instances "
+                         "(train on instance labels or on membranes for that)")
+    return payload.get("target"), InstanceParams(**(payload.get("instance_params") or {}))
+
+
+def needs_probabilities(target: str | None) -> bool:
+    """Whether the instances of a ``target`` are made from the probabilities (not from the class labels alone)."""
+    return target in ("distance", MEMBRANES)
+
+
 def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.NDArray[np.float32] | None, *,
-                           target: str | None, params: InstanceParams = InstanceParams(),
+                           target: str | None, params: InstanceParams | SegmentParams = InstanceParams(),
                            watershed: bool = False) -> npt.NDArray[np.int32]:
     """The instances of one plane as ``biounet predict --instances`` makes them from what prediction gave: from the
-    probabilities for a ``distance`` model (its distance map is needed), else from the class labels.
-    ``watershed`` adds the seeded watershed split to ``params``."""
+    probabilities for a ``distance`` model (its distance map is needed) and the segments of a membrane model
+    (:data:`MEMBRANES`), else from the class labels. ``watershed`` adds the seeded watershed split to
+    ``params``."""
+    if target == MEMBRANES:
+        return _segments(probabilities, params)
+    if not isinstance(params, InstanceParams):
+        raise TypeError(f"target {target!r} takes InstanceParams, got {type(params).__name__}")
     if watershed:
         params = replace(params, watershed=True)
     if target == "distance" and probabilities is not None:
@@ -304,6 +360,6 @@ def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.N
 
 
 __all__ = [
-    "InstanceParams", "fill_gaps", "split_outputs", "instances_from_boundary", "instances_from_distance",
+    "MEMBRANES", "InstanceParams", "fill_gaps", "needs_probabilities", "post_processing_of", "split_outputs", "instances_from_boundary", "instances_from_distance",
     "instances_from_foreground", "instances_from_labels", "instances_from_outputs", "instances_from_probabilities",
 ]

@@ -8,7 +8,6 @@ binarise the *cell* probability map, a pixel is predicted cell at threshold ``t`
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -20,7 +19,10 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from biounet.topology import warp_toward
+
 __all__ = [
+    "InfoScores",
     "ObjectScores",
     "PixelScores",
     "RandScores",
@@ -29,6 +31,8 @@ __all__ = [
     "WarpingScores",
     "dataset_object_scores",
     "dice",
+    "info_score",
+    "info_scores",
     "iou",
     "object_scores",
     "pixel_error",
@@ -400,87 +404,110 @@ def rand_error(
     return best
 
 
+class InfoScores(NamedTuple):
+    """Foreground-restricted information-theoretic scores (see :func:`info_scores`)."""
+
+    score: float  # V_info: F-score of split and merge; 1.0 is a perfect segmentation
+    split: float  # I(S;T) / H(S): 1.0 means no false splits (divides by the PREDICTED entropy)
+    merge: float  # I(S;T) / H(T): 1.0 means no false merges (divides by the TRUE entropy)
+    false_split: float  # H(S|T) in bits: what the prediction adds to the truth
+    false_merge: float  # H(T|S) in bits: what the prediction misses of the truth
+
+
+def _entropy(counts: npt.NDArray[np.int64], total: int) -> float:
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum())
+
+
+def info_scores(
+    pred_labels: npt.NDArray[np.integer],
+    true_labels: npt.NDArray[np.integer],
+    *,
+    ignore_true: Sequence[int] = (0,),
+) -> InfoScores:
+    """V_info of Arganda-Carreras et al. (2015): the information-theoretic F-score of a segmentation.
+
+    Parameters
+    ----------
+    pred_labels, true_labels : ndarray of int, same shape
+        Predicted segments (label 0: boundary, each such pixel a segment of its own, as in :func:`rand_scores`)
+        and ground truth (pixels whose label is in ``ignore_true`` are excluded).
+
+    Returns
+    -------
+    InfoScores
+        With ``p_ij`` the joint distribution of predicted segment ``i`` (S) and true segment ``j`` (T) over the
+        counted pixels: ``split = I(S;T) / H(S)``, ``merge = I(S;T) / H(T)``, ``score = 2 split merge /
+        (split + merge)``; a side with zero entropy (one segment) scores 1. Entropies in bits, as
+        ``skimage.metrics.variation_of_information`` gives ``(false_split, false_merge)``.
+
+    Raises
+    ------
+    ValueError, TypeError
+        As :func:`rand_scores`.
+
+    References
+    ----------
+    .. [1] Arganda-Carreras et al. (2015). Front. Neuroanat. 9:142. doi:10.3389/fnana.2015.00142
+
+    Examples
+    --------
+    >>> true = np.array([[1, 1], [2, 2]])
+    >>> info_scores(np.array([[1, 1], [2, 2]]), true).score
+    1.0
+    >>> s = info_scores(np.array([[1, 1], [1, 1]]), true)   # the two cells merged: nothing is split
+    >>> (s.split, s.merge)
+    (1.0, 0.0)
+    """
+    pred = _check_labels("pred_labels", pred_labels)
+    true = _check_labels("true_labels", true_labels)
+    _check_same_shape("pred_labels", pred, "true_labels", true)
+    keep = ~np.isin(true, np.asarray(ignore_true))
+    if not keep.any():
+        raise ValueError(f"V_info is undefined: no ground-truth pixel is left after ignoring labels "
+                         f"{tuple(ignore_true)}")
+    true_ids, n_true = _compact_ids(true[keep])
+    pred_kept = pred[keep]
+    pred_ids, n_pred = _compact_ids(pred_kept)
+    boundary = pred_kept == 0  # each predicted boundary pixel is a singleton: ids after the segments'
+    pred_ids[boundary] = n_pred + np.arange(int(boundary.sum()))
+    n_pred += int(boundary.sum())
+    total = int(true_ids.size)
+    joint = np.unique(true_ids * n_pred + pred_ids, return_counts=True)[1].astype(np.int64)
+    h_true = _entropy(np.bincount(true_ids, minlength=n_true), total)
+    h_pred = _entropy(np.bincount(pred_ids, minlength=n_pred), total)
+    mutual = h_true + h_pred - _entropy(joint, total)
+    split = mutual / h_pred if h_pred > 0 else 1.0
+    merge = mutual / h_true if h_true > 0 else 1.0
+    score = 2.0 * split * merge / (split + merge) if split + merge > 0 else 0.0
+    return InfoScores(score=score, split=split, merge=merge, false_split=h_pred - mutual,
+                      false_merge=h_true - mutual)
+
+
+def info_score(
+    membrane_prob: npt.NDArray[np.floating],
+    true_cells: npt.NDArray[np.bool_],
+    *,
+    thresholds: npt.ArrayLike = PIXEL_THRESHOLDS,
+) -> tuple[InfoScores, float]:
+    """The best :func:`info_scores` of a membrane map over thresholds (segments: 4-connected components of
+    ``1 - membrane_prob > t``, as :func:`rand_error` makes them) and its threshold."""
+    prob = _check_membrane_prob(membrane_prob)
+    cells = _check_mask("true_cells", true_cells)
+    _check_same_shape("membrane_prob", prob, "true_cells", cells)
+    true_labels = ndimage.label(cells)[0]
+    best: tuple[InfoScores, float] | None = None
+    for level in _check_thresholds(thresholds):
+        scores = info_scores(ndimage.label(1.0 - prob > level)[0], true_labels)
+        if best is None or scores.score > best[0].score:
+            best = (scores, float(level))
+    assert best is not None  # internal invariant: thresholds is non-empty
+    return best
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Warping error
 # ---------------------------------------------------------------------------------------------------------------
-
-# Neighbour offsets (row, col) in bit order of the 8-neighbourhood code used by the simple-point table.
-_NEIGHBOURS = ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
-
-
-def _count_components(members: set[tuple[int, int]], steps: tuple[tuple[int, int], ...]) -> list[set[tuple[int, int]]]:
-    components: list[set[tuple[int, int]]] = []
-    unseen = set(members)
-    while unseen:
-        frontier = [unseen.pop()]
-        component = set(frontier)
-        while frontier:
-            row, col = frontier.pop()
-            for d_row, d_col in steps:
-                neighbour = (row + d_row, col + d_col)
-                if neighbour in unseen:
-                    unseen.remove(neighbour)
-                    component.add(neighbour)
-                    frontier.append(neighbour)
-        components.append(component)
-    return components
-
-
-@functools.cache
-def _simple_point_table() -> npt.NDArray[np.bool_]:
-    """Whether the centre of a 3x3 patch is simple for (4, 8) topology, indexed by its 8-neighbour code.
-
-    Bit ``k`` of the code is the foreground value of neighbour ``_NEIGHBOURS[k]``. The centre is simple iff
-    ``T4(fg) == 1`` (one 4-component of foreground neighbours 4-adjacent to it) and ``T8(bg) == 1`` (one
-    8-component of background neighbours), Bertrand & Malandain (1994). The test does not depend on the
-    centre's own value, so flipping it either way is allowed by the same entry (256 entries, not 512).
-    """
-    four = ((-1, 0), (1, 0), (0, -1), (0, 1))
-    eight = tuple((r, c) for r in (-1, 0, 1) for c in (-1, 0, 1) if (r, c) != (0, 0))
-    table = np.zeros(256, dtype=np.bool_)
-    for code in range(256):
-        fg = {_NEIGHBOURS[k] for k in range(8) if code >> k & 1}
-        bg = set(_NEIGHBOURS) - fg
-        t4 = sum(1 for comp in _count_components(fg, four) if comp & set(four))
-        t8 = len(_count_components(bg, eight))
-        table[code] = t4 == 1 and t8 == 1
-    table.flags.writeable = False
-    return table
-
-
-@numba.njit(cache=True)
-def _neighbour_code(padded: npt.NDArray[np.uint8], row: int, col: int) -> int:
-    """8-neighbour code of ``padded[row, col]`` (bit order of ``_NEIGHBOURS``); needs a 1-pixel border."""
-    code = 0
-    for bit, (d_row, d_col) in enumerate(((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))):
-        code |= np.int64(padded[row + d_row, col + d_col]) << bit
-    return code
-
-
-@numba.njit(cache=True)
-def _warp_simple_points(
-    padded: npt.NDArray[np.uint8], rows: npt.NDArray[np.int64], cols: npt.NDArray[np.int64],
-    table: npt.NDArray[np.bool_],
-) -> int:
-    """Flip simple mismatch pixels of ``padded`` in place, pass after pass, until a pass flips none.
-
-    ``rows``/``cols`` (image coordinates, in processing order) are compacted in place to the pixels left
-    unflipped; returns their number.
-    """
-    active = rows.size
-    while True:
-        kept = 0
-        for k in range(active):
-            row, col = rows[k] + 1, cols[k] + 1
-            if table[_neighbour_code(padded, row, col)]:
-                padded[row, col] ^= 1  # a flipped pixel now agrees with the target and never flips back
-            else:
-                rows[kept], cols[kept] = rows[k], cols[k]
-                kept += 1
-        if kept == active:
-            return active
-        active = kept
-
 
 @numba.njit(cache=True)
 def _cut_pixels(warped: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
@@ -589,14 +616,9 @@ def _splits_and_mergers(
     true_cells: npt.NDArray[np.bool_], target: npt.NDArray[np.bool_], priority: npt.NDArray[np.float64]
 ) -> tuple[int, int]:
     """Warp ``true_cells`` toward ``target`` by simple-point flips; count the split and merger pixels left."""
-    padded = np.pad(true_cells, 1).astype(np.uint8)  # outside the image is background, as in Fiji
-    cols, rows = np.nonzero((true_cells != target).T)  # column-major, Fiji's list order
-    order = np.argsort(-priority[rows, cols], kind="stable")  # most confident prediction first
-    rows, cols = rows[order].astype(np.int64), cols[order].astype(np.int64)
-    n_left = _warp_simple_points(padded, rows, cols, _simple_point_table())
-    warped = np.ascontiguousarray(padded[1:-1, 1:-1])
+    warped, rows, cols = warp_toward(true_cells, target, priority)
     components, _ = ndimage.label(warped)  # 4-connectivity
-    splits, mergers = _count_splits_mergers(warped, components.astype(np.int32), rows[:n_left], cols[:n_left])
+    splits, mergers = _count_splits_mergers(warped.astype(np.uint8), components.astype(np.int32), rows, cols)
     return int(splits), int(mergers)
 
 

@@ -35,6 +35,7 @@ from biounet.events import StepEvent, ValidationEvent
 from biounet.instances import InstanceParams, instances_from_probabilities
 from biounet.io import normalize
 from biounet.predictor import Predictor
+from biounet.segments import SegmentParams
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ def segment_array(
     *,
     rgb: bool = False,
     settings: SegmentSettings = SegmentSettings(),
-    instance_settings: tuple[str, InstanceParams] = ("paper", InstanceParams()),
+    instance_settings: tuple[str, InstanceParams | SegmentParams] = ("paper", InstanceParams()),
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> SegmentResult:
@@ -144,14 +145,13 @@ def segment_array(
     )
 
 
-def instance_settings_of(model_path: str | Path) -> tuple[str, InstanceParams]:
-    """The target and instance post-processing a checkpoint's training run chose (defaults for ONNX models)."""
-    if Path(model_path).suffix.lower() == ".onnx":
-        return "paper", InstanceParams()
-    from biounet.checkpoint import load_checkpoint
+def instance_settings_of(model_path: str | Path) -> tuple[str, InstanceParams | SegmentParams]:
+    """The post-processing a checkpoint's training run chose (:func:`biounet.api.instance_settings`; the
+    ``paper`` way for ONNX models)."""
+    from biounet.api import instance_settings
 
-    payload = load_checkpoint(model_path)
-    return str(payload.get("target") or "paper"), InstanceParams(**(payload.get("instance_params") or {}))
+    target, params = instance_settings(model_path)
+    return target or "paper", params
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.instances import InstanceParams, instances_from_labels
+from biounet.instances import MEMBRANES, InstanceParams, instances_from_labels
 from biounet.io import normalization_for, open_image
 from biounet.omezarr import LabelImageWriter, LabelLayout, LabelPlane, is_omezarr, open_ngff
 from biounet.predict import (
@@ -26,6 +26,10 @@ from biounet.predictor import Predictor
 from biounet.tiling import count_tiles, predict_tiled
 
 DEFAULT_LABEL_NAME = "biounet"
+
+
+_NO_SEGMENTS = ("OME-Zarr prediction does not yet write the segments of a membrane model; predict it to an output "
+                "folder (--out DIR) for <stem>_instances.tif")
 
 
 def predict_to_omezarr(
@@ -66,6 +70,8 @@ def predict_to_omezarr(
     """
     if options.save_probabilities:
         raise ValueError("--save-probabilities writes TIFF files; it is not available with OME-Zarr output")
+    if instances is not None and instances[0] == MEMBRANES:
+        raise ValueError(_NO_SEGMENTS)
     source = open_image(path)
     check_compatible(predictor, source)
     check_native_scale(predictor, source, options, "OME-Zarr prediction")
@@ -101,6 +107,8 @@ def predict_to_omezarr(
 
 def _instances_of(plane_labels: npt.NDArray[Any], instances: tuple[str | None, InstanceParams]) -> npt.NDArray[Any]:
     target, params = instances
+    if target == MEMBRANES:  # checked before prediction by predict_to_omezarr; kept for direct callers
+        raise ValueError(_NO_SEGMENTS)
     return instances_from_labels(plane_labels, target=target, params=params)
 
 

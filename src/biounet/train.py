@@ -50,8 +50,11 @@ from biounet.loss import distance_loss, weighted_cross_entropy
 from biounet.model import UNet, output_size
 from biounet.device import autocast, resolve_device
 from biounet.targets import IGNORE, class_frequencies, class_names, num_target_classes, target_classes, training_targets
+from biounet.segments import EXTRA as SEGMENTS_EXTRA
+from biounet.segments import SegmentParams
 from biounet.validation import (
-    HIGHER_IS_BETTER, choose_instance_params, dataset_task, predict_samples, score_name, task_scores,
+    HIGHER_IS_BETTER, choose_instance_params, choose_segment_params, dataset_task, predict_samples, score_name,
+    task_scores,
 )
 
 logger = logging.getLogger(__name__)
@@ -528,40 +531,53 @@ def finish_run(state: RunState, config: TrainConfig, run_dir: Path, split: Split
         model.load_state_dict(chosen["model_state"])
         step = int(chosen["step"])
     extra: dict[str, Any] = {"step": step}
-    if split.task == "cells" and split.validation:
-        extra.update(_post_processing(model, config, split.validation, device))
+    if split.task in ("cells", "membranes") and split.validation:
+        extra.update(_post_processing(model, config, split, device))
     save_checkpoint(run_dir / "model.pt", _payload(model, config, split, **extra))
     write_run_report(run_dir, split.validation, config, state.history, device)
 
 
-def rechoose_post_processing(run_dir: str | os.PathLike[str], *, device: str = "auto") -> InstanceParams:
-    """Choose the instance post-processing of a finished cell run again on its own validation images (the rule of
-    :func:`biounet.validation.choose_instance_params`, which may have changed since it trained) and store it in its
-    ``model.pt``; returns it.
+def rechoose_post_processing(run_dir: str | os.PathLike[str], *, device: str = "auto",
+                             ) -> InstanceParams | SegmentParams:
+    """Choose the post-processing of a finished cell or membrane run again on its own validation images (the rules
+    of :func:`biounet.validation.choose_instance_params` and :func:`~biounet.validation.choose_segment_params`,
+    which may have changed since it trained) and store it in its ``model.pt``; returns the settings.
 
     Raises
     ------
     ValueError
-        If the run has no validation images or is not a cell run.
+        If the run has no validation images or is neither a cell nor a membrane run.
     """
     run_dir = Path(run_dir)
     config = read_config_toml(run_dir / "config.toml")
     split = select_samples(config, None)
-    if split.task != "cells" or not split.validation:
-        raise ValueError(f"{run_dir}: no validation images of instance-labelled cells to choose on")
+    if split.task not in ("cells", "membranes") or not split.validation:
+        raise ValueError(f"{run_dir}: no validation images of instance-labelled cells or membranes to choose on")
     payload = load_checkpoint(run_dir / "model.pt")
     model = model_from_payload(payload, run_dir / "model.pt")
-    chosen = _post_processing(model, config, split.validation, resolve_device(device))
+    chosen = _post_processing(model, config, split, resolve_device(device))
+    if not chosen:
+        raise ModuleNotFoundError(f"segment settings need python-elf: pip install 'biounet[{SEGMENTS_EXTRA}]'")
     save_checkpoint(run_dir / "model.pt", {**payload, **chosen})
+    if split.task == "membranes":
+        return SegmentParams(**chosen["segment_params"])
     return InstanceParams(**chosen["instance_params"])
 
 
-def _post_processing(model: UNet, config: TrainConfig, validation: list[Sample],
-                     device: torch.device) -> dict[str, Any]:
-    """The checkpoint entries of the instance post-processing chosen on the validation images."""
-    probs = predict_samples(model, validation, normalization=config.normalization, precision=config.precision,
-                            device=device)
-    params, seg = choose_instance_params(probs, validation, target=config.target)
+def _post_processing(model: UNet, config: TrainConfig, split: Split, device: torch.device) -> dict[str, Any]:
+    """The checkpoint entries of the post-processing chosen on the validation images: instance settings for cells,
+    segment settings for membranes (none, with a warning, where python-elf is missing)."""
+    probs = predict_samples(model, split.validation, normalization=config.normalization,
+                            precision=config.precision, device=device)
+    if split.task == "membranes":
+        try:
+            segment_params, scores = choose_segment_params(probs, split.validation)
+        except ModuleNotFoundError as err:
+            logger.warning("segment settings not chosen: %s", err)
+            return {}
+        logger.info("segment post-processing chosen on the validation images: %s (%s)", segment_params, scores)
+        return {"segment_params": asdict(segment_params), "segment_scores": scores}
+    params, seg = choose_instance_params(probs, split.validation, target=config.target)
     logger.info("instance post-processing chosen on the validation images: %s (SEG %.4f)", params, seg)
     return {"instance_params": asdict(params), "instance_params_seg": seg}
 
