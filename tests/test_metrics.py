@@ -10,7 +10,6 @@ from scipy import ndimage
 from skimage.metrics import adapted_rand_error
 
 from biounet.metrics import (
-    _simple_point_table,
     dice,
     iou,
     pixel_error,
@@ -19,6 +18,7 @@ from biounet.metrics import (
     seg_score,
     warping_error,
 )
+from biounet.topology import simple_point_table as _simple_point_table
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISBI_LABEL = SHARED_DATA / "isbi2012" / "train" / "label" / "0.png"
