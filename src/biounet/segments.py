@@ -35,6 +35,10 @@ from scipy import ndimage
 
 from biounet.topology import warp_toward
 
+MAP_LEVELS = 1024
+"""The map is read in steps of ``1 / MAP_LEVELS``: differences in its last bits, such as the overlap-tile
+prediction's with another tile size or another CPU's kernels (1e-7 here), then almost never change a segment."""
+
 EXTRA = "segments"
 """The pip extra that installs the graph libraries (``pip install 'biounet[segments]'``)."""
 
@@ -98,7 +102,7 @@ def _check_map(membrane_prob: npt.NDArray[np.floating]) -> npt.NDArray[np.float3
         raise TypeError(f"membrane_prob must be a float probability map, got dtype {array.dtype}")
     if not np.all(np.isfinite(array)) or array.min(initial=0) < 0 or array.max(initial=0) > 1:
         raise ValueError("membrane_prob must hold finite probabilities in [0, 1]")
-    return np.ascontiguousarray(array, dtype=np.float32)
+    return (np.round(array.astype(np.float64) * MAP_LEVELS) / MAP_LEVELS).astype(np.float32)
 
 
 def oversegment(membrane_prob: npt.NDArray[np.floating], params: SegmentParams = SegmentParams(),
