@@ -360,6 +360,7 @@ def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.N
 
 
 __all__ = [
-    "MEMBRANES", "InstanceParams", "fill_gaps", "needs_probabilities", "post_processing_of", "split_outputs", "instances_from_boundary", "instances_from_distance",
+    "MEMBRANES", "InstanceParams", "fill_gaps", "needs_probabilities", "post_processing_of", "split_outputs",
+    "instances_from_boundary", "instances_from_distance",
     "instances_from_foreground", "instances_from_labels", "instances_from_outputs", "instances_from_probabilities",
 ]

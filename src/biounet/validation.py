@@ -209,5 +209,6 @@ def choose_segment_params(probs: Sequence[npt.NDArray[np.float32]], samples: Seq
 
 __all__ = [
     "HIGHER_IS_BETTER", "SEGMENT_GRID", "cell_scores", "choose_instance_params", "choose_segment_params",
-    "dataset_task", "instance_param_grid", "mean_iou", "membrane_scores", "predict_samples", "score_name", "segment_table", "task_scores",
+    "dataset_task", "instance_param_grid", "mean_iou", "membrane_scores", "predict_samples", "score_name",
+    "segment_table", "task_scores",
 ]
