@@ -27,6 +27,7 @@ def test_import_stays_light():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.numerics
 def test_predict_image_outputs(model_path, rng):
     image = (rng.random((45, 61)) * 4000).astype(np.uint16)
     probs = biounet.predict_image(model_path, image)
@@ -39,6 +40,7 @@ def test_predict_image_outputs(model_path, rng):
     assert not np.any((cells > 0) & (labels == 0))  # cells lie in the foreground (specks below min size dropped)
 
 
+@pytest.mark.numerics
 def test_predict_image_matches_the_command_line(model_path, rng, tmp_path):
     image = (rng.random((40, 50)) * 255).astype(np.uint8)
     tifffile.imwrite(tmp_path / "x.tif", image)

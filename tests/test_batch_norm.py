@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from biounet.model import ModelConfig, UNet
 from biounet.train import recalibrate_batch_norm
 
 
+@pytest.mark.numerics
 def test_recalibrated_eval_mode_matches_the_training_forward_pass(rng):
     """With one image the size of the tile, every crop is the image itself: eval mode with the recomputed statistics
     gives the train-mode output (batch statistics, dropout off), where the stale statistics give something else."""
@@ -48,6 +50,7 @@ def test_recalibration_leaves_a_network_without_batch_norm_alone(rng):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.numerics
 def test_a_batch_norm_network_tiles_seamlessly(rng):
     """In eval mode batch norm is a fixed affine map per channel, so overlap-tile prediction equals one pass."""
     from biounet.predict import TorchPredictor, predict_image

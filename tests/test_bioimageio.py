@@ -45,6 +45,7 @@ def package(model, tmp_path_factory) -> Path:
     return tmp / "package"
 
 
+@pytest.mark.numerics
 def test_package_passes_bioimageio_model_test(package):
     summary = bioimageio_test_model(package / YAML_NAME)  # all three weight formats on the test tensors
     assert summary.status == "passed", summary.format()
@@ -67,6 +68,7 @@ def test_package_describes_the_tiling_contract(package):
         "weights_torchscript.pt", "weights.onnx"}
 
 
+@pytest.mark.numerics
 def test_package_weights_match_biounet_predictor(package, model, rng):
     tile = rng.random((2, 1, 64, 64), dtype=np.float32)  # a valid size other than the test tensor's
     expected = TorchPredictor(model)(tile)
@@ -78,6 +80,7 @@ def test_package_weights_match_biounet_predictor(package, model, rng):
     np.testing.assert_allclose(session.run(None, {"raw": tile})[0], expected, atol=1e-4)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("normalization", ["range", "minmax", "zscore"])
 def test_preprocessing_reproduces_each_normalization(model, tmp_path, normalization):
     # The test output is biounet's normalisation + network; bioimageio.core must reproduce it with its own steps.

@@ -76,6 +76,7 @@ def test_plan_blocks_covers_every_plane():
         (0, 0, (0, 4), (0, 3)), (0, 1, (4, 5), (0, 3)), (1, 2, (0, 4), (0, 3)), (1, 3, (4, 5), (0, 3))]
 
 
+@pytest.mark.numerics
 def test_blockwise_equals_single_process(client, model_path, tmp_path):
     image = _zarr_image(tmp_path / "cells.zarr", 512)
     labels, probs = _single_process(model_path, image, tmp_path / "single", TILE)
@@ -92,6 +93,7 @@ def test_blockwise_equals_single_process(client, model_path, tmp_path):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.numerics
 def test_restart_predicts_only_unfinished_blocks(client, model_path, tmp_path):
     image = _zarr_image(tmp_path / "img.zarr", 300)
     out = tmp_path / "out"
@@ -197,6 +199,7 @@ def test_cli_predict_dask_writes_zarr(model_path, tmp_path, capsys):
     assert zarr.open_array(str(tmp_path / "o" / "cli.zarr"), mode="r").shape == (1, 200, 200)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_blockwise_4096_equals_single_process(client, model_path, tmp_path):
     image = _zarr_image(tmp_path / "big.zarr", 4096, chunks=512)
@@ -208,6 +211,7 @@ def test_blockwise_4096_equals_single_process(client, model_path, tmp_path):
     _check_equal(result, labels, probs)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_a_worker_process_killed_mid_run_changes_nothing(model_path, tmp_path):
     """Two worker processes; one is killed (SIGKILL) once the first blocks are done. Its blocks are rerun

@@ -43,6 +43,7 @@ def run_error(capsys, argv: list[str]) -> str:
     return err[-1]
 
 
+@pytest.mark.numerics
 def test_predict_writes_labels_and_probabilities(model_path, tmp_path, rng):
     image = _png(tmp_path / "cells.png", (rng.random((70, 90)) * 255).astype(np.uint8))
     out = tmp_path / "out"
@@ -56,6 +57,7 @@ def test_predict_writes_labels_and_probabilities(model_path, tmp_path, rng):
     assert sorted(p.name for p in out.iterdir()) == ["cells.tif", "cells_prob.tif"]  # no temporary left
 
 
+@pytest.mark.numerics
 def test_two_tile_sizes_give_same_probabilities(model_path, tmp_path, rng):
     image = _png(tmp_path / "a.png", (rng.random((150, 130)) * 255).astype(np.uint8))
     results = []
@@ -231,6 +233,7 @@ def test_zarr_input_is_read_lazily(model_path, tmp_path, rng):
     assert tifffile.imread(tmp_path / "o" / "big_prob.tif").shape == (2, 90, 110)
 
 
+@pytest.mark.numerics
 def test_large_output_goes_through_disk_and_matches(model_path, tmp_path, rng):
     """With a tiny memory budget the outputs stream through a temporary zarr array; results are identical."""
     image = _png(tmp_path / "a.png", (rng.random((150, 170)) * 255).astype(np.uint8))

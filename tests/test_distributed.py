@@ -40,6 +40,7 @@ def _rank_main(rank: int, world_size: int, port: int, run_dir: str, out_dir: str
     dist.destroy_process_group()
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     port = _free_port()

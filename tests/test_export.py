@@ -47,6 +47,7 @@ def exported(tmp_path_factory) -> dict[str, tuple[UNet, Path, Path]]:
     return result
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_onnx_predictor_matches_torch(exported, rng, name):
     model, onnx_path, _ = exported[name]
@@ -60,6 +61,7 @@ def test_onnx_predictor_matches_torch(exported, rng, name):
                                    atol=1e-4)
 
 
+@pytest.mark.numerics
 def test_onnx_predictor_tta_matches_torch(exported, rng):
     model, onnx_path, _ = exported["depth2"]
     image = rng.random((30, 41)).astype(np.float32)
@@ -67,6 +69,7 @@ def test_onnx_predictor_tta_matches_torch(exported, rng):
     np.testing.assert_allclose(predict_image(OnnxPredictor(onnx_path, tta=True), image), expected, atol=1e-4)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_torchscript_matches_torch_at_other_sizes(exported, rng, name):
     model, _, ts_path = exported[name]
@@ -126,6 +129,7 @@ def checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(path, model_payload(model, normalization="percentile", class_names=["bg", "cell"]))
 
 
+@pytest.mark.numerics
 def test_cli_export_then_predict_with_onnx(checkpoint, tmp_path, rng, capsys):
     onnx_path = tmp_path / "m.onnx"
     assert main(["export", str(checkpoint), "--format", "onnx", "--out", str(onnx_path)]) == 0

@@ -10,7 +10,8 @@ from biounet.fusion import FusedUNet, fold_batch_norm, fusion_available
 from biounet.model import ModelConfig, UNet
 from biounet.predict import TorchPredictor
 
-pytestmark = pytest.mark.skipif(not fusion_available(), reason="this torch build has no oneDNN fused convolution")
+pytestmark = [pytest.mark.numerics,
+              pytest.mark.skipif(not fusion_available(), reason="this torch build has no oneDNN fused convolution")]
 
 
 def _with_statistics(model: UNet, seed: int = 0) -> UNet:

@@ -9,7 +9,8 @@ import torch
 from biounet.model import ModelConfig, UNet
 from biounet.predict import TorchPredictor, predict_image
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [pytest.mark.gpu, pytest.mark.numerics,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def _model() -> UNet:

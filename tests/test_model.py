@@ -99,6 +99,7 @@ def test_he_normal_init():
     assert torch.all(conv.bias == 0)
 
 
+@pytest.mark.numerics
 def test_dropout_only_in_training():
     model = UNet(ModelConfig(depth=2, base_channels=4))
     x = torch.randn(1, 1, 60, 60)

@@ -62,6 +62,7 @@ def image(rng) -> np.ndarray:
     return (rng.random((70, 90)) * 255).astype(np.uint8)
 
 
+@pytest.mark.numerics
 def test_an_image_at_twice_the_models_pixel_size_is_predicted_enlarged_and_resampled_back(tmp_path, image):
     """The seam: the probabilities predict writes are those of the image enlarged 2x to the model's scale, predicted,
     and shrunk back; labels have the image's own shape and keep its pixel size."""

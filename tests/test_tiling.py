@@ -31,6 +31,7 @@ def small_models():
     }
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("shape", [(37, 53), (1000, 777)])
@@ -46,6 +47,7 @@ def test_tiled_equals_whole_image_pass(small_models, rng, channels, shape):
         np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
 
 
+@pytest.mark.numerics
 def test_tile_larger_than_image(small_models, rng):
     model = small_models[1]
     predictor = TorchPredictor(model)
@@ -116,6 +118,7 @@ def test_invalid_tile_names_nearest_valid(small_models):
         check_in_tile(predictor, 92)
 
 
+@pytest.mark.numerics
 def test_same_padded_model_tiles_with_overlap(rng):
     torch.manual_seed(0)
     model = UNet(ModelConfig(depth=2, base_channels=4, padding="same")).eval()
@@ -155,6 +158,7 @@ def test_tta_of_equivariant_model_changes_nothing(rng):
     np.testing.assert_allclose(predictor(batch), plain, atol=1e-6)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_compiled_predictor_matches_eager(rng):
     """torch.compile (--compile) changes how the network runs, not what it computes (~20 s to compile)."""

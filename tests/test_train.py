@@ -27,6 +27,7 @@ def _max_difference(a, b):
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 @pytest.mark.parametrize("workers", [0, 1])
 def test_resume_is_exact(tmp_path, workers):
@@ -61,6 +62,7 @@ def test_run_directory_contents(tmp_path):
     assert load_checkpoint(tmp_path / "run" / "model.pt")["instance_params"] == chosen
 
 
+@pytest.mark.numerics
 def test_short_run_lowers_the_loss(tmp_path):
     config = replace(TINY, iterations=40, val_every=20, augment=AugmentConfig.disabled(), lr=5e-3,
                      data="synthetic:cells,n=4,size=96x96,seed=0", validation_fraction=0.0, w0=0.0, target="paper")
@@ -280,6 +282,7 @@ def test_many_label_values_are_flagged(tmp_path, caplog):
     assert "--label-kind instances" in caplog.text
 
 
+@pytest.mark.numerics
 def test_distance_model_tiles_seamlessly(rng):
     import torch
 
@@ -311,6 +314,7 @@ def test_distance_target_trains_and_predicts_instances(tmp_path, capsys):
     assert tifffile.imread(tmp_path / "p" / "a.tif").max() <= 1  # labels from the class channels only
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_fine_tuning_starts_from_the_trained_weights(tmp_path):
     first = fit(replace(TINY, iterations=2, target="paper"), tmp_path / "first")
@@ -349,6 +353,7 @@ def test_sparse_annotation_with_an_ignore_label(tmp_path):
     assert (prepared.weights[labels == 9] == 0).all()
 
 
+@pytest.mark.numerics
 @pytest.mark.slow
 def test_compiled_training_steps_learn_what_the_module_learns(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
