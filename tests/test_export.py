@@ -20,6 +20,8 @@ from biounet.export import (
 from biounet.model import ModelConfig, UNet, smallest_tile
 from biounet.predict import TorchPredictor, load_predictor, predict_image
 
+from conftest import assert_labels_agree_where_decided
+
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
@@ -77,7 +79,10 @@ def test_torchscript_matches_torch_at_other_sizes(exported, rng, name):
     tile = 64 if model.config.padding == "same" else 124  # the trace's example tile is the smallest tile
     x = torch.from_numpy(rng.random((3, model.config.in_channels, tile, tile + 16)).astype(np.float32))
     with torch.no_grad():
-        torch.testing.assert_close(traced(x), model(x), atol=1e-5, rtol=1e-5)
+        expected = model(x)
+        # the trace may run other kernels (layout, fusion): fp32 rounding relative to the logits' scale, not to a
+        # logit near 0 (seen: up to 9e-7 of max |logit|)
+        torch.testing.assert_close(traced(x), expected, rtol=0.0, atol=1e-5 * expected.abs().max().item())
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
@@ -142,9 +147,10 @@ def test_cli_export_then_predict_with_onnx(checkpoint, tmp_path, rng, capsys):
                      "--tile", "148", "--precision", "fp32"]) == 0
     probs = tifffile.imread(tmp_path / "onnx" / "img_prob.tif")
     assert probs.shape == (2, 53, 67)
-    np.testing.assert_allclose(probs, tifffile.imread(tmp_path / "torch" / "img_prob.tif"), atol=1e-4)
-    np.testing.assert_array_equal(tifffile.imread(tmp_path / "onnx" / "img.tif"),
-                                  tifffile.imread(tmp_path / "torch" / "img.tif"))
+    torch_probs = tifffile.imread(tmp_path / "torch" / "img_prob.tif")
+    np.testing.assert_allclose(probs, torch_probs, atol=1e-4)
+    assert_labels_agree_where_decided(tifffile.imread(tmp_path / "onnx" / "img.tif"),
+                                      tifffile.imread(tmp_path / "torch" / "img.tif"), torch_probs, 1e-4)
 
 
 def test_cli_export_torchscript(checkpoint, tmp_path):

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from biounet.device import cpu_has_native_bf16
 from biounet.fusion import FusedUNet, fold_batch_norm, fusion_available
 from biounet.model import ModelConfig, UNet
 from biounet.predict import TorchPredictor
+
+from conftest import assert_labels_agree_where_decided
 
 pytestmark = [pytest.mark.numerics,
               pytest.mark.skipif(not fusion_available(), reason="this torch build has no oneDNN fused convolution")]
@@ -48,7 +51,10 @@ def test_fused_network_equals_the_module(config):
     model = _with_statistics(UNet(config))
     x = torch.randn(2, config.in_channels, 92, 92).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        torch.testing.assert_close(FusedUNet(model)(x), model(x), atol=1e-5, rtol=1e-4)
+        expected = model(x)
+        # Folding rounds each weight and reorders the sums: fp32 errors relative to the scale of the terms summed,
+        # not to a logit near 0 (seen: 6e-7 of max |logit| with every CPU kernel set, up to 1.5e-5 absolute)
+        torch.testing.assert_close(FusedUNet(model)(x), expected, rtol=0.0, atol=1e-5 * expected.abs().max().item())
 
 
 def test_predictor_fuses_and_follows_changed_weights():
@@ -64,14 +70,19 @@ def test_predictor_fuses_and_follows_changed_weights():
     np.testing.assert_allclose(fused(x), plain(x), atol=1e-5)
 
 
+@pytest.mark.xfail(not cpu_has_native_bf16(), raises=RuntimeError, strict=True,
+                   reason="no bf16 oneDNN kernels on this CPU: the fused network's bf16 convolution raises")
 def test_bf16_fused_agrees_with_autocast():
     torch.manual_seed(0)
     model = UNet(ModelConfig(depth=2, base_channels=8))
     x = np.random.default_rng(0).random((1, 1, 124, 124), dtype=np.float32)
     fused = TorchPredictor(model, precision="bf16", fuse=True)(x)
     autocast = TorchPredictor(model, precision="bf16", fuse=False)(x)
+    # bf16 keeps 8 bits (rounding 2^-9 = 2e-3 per operand); over the ~10 layers each path's probabilities lie within
+    # ~1e-2 of fp32's (seen: 4e-3 here, 1.4e-2 for depth 3), so the two within 2e-2 of each other ...
     assert np.abs(fused - autocast).max() < 0.02
-    assert (fused.argmax(1) == autocast.argmax(1)).mean() > 0.99
+    # ... and their classes agree wherever the top two are more than 2 x 0.02 apart
+    assert_labels_agree_where_decided(fused.argmax(1)[0], autocast.argmax(1)[0], autocast[0], 0.02)
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -106,5 +117,6 @@ def test_cli_predict_of_a_trained_model_equals_the_module(tmp_path):
     cli_probs = tifffile.imread(tmp_path / "cli" / "img_prob.tif")
     plain = TorchPredictor(load_model(model), precision="fp32", fuse=False)
     result = predict_file(plain, tmp_path / "img.tif", tmp_path / "plain", PredictOptions(save_probabilities=True))
-    np.testing.assert_allclose(cli_probs, tifffile.imread(result.probabilities_path), atol=1e-5)
-    np.testing.assert_array_equal(cli_labels, tifffile.imread(result.labels_path))
+    plain_probs = tifffile.imread(result.probabilities_path)
+    np.testing.assert_allclose(cli_probs, plain_probs, atol=1e-5)
+    assert_labels_agree_where_decided(cli_labels, tifffile.imread(result.labels_path), plain_probs, 1e-5)
