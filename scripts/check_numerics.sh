@@ -7,9 +7,9 @@
 #
 # The switches: torch's convolutions run in oneDNN, which honours ONEDNN_MAX_CPU_ISA (with torch 2.13 / oneDNN
 # 3.12, ONEDNN_VERBOSE=1 reports "isa:Intel AVX2" and jit:avx2 / brg_conv_fwd:avx2 convolutions under AVX2; this
-# script prints the ISA and a convolution's kernel for each run). The AVX2 run also sets ATEN_CPU_CAPABILITY=avx2, which ATen's own vectorised
-# kernels (softmax, batch norm, reductions) and torch.compile's generated C++ follow. AMX kernels (Intel Sapphire
-# Rapids and later) cannot be emulated: only a CPU with AMX runs them, as its default.
+# script prints the ISA and a convolution's kernel for each run). The AVX2 run also sets ATEN_CPU_CAPABILITY=avx2,
+# which ATen's own vectorised kernels (softmax, batch norm, reductions) and torch.compile's generated C++ follow.
+# AMX kernels (Intel Sapphire Rapids and later) cannot be emulated: only a CPU with AMX runs them, as its default.
 # Each run compiles into its own TORCHINDUCTOR_CACHE_DIR: inductor's on-disk cache does not key its kernels by
 # ATEN_CPU_CAPABILITY, and a kernel compiled under one capability, reused under another, computes garbage or crashes.
 #
