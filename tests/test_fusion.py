@@ -70,9 +70,9 @@ def test_predictor_fuses_and_follows_changed_weights():
     np.testing.assert_allclose(fused(x), plain(x), atol=1e-5)
 
 
-@pytest.mark.xfail(not cpu_has_native_bf16(), raises=RuntimeError, strict=True,
-                   reason="no bf16 oneDNN kernels on this CPU: the fused network's bf16 convolution raises")
 def test_bf16_fused_agrees_with_autocast():
+    # where the CPU has no bf16 oneDNN kernels (AVX2 only) the predictor falls back to autocast, never raises
+    assert fusion_available(torch.bfloat16) or not fusion_available() or not cpu_has_native_bf16()
     torch.manual_seed(0)
     model = UNet(ModelConfig(depth=2, base_channels=8))
     x = np.random.default_rng(0).random((1, 1, 124, 124), dtype=np.float32)

@@ -44,16 +44,17 @@ def fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> tuple[torch
 
 
 @functools.cache
-def fusion_available() -> bool:
-    """True where this torch build runs oneDNN's fused convolution + ReLU on the CPU."""
+def fusion_available(dtype: torch.dtype = torch.float32) -> bool:
+    """True where this torch build runs oneDNN's fused convolution + ReLU on the CPU in ``dtype``: bf16 needs
+    oneDNN's bf16 kernels (AVX512 or newer), which an AVX2-only CPU lacks."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        x = torch.ones(1, 1, 3, 3)
-        out = _conv_relu(x, torch.ones(1, 1, 3, 3), torch.zeros(1), padding=0, relu=True)
+        ones = torch.ones(1, 1, 3, 3, dtype=dtype)
+        out = _conv_relu(ones, ones, torch.zeros(1, dtype=dtype), padding=0, relu=True)
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
-    return bool(out.item() == 9.0)
+    return bool(out.float().item() == 9.0)
 
 
 def _conv_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, *, padding: int,

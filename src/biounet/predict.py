@@ -173,12 +173,12 @@ class TorchPredictor(Predictor):
 
     def _fused_network(self) -> FusedUNet | None:
         """The fused network for the weights as they are now, or None where it does not apply."""
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         if (not self.fuse or self._compiled is not None or self.device.type != "cpu" or self.model.training
-                or not fusion_available()):
+                or not fusion_available(dtype)):
             return None
         key = (parameter_versions(self.model), self.precision)
         if self._fused is None or self._fused[0] != key:
-            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
             self._fused = (key, FusedUNet(self.model, dtype))
         return self._fused[1]
 
