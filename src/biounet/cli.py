@@ -245,6 +245,9 @@ def _check_segments(target: str | None, args: argparse.Namespace) -> None:
 
     if target != MEMBRANES:
         return
+    if args.dask is not None or args.dask_workers is not None:
+        raise CliError("--dask: the segments of a membrane model are agglomerated over the whole map, not block by "
+                       "block; predict this model without --dask")
     if args.watershed:
         raise CliError("--watershed splits the cells of a cell model; a membrane model's segments are agglomerated "
                        "from its membrane map (leave --watershed out)")
@@ -281,7 +284,6 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     if args.compile:
         raise CliError("--compile is not supported with --dask")
     target, params = instance_settings(args.model) if args.instances else (None, None)
-    _check_segments(target, args)
     if params is not None and args.watershed:
         params = dataclasses.replace(params, watershed=True)
     with contextlib.ExitStack() as stack:
@@ -679,7 +681,9 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--compile", action="store_true",
                          help="torch.compile the network first (pays off on many tiles of one size)")
     predict.add_argument("--instances", action="store_true",
-                         help="also write <stem>_instances.tif: touching cells separated (connected components)")
+                         help="also write <stem>_instances.tif, one id per cell, made as the model's training "
+                         "chose: touching cells separated (cell models), or segments agglomerated from the membrane "
+                         "map (membrane models such as ISBI 2012; needs biounet[segments])")
     predict.add_argument("--watershed", action="store_true", help="with --instances: split merged cells by a "
                          "seeded watershed on the distance transform")
     predict.add_argument("--save-overlays", action="store_true",
