@@ -203,7 +203,7 @@ def test_segments_are_refused_clearly_where_they_cannot_be_made(membrane_model, 
          "leave --watershed out"),
         (["predict", str(membrane_model), str(images[0]), "--out", str(out), "--instances", "--dask-workers", "1"],
          "predict this model without --dask"),
-        (["predict", str(membrane_model), str(images[0]), "--out", str(tmp_path / "x.zarr"), "--instances"],
+        (["predict", str(membrane_model), str(images[0]), "--out", str(tmp_path / "x.zarr"), "--instances", "-q"],
          "does not yet write the segments of a membrane model"),
     ]
     for argv, message in cases:

@@ -68,10 +68,10 @@ def predict_to_omezarr(
     ValueError
         If ``out`` is None and ``path`` is not an OME-Zarr image, or probabilities are asked for.
     """
-    if options.save_probabilities:
-        raise ValueError("--save-probabilities writes TIFF files; it is not available with OME-Zarr output")
     if instances is not None and instances[0] == MEMBRANES:
         raise ValueError(_NO_SEGMENTS)
+    if options.save_probabilities:
+        raise ValueError("--save-probabilities writes TIFF files; it is not available with OME-Zarr output")
     source = open_image(path)
     check_compatible(predictor, source)
     check_native_scale(predictor, source, options, "OME-Zarr prediction")
