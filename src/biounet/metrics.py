@@ -262,6 +262,21 @@ def _compact_ids(values: npt.NDArray[np.integer]) -> tuple[npt.NDArray[np.int64]
     return inverse.reshape(-1).astype(np.int64), int(uniques.size)
 
 
+def _counted_pixels(pred_labels: npt.ArrayLike, true_labels: npt.ArrayLike, ignore_true: Sequence[int],
+                    measure: str) -> tuple[npt.NDArray[np.int64], int, npt.NDArray[np.integer]]:
+    """The pixels a foreground-restricted measure counts: compact true ids, their number, and the predicted labels
+    there; checked (integer labels of one shape, some pixel left after ``ignore_true``)."""
+    pred = _check_labels("pred_labels", pred_labels)
+    true = _check_labels("true_labels", true_labels)
+    _check_same_shape("pred_labels", pred, "true_labels", true)
+    keep = ~np.isin(true, np.asarray(ignore_true))
+    if not keep.any():
+        raise ValueError(
+            f"{measure} is undefined: no ground-truth pixel is left after ignoring labels {tuple(ignore_true)}")
+    true_ids, n_true = _compact_ids(true[keep])
+    return true_ids, n_true, pred[keep]
+
+
 def rand_scores(
     pred_labels: npt.NDArray[np.integer],
     true_labels: npt.NDArray[np.integer],
@@ -318,16 +333,7 @@ def rand_scores(
     >>> rand_scores(np.array([[1, 3], [2, 2]]), true).split   # true cell 1 split in two: (1+1+4) / (4+4)
     0.75
     """
-    pred = _check_labels("pred_labels", pred_labels)
-    true = _check_labels("true_labels", true_labels)
-    _check_same_shape("pred_labels", pred, "true_labels", true)
-    keep = ~np.isin(true, np.asarray(ignore_true))
-    if not keep.any():
-        raise ValueError(
-            f"the Rand error is undefined: no ground-truth pixel is left after ignoring labels {tuple(ignore_true)}"
-        )
-    true_ids, _ = _compact_ids(true[keep])
-    pred_kept = pred[keep]
+    true_ids, _, pred_kept = _counted_pixels(pred_labels, true_labels, ignore_true, "the Rand error")
     pred_ids = np.zeros(pred_kept.shape, dtype=np.int64)
     is_cell = pred_kept != 0
     cell_ids, n_pred = _compact_ids(pred_kept[is_cell])
@@ -459,15 +465,7 @@ def info_scores(
     >>> (s.split, s.merge)
     (1.0, 0.0)
     """
-    pred = _check_labels("pred_labels", pred_labels)
-    true = _check_labels("true_labels", true_labels)
-    _check_same_shape("pred_labels", pred, "true_labels", true)
-    keep = ~np.isin(true, np.asarray(ignore_true))
-    if not keep.any():
-        raise ValueError(f"V_info is undefined: no ground-truth pixel is left after ignoring labels "
-                         f"{tuple(ignore_true)}")
-    true_ids, n_true = _compact_ids(true[keep])
-    pred_kept = pred[keep]
+    true_ids, n_true, pred_kept = _counted_pixels(pred_labels, true_labels, ignore_true, "V_info")
     pred_ids, n_pred = _compact_ids(pred_kept)
     boundary = pred_kept == 0  # each predicted boundary pixel is a singleton: ids after the segments'
     pred_ids[boundary] = n_pred + np.arange(int(boundary.sum()))
