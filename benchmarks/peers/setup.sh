@@ -14,7 +14,8 @@
 # Both: imagecodecs (LZW TIFFs such as DIC-HeLa's frames) and pillow (PNG) for the images the run scripts read.
 #
 # Environment: PYTHON (interpreter for the venv, default python3), PEERS_PIP_ARGS (more pip install flags).
-# On success writes .venvs/PEER/ready with the installed versions (pip freeze); benchmarks/peers.py checks it.
+# On success (the packages import) writes .venvs/PEER/ready with the installed versions (pip freeze);
+# benchmarks/peers.py checks it.
 set -euo pipefail
 
 usage() { echo "usage: bash benchmarks/peers/setup.sh stardist|cellpose [--force]" >&2; exit 2; }
@@ -23,8 +24,10 @@ peer=$1
 force=${2:-}
 [[ -z $force || $force == --force ]] || usage
 case $peer in
-  stardist) packages=(stardist==0.9.2 tensorflow-cpu==2.21.0 tensorboard imagecodecs pillow) ;;
-  cellpose) packages=(cellpose==3.1.1.3 torch==2.13.0 imagecodecs pillow) ;;
+  stardist) packages=(stardist==0.9.2 tensorflow-cpu==2.21.0 tensorboard imagecodecs pillow)
+            check="import stardist.models, tensorflow, tensorboard, imagecodecs, PIL" ;;
+  cellpose) packages=(cellpose==3.1.1.3 torch==2.13.0 imagecodecs pillow)
+            check="import cellpose.models, cellpose.train, imagecodecs, PIL" ;;
   *) echo "setup.sh: unknown peer '$peer' (expected stardist or cellpose)" >&2; exit 2 ;;
 esac
 
@@ -39,6 +42,7 @@ start=$SECONDS
 "${PYTHON:-python3}" -m venv "$venv"
 # shellcheck disable=SC2086  # PEERS_PIP_ARGS holds several flags on purpose
 "$venv/bin/python" -m pip install --quiet ${PEERS_PIP_ARGS:-} "${packages[@]}"
+"$venv/bin/python" -c "$check"  # fails here, not in the first timed run, where the install is broken
 "$venv/bin/python" -m pip freeze > "$venv/ready.tmp"
 mv "$venv/ready.tmp" "$venv/ready"
 echo "setup.sh: $peer environment made in $((SECONDS - start)) s: $venv" >&2
