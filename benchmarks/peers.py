@@ -1,6 +1,6 @@
 """Train a peer (StarDist or Cellpose) from scratch on a pairs folder within a time budget and predict test images.
 
-    python benchmarks/peers.py stardist|cellpose --data DIR --test IMAGE... --time-budget 10m --out DIR
+    python benchmarks/peers.py stardist|cellpose --data DIR --test IMAGE|FOLDER... --time-budget 10m --out DIR
 
 ``DIR`` is a pairs folder as ``biounet train`` reads it: ``images/<stem>.*`` with ``labels/<stem>.*`` instance
 masks (0 = background). For each test image the peer writes ``OUT/<stem>_instances.tif`` (int32, 0 =
@@ -40,6 +40,7 @@ PEERS: tuple[str, ...] = ("stardist", "cellpose")
 PEER_DIR = Path(__file__).resolve().parent / "peers"
 VENVS = PEER_DIR / ".venvs"
 RECORD_NAME = "peer_run.json"
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")  # what the peers' scripts read (runkit)
 
 
 def parse_duration(text: str) -> float:
@@ -135,13 +136,35 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
-def _check_inputs(data: Path, test: Sequence[Path]) -> None:
+def expand_test_images(paths: Sequence[Path]) -> list[Path]:
+    """The images to predict: files as given, folders as their image files (``IMAGE_SUFFIXES``) sorted by name.
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist.
+    ValueError
+        If a folder holds no image file.
+    """
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir()
+                           if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
+            if not found:
+                raise ValueError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+            images += found
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or directory")
+    return images
+
+
+def _check_data(data: Path) -> None:
     for folder in (data / "images", data / "labels"):
         if not folder.is_dir():
             raise FileNotFoundError(f"{folder}: no such directory (--data must be a pairs folder)")
-    missing = [str(path) for path in test if not path.is_file()]
-    if missing:
-        raise FileNotFoundError(f"test images not found: {', '.join(missing[:5])}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -149,14 +172,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("peer", choices=PEERS)
     parser.add_argument("--data", type=Path, required=True, help="pairs folder: images/ and labels/")
-    parser.add_argument("--test", type=Path, nargs="+", required=True, help="images to predict")
+    parser.add_argument("--test", type=Path, nargs="+", required=True, help="images to predict, or folders of them")
     parser.add_argument("--time-budget", required=True, help="training time, e.g. 10m, 600s, 1h")
     parser.add_argument("--out", type=Path, required=True, help="folder for <stem>_instances.tif and the record")
     parser.add_argument("--seed", type=int, default=42, help="seed of the split and the weights (default: 42)")
     args = parser.parse_args(argv)
     try:
         budget_s = parse_duration(args.time_budget)
-        _check_inputs(args.data, args.test)
+        _check_data(args.data)
+        test = expand_test_images(args.test)
         setup_s = ensure_environment(args.peer)
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         print(f"peers.py: error: {err}", file=sys.stderr)
@@ -164,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     record_path = args.out / RECORD_NAME
     record_path.unlink(missing_ok=True)
-    command = run_command(args.peer, data=args.data, test=args.test, budget_s=budget_s, out=args.out, seed=args.seed)
+    command = run_command(args.peer, data=args.data, test=test, budget_s=budget_s, out=args.out, seed=args.seed)
     start = time.perf_counter()
     # the peer's own output (Keras progress bars, Cellpose's log) goes to stderr: stdout is the record alone
     result = subprocess.run(command, stdout=sys.stderr, check=False, env={**os.environ, "PYTHONNOUSERSITE": "1"})

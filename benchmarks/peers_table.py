@@ -62,7 +62,8 @@ SCORE_KEYS = ("accuracy", "f1", "seg", "precision", "recall")
 
 @dataclass(frozen=True)
 class Case:
-    """One comparison: a pairs folder to train on, images to predict, their instance truth (``<stem>.tif``).
+    """One comparison: a pairs folder to train on, images to predict (all of one folder), their instance truth
+    (``<stem>.tif``).
 
     ``partial`` names test images whose truth labels only some cells: they count for SEG only."""
 
@@ -273,7 +274,7 @@ def _biounet(case: Case, budget_s: float, run: Path, extra: Sequence[str]) -> di
     start = time.perf_counter()
     _run(train)
     train_wall_s = time.perf_counter() - start
-    predict = [*biounet, "predict", run / "run" / "model.pt", *case.test_images, "--out", run / "pred",
+    predict = [*biounet, "predict", run / "run" / "model.pt", case.test_images[0].parent, "--out", run / "pred",
                "--instances", "-q"]
     _run(predict)
     with (run / "run" / "metrics.csv").open() as handle:
@@ -287,9 +288,9 @@ def _biounet(case: Case, budget_s: float, run: Path, extra: Sequence[str]) -> di
 
 def _peer(tool: str, case: Case, budget_s: float, run: Path) -> dict[str, Any]:
     command = [sys.executable, REPO / "benchmarks" / "peers.py", tool, "--data", case.train, "--test",
-               *case.test_images, "--time-budget", budget_label(budget_s), "--out", run / "pred"]
+               case.test_images[0].parent, "--time-budget", budget_label(budget_s), "--out", run / "pred"]
     record = json.loads(_run(command, capture=True).strip().splitlines()[-1])
-    trained = f"{record['epochs']} epochs, {record['steps']} steps"
+    trained = f"{record['epochs']} epoch{'s' * (record['epochs'] != 1)}, {record['steps']} steps"
     return {"version": record["version"], "commands": [_shown(command)], "trained": trained,
             "steps": record["steps"], "epochs": record["epochs"], "train_s": record["train_s"],
             "wall_s": record["wall_s"], "peer": record}

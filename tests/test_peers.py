@@ -95,6 +95,21 @@ def test_read_record_rejects(tmp_path, text, match):
         peers.read_record(path)
 
 
+def test_expand_test_images(tmp_path):
+    for name in ("b.tif", "a.png", ".hidden.tif", "notes.txt"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "empty").mkdir()
+    single = tmp_path / "empty" / "x.tiff"
+    assert peers.expand_test_images([tmp_path]) == [tmp_path / "a.png", tmp_path / "b.tif"]
+    single.write_text("")
+    assert peers.expand_test_images([single, tmp_path]) == [single, tmp_path / "a.png", tmp_path / "b.tif"]
+    single.unlink()
+    with pytest.raises(ValueError, match="empty: no image files"):
+        peers.expand_test_images([tmp_path / "empty"])
+    with pytest.raises(FileNotFoundError, match="nope.tif: no such file or directory"):
+        peers.expand_test_images([tmp_path / "nope.tif"])
+
+
 def test_main_refuses_bad_budget_and_missing_data(tmp_path, capsys):
     assert peers.main(["stardist", "--data", str(tmp_path), "--test", "x.tif", "--time-budget", "soon",
                        "--out", str(tmp_path / "o")]) == 2

@@ -65,6 +65,9 @@ def budget_callback(deadline: runkit.Deadline, log: dict[str, Any]) -> Any:
     Callback = keras_import("callbacks", "Callback")
 
     class Budget(Callback):  # type: ignore[misc, valid-type]
+        def on_train_begin(self, logs: Any = None) -> None:
+            log["fit_begin_s"] = round(deadline.elapsed(), 2)
+
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.epoch_start = time.perf_counter()
 
@@ -77,6 +80,7 @@ def budget_callback(deadline: runkit.Deadline, log: dict[str, Any]) -> Any:
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             log["epochs"] += 1
             log["epoch_s"].append(round(time.perf_counter() - self.epoch_start, 2))
+            log["epoch_end_s"].append(round(deadline.elapsed(), 2))
             if logs and "val_loss" in logs:
                 log["val_loss"].append(float(logs["val_loss"]))
             if not runkit.another_epoch_fits(deadline.remaining(), log["epoch_s"]) and not self.model.stop_training:
@@ -121,7 +125,8 @@ def main() -> None:
     median_extent = calculate_extents([y_all[i] for i in train_idx], np.median)
     field_of_view = np.array(model._axes_tile_overlap("YX"))  # the notebook's check of object size against it
     model.prepare_for_training()
-    log: dict[str, Any] = {"steps": 0, "epochs": 0, "epoch_s": [], "val_loss": [], "stopped": None}
+    log: dict[str, Any] = {"steps": 0, "epochs": 0, "epoch_s": [], "epoch_end_s": [], "fit_begin_s": None,
+                           "val_loss": [], "stopped": None}
     model.callbacks.append(budget_callback(deadline, log))
     model.train([x_all[i] for i in train_idx], [y_all[i] for i in train_idx],
                 validation_data=([x_all[i] for i in val_idx], [y_all[i] for i in val_idx]),
@@ -161,7 +166,8 @@ def main() -> None:
         "median_object_extent_px": [float(v) for v in median_extent],
         "field_of_view_px": [int(v) for v in field_of_view],
         "budget_s": args.budget_s, "epochs": log["epochs"], "steps": log["steps"], "epoch_s": log["epoch_s"],
-        "val_loss": log["val_loss"], "stopped": log["stopped"], "train_s": round(train_s, 1),
+        "val_loss": log["val_loss"], "stopped": log["stopped"], "fit_begin_s": log["fit_begin_s"],
+        "epoch_end_s": log["epoch_end_s"], "train_s": round(train_s, 1),
         "threshold_s": round(threshold_s, 1), "predict_s": round(predict_s, 1),
         "run_s": round(time.perf_counter() - started, 1), "test": outputs,
     }
