@@ -31,10 +31,8 @@ itself) and the training.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,15 +75,7 @@ def stop_by_clock(net: Any, deadline: runkit.Deadline, batches_per_epoch: int, l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--test", type=Path, nargs="+", required=True)
-    parser.add_argument("--budget-s", type=float, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--record", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
-    runkit.check_unique_stems(args.test)
+    args = runkit.parse_run_args(__doc__.splitlines()[0])
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")  # train_seg's progress, to stderr
     started = time.perf_counter()
 

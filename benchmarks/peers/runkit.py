@@ -8,6 +8,7 @@ Pillow, which both environments have; the pure helpers are tested from the proje
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -56,6 +57,21 @@ def check_unique_stems(images: Sequence[str | os.PathLike[str]]) -> None:
         if stem in seen:
             raise ValueError(f"test images {seen[stem]} and {image} would both be written as {stem}_instances.tif")
         seen[stem] = Path(image)
+
+
+def parse_run_args(description: str, argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line every peer runner takes from ``benchmarks/peers.py`` (one definition for both peers);
+    checks that the test images' output stems are distinct."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--test", type=Path, nargs="+", required=True)
+    parser.add_argument("--budget-s", type=float, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--record", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args(argv)
+    check_unique_stems(args.test)
+    return args
 
 
 def validation_split(n_images: int, *, fraction: float = 0.15, seed: int = 42) -> tuple[list[int], list[int]]:

@@ -25,9 +25,7 @@ budget, and its time is in the record (``threshold_s``).
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -91,15 +89,7 @@ def budget_callback(deadline: runkit.Deadline, log: dict[str, Any]) -> Any:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--test", type=Path, nargs="+", required=True)
-    parser.add_argument("--budget-s", type=float, required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--record", type=Path, required=True)
-    parser.add_argument("--seed", type=int, default=42)
-    args = parser.parse_args()
-    runkit.check_unique_stems(args.test)
+    args = runkit.parse_run_args(__doc__.splitlines()[0])
     started = time.perf_counter()
 
     import keras
