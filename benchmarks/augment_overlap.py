@@ -18,9 +18,9 @@ from typing import Any
 import torch
 from common import emit, environment
 
-from biounet.config import TrainConfig
-from biounet.device import resolve_precision
-from biounet.train import TileSampler, _new_state, prepare_samples, select_samples, train_step
+from biounet.core.device import resolve_precision
+from biounet.training.config import TrainConfig
+from biounet.training.train import TileSampler, _new_state, prepare_samples, select_samples, train_step
 
 
 def steps_per_second(sampler: TileSampler, step: Any, steps: int, *, thread: bool) -> float:

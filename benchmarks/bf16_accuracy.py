@@ -13,8 +13,8 @@ import json
 import numpy as np
 import torch
 
-from biounet.io import normalization_for, open_image
-from biounet.predict import load_predictor, predict_image
+from biounet.data.io import normalization_for, open_image
+from biounet.inference.predict import load_predictor, predict_image
 
 
 def main() -> None:

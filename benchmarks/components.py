@@ -15,13 +15,12 @@ import time
 from collections.abc import Callable
 
 import numpy as np
-
 from common import emit, environment
 
-from biounet.augment import AugmentConfig, sample_window
-from biounet.synthetic import KINDS, make_sample
-from biounet.targets import training_targets
-from biounet.weights import border_weights, separation_borders
+from biounet.core.targets import training_targets
+from biounet.core.weights import border_weights, separation_borders
+from biounet.data.synthetic import KINDS, make_sample
+from biounet.training.augment import AugmentConfig, sample_window
 
 
 def best_of(function: Callable[[], object], repeats: int = 5) -> float:

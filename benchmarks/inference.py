@@ -2,9 +2,9 @@
 
 For each width (the paper's base 64, and base 16) on a ``--size`` x ``--size`` image (default 2048):
 
-* biounet: ``biounet.predict.predict_image`` with a :class:`~biounet.predict.TorchPredictor` (valid
+* biounet: ``biounet.inference.predict.predict_image`` with a :class:`~biounet.inference.predict.TorchPredictor` (valid
   convolutions, seamless overlap-tile), fp32 and bf16. Reports output Mpx/s, the GFLOP/s of the convolutions run
-  (analytic count ``biounet.flops.conv_flops`` per tile times tiles, over the time), that as a fraction of the
+  (analytic count ``biounet.core.flops.conv_flops`` per tile times tiles, over the time), that as a fraction of the
   matmul peak measured in the same process, the peak resident memory, and for bf16 its accuracy against fp32
   (max abs and relative probability error, fraction of pixels with the same arg-max class).
 * MONAI: ``monai.inferers.sliding_window_inference`` (roi 512, overlap 0.25, gaussian and constant blending) with
@@ -37,18 +37,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from common import emit, environment, peak_gflops, peak_rss_mb, reset_peak_rss, synchronize
 
-from biounet.flops import conv_flops
-from biounet.model import ModelConfig, UNet
-from biounet.predict import TorchPredictor, choose_in_tile, predict_image
-from biounet.tiling import count_tiles
+from biounet.core.flops import conv_flops
+from biounet.core.model import ModelConfig, UNet
+from biounet.inference.predict import TorchPredictor, choose_in_tile, predict_image
+from biounet.inference.tiling import count_tiles
 
 ROI, OVERLAP = 512, 0.25
 
@@ -162,7 +162,7 @@ def _monai_windows(size: int) -> int:
 
 def whole_image_flops(config: ModelConfig, size: int) -> float:
     """FLOPs of a ``size``^2 image at the whole-image limit: per-output-pixel FLOPs of a very large tile."""
-    from biounet.model import output_size
+    from biounet.core.model import output_size
 
     tile = 16 * 1024 + 60  # a valid size: the limit to 0.3 %
     return conv_flops(config, tile) / output_size(tile, config.depth) ** 2 * size * size

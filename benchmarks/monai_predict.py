@@ -18,10 +18,10 @@ import numpy as np
 import tifffile
 import torch
 
-from biounet.checkpoint import load_checkpoint
-from biounet.device import autocast
-from biounet.io import normalize
-from biounet.model import ModelConfig, UNet
+from biounet.core.device import autocast
+from biounet.core.model import ModelConfig, UNet
+from biounet.data.checkpoint import load_checkpoint
+from biounet.data.io import normalize
 
 ROI, OVERLAP = 512, 0.25
 

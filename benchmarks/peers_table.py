@@ -8,7 +8,7 @@ Cases (every one the project has with instance truth):
   truth elsewhere. Test: the 5 held-back frames. Frame 067's gold truth labels 3 of its 18 cells, so SEG is pooled
   over all 49 annotated cells (``seg``) and the object scores are over the 4 completely annotated frames, 46 cells
   (``accuracy``, ``f1``), as in the README's DIC-HeLa table.
-- ``nuclei``: touching nuclei from ``biounet.synthetic`` (``cells``): 16 images of 256x256 (seed 0) to train on, 8
+- ``nuclei``: touching nuclei from ``biounet.data.synthetic`` (``cells``): 16 images of 256x256 (seed 0) to train on, 8
   (seed 1, 275 nuclei) to test on, as ``experiments/separation.py``.
 - ``isbi``: ISBI 2012 slices 0-15 to train on, 16-19 to test on; the instances are the connected components
   (4-connectivity) of the non-membrane pixels (label 255).
@@ -200,7 +200,7 @@ def _write(path: Path, array: Any) -> None:
 def _prepare_dic(root: Path) -> None:
     import numpy as np
 
-    from biounet.io import read_image, read_labels
+    from biounet.data.io import read_image, read_labels
 
     data = SHARED_DATA / "DIC-C2DH-HeLa"
     gold = {p.stem.removeprefix("man_seg"): p for p in (data / "01_GT" / "SEG").glob("man_seg*.tif")}
@@ -222,7 +222,7 @@ def _prepare_dic(root: Path) -> None:
 def _prepare_nuclei(root: Path) -> None:
     import numpy as np
 
-    from biounet.synthetic import make_dataset, write_dataset
+    from biounet.data.synthetic import make_dataset, write_dataset
 
     write_dataset(make_dataset("cells", 16, size=(256, 256), rng=0), root / "train")
     for index, sample in enumerate(make_dataset("cells", 8, size=(256, 256), rng=1)):

@@ -2,7 +2,7 @@
 
 Larger tiles recompute less context (the FLOPs per output pixel fall towards the whole-image limit), but on a CPU
 their feature maps (hundreds of MB at the top level) outgrow the caches and the time per FLOP rises. For each
-width and tile side this runs :class:`biounet.predict.TorchPredictor` with its defaults (channels-last, fused,
+width and tile side this runs :class:`biounet.inference.predict.TorchPredictor` with its defaults (channels-last, fused,
 the precision given) on one random tile, once to warm up and then ``--repeats`` times, and reports the fastest
 pass (this 2-core VM's timings vary by 10-15 % from pass to pass).
 
@@ -19,10 +19,10 @@ import numpy as np
 import torch
 from common import emit, environment
 
-from biounet.device import resolve_precision
-from biounet.flops import conv_flops
-from biounet.model import ModelConfig, UNet, output_size
-from biounet.predict import TorchPredictor
+from biounet.core.device import resolve_precision
+from biounet.core.flops import conv_flops
+from biounet.core.model import ModelConfig, UNet, output_size
+from biounet.inference.predict import TorchPredictor
 
 TILES = (572, 892, 1212, 1532, 1852, 2236)
 

@@ -1,9 +1,9 @@
 """Training throughput: steps/s and fraction of the matmul peak at the paper's 572 px tile.
 
 For base 16, 32 and 64 (``--quick``: 16 only), in fp32 and bf16 (autocast), one training step is the forward
-pass of :class:`biounet.model.UNet` (channels_last, train mode, batch 1), the pixel-wise cross-entropy
-(:func:`biounet.loss.weighted_cross_entropy`), the backward pass and a plain Adam step. FLOPs per step are taken
-as 3x the analytic forward count (:func:`biounet.flops.conv_flops`: the backward pass computes the gradients
+pass of :class:`biounet.core.model.UNet` (channels_last, train mode, batch 1), the pixel-wise cross-entropy
+(:func:`biounet.training.loss.weighted_cross_entropy`), the backward pass and a plain Adam step. FLOPs per step are taken
+as 3x the analytic forward count (:func:`biounet.core.flops.conv_flops`: the backward pass computes the gradients
 of both the inputs and the weights, each about one forward); the peak is measured in the same process.
 
 The FLOP count is that of the convolutions only; batch normalisation (the fast recipe's network, ``--batch-norm
@@ -31,9 +31,9 @@ import time
 import torch
 from common import emit, environment, peak_gflops, peak_rss_mb, reset_peak_rss, synchronize
 
-from biounet.flops import conv_flops
-from biounet.loss import weighted_cross_entropy
-from biounet.model import ModelConfig, UNet
+from biounet.core.flops import conv_flops
+from biounet.core.model import ModelConfig, UNet
+from biounet.training.loss import weighted_cross_entropy
 
 
 def convolution_shapes(model: torch.nn.Module, image: torch.Tensor) -> list[tuple[torch.nn.Module, torch.Size]]:

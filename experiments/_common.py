@@ -67,7 +67,7 @@ def instance_scores(pred_dir: Path, truth: dict[str, np.ndarray], partial: froze
     but not for the object scores (every unannotated cell found would count as a false positive) nor the IoU."""
     import tifffile
 
-    from biounet import metrics
+    from biounet.evaluation import metrics
 
     pairs, jaccard, cells, ious = [], 0.0, 0, []
     for stem, true in sorted(truth.items()):

@@ -21,7 +21,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from _common import SHARED_DATA, Timer, biounet, emit, hardware, instance_scores
 
 GOLD = ("002", "005", "021", "031", "033", "034", "039", "054", "067")

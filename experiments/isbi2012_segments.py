@@ -25,12 +25,12 @@ MEASURES = ("pixel_error", "rand_error", "warping_error", "v_rand", "v_info")
 
 
 def post_processing_seconds(pred: Path, model: Path) -> list[float]:
-    """Seconds of :func:`biounet.segments.segments_from_membranes` on each predicted map, with the model's settings
+    """Seconds of :func:`biounet.inference.segments.segments_from_membranes` on each predicted map, with the model's settings
     (the second call of each, so that no compilation or import is counted)."""
     import tifffile
 
-    from biounet.api import instance_settings
-    from biounet.segments import segments_from_membranes
+    from biounet.inference.segments import segments_from_membranes
+    from biounet.inference.settings import instance_settings
 
     _, params = instance_settings(model)
     seconds = []
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="more biounet train flags, space separated")
     parser.add_argument("--skip-training", action="store_true", help="score the model already in --out")
     parser.add_argument("--rechoose", action="store_true",
-                        help="choose the run's segment settings again first (biounet.train.rechoose_post_processing)")
+                        help="choose the run's segment settings again first (biounet.training.train.rechoose_post_processing)")
     args = parser.parse_args()
     run, test = args.out / "run", args.test.split(",")
     train_args = ["train", "--data", str(args.data), "--out", str(run), "--time-budget", args.time_budget,
@@ -65,7 +65,7 @@ def main() -> None:
             biounet(*train_args)
         training_seconds = timer.seconds
     if args.rechoose:
-        from biounet.train import rechoose_post_processing
+        from biounet.training.train import rechoose_post_processing
 
         print(f"segment settings chosen again: {rechoose_post_processing(run)}", file=sys.stderr)
     pred = args.out / "pred"
@@ -81,7 +81,7 @@ def main() -> None:
                                     "--json").stdout)
     mean = scores["mean"]
     seconds = post_processing_seconds(pred, run / "model.pt")
-    from biounet.checkpoint import load_checkpoint
+    from biounet.data.checkpoint import load_checkpoint
 
     model = load_checkpoint(run / "model.pt")
     emit({"experiment": "isbi2012_segments", "test_slices": test,

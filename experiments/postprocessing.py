@@ -1,5 +1,5 @@
 """What the instance post-processing does on held-out frames: pooled SEG for each setting of the grid that the
-training run searches on its validation images (biounet.validation.choose_instance_params), and the setting the
+training run searches on its validation images (biounet.evaluation.validation.choose_instance_params), and the setting the
 run chose. Needs no training: it reads the class labels (and probabilities) that ``biounet predict`` wrote.
 
     python experiments/postprocessing.py --pred runs/dic_hela/pred/plain --model runs/dic_hela/run/model.pt
@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-
 from _common import SHARED_DATA, emit
 
-from biounet import metrics
-from biounet.checkpoint import load_checkpoint
-from biounet.instances import InstanceParams, instances_from_labels, instances_from_probabilities
-from biounet.validation import instance_param_grid
+from biounet.data.checkpoint import load_checkpoint
+from biounet.evaluation import metrics
+from biounet.evaluation.validation import instance_param_grid
+from biounet.inference.instances import InstanceParams, instances_from_labels, instances_from_probabilities
 
 
 def pooled_seg(pred_dir: Path, truth_dir: Path, target: str, params: InstanceParams) -> float:

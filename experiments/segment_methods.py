@@ -5,11 +5,11 @@ chosen on the ``--choose`` slices by the rule ``biounet train`` uses (lowest Ran
 error is within 5 % of the best) and scored on the ``--score`` slices, with its time per slice:
 
 - ``map``: the probability map thresholded at its best level (no segments; the baseline);
-- ``fragments``: the distance-transform watershed alone (:func:`biounet.segments.oversegment`);
+- ``fragments``: the distance-transform watershed alone (:func:`biounet.inference.segments.oversegment`);
 - ``skimage_merge``: its fragments merged by mean boundary probability (scikit-image ``rag_boundary`` and
   ``merge_hierarchical``, thresholds 0.3-0.7);
 - ``gasp_mean``: elf's GASP, average linkage of signed edge weights ``0.5 - p`` (bias as the multicut's);
-- ``multicut``: what biounet uses (:func:`biounet.segments.agglomerate`).
+- ``multicut``: what biounet uses (:func:`biounet.inference.segments.agglomerate`).
 
     python experiments/segment_methods.py --pred runs/isbi2012_segments/pred_all --choose 2,3,11 --score 16,17,18,19
 """
@@ -28,8 +28,8 @@ from _common import SHARED_DATA, emit, hardware
 from PIL import Image
 from scipy import ndimage
 
-from biounet import metrics
-from biounet.segments import SegmentParams, agglomerate, oversegment, require_elf, separate
+from biounet.evaluation import metrics
+from biounet.inference.segments import SegmentParams, agglomerate, oversegment, require_elf, separate
 
 LEVELS = (0.5, 0.7, 0.8, 0.9, 0.95)  # membrane_threshold of separate()
 
@@ -39,13 +39,13 @@ def _skimage_merge(fragments: np.ndarray, prob: np.ndarray, threshold: float) ->
 
     rag = graph.rag_boundary(fragments.astype(np.int64), prob.astype(np.float64))
 
-    def weight(g, src, dst, n):  # noqa: ANN001, ANN202 - scikit-image's callback signature
+    def weight(g, src, dst, n):
         default = {"weight": 1.0, "count": 0}
         a, b = g[src].get(n, default), g[dst].get(n, default)
         count = a["count"] + b["count"]
         return {"count": count, "weight": (a["weight"] * a["count"] + b["weight"] * b["count"]) / max(count, 1)}
 
-    def merge(g, src, dst):  # noqa: ANN001, ANN202
+    def merge(g, src, dst):
         pass
 
     return graph.merge_hierarchical(fragments.astype(np.int64), rag, thresh=threshold, rag_copy=False,
@@ -115,8 +115,7 @@ def main() -> None:
     truth = {name: np.asarray(Image.open(args.data / "train" / "label" / f"{name}.png")) > 0 for name in load}
     choose = {name: load[name] for name in args.choose.split(",")}
     test = {name: load[name] for name in args.score.split(",")}
-    result: dict[str, object] = {"map": {key: float(np.mean([getattr(
-        fn(test[n].astype(np.float64), truth[n]), "error") for n in test])) for key, fn in
+    result: dict[str, object] = {"map": {key: float(np.mean([fn(test[n].astype(np.float64), truth[n]).error for n in test])) for key, fn in
         (("rand_error", metrics.rand_error), ("warping_error", metrics.warping_error),
          ("pixel_error", metrics.pixel_error))}}
     for name, (grid, method) in methods().items():

@@ -2,7 +2,7 @@
 choice on slices left out of training.
 
 For one model's maps (``biounet predict --save-probabilities`` of the validation and test slices), the table of
-every :data:`biounet.validation.SEGMENT_GRID` setting (:func:`biounet.validation.segment_table`) is computed on
+every :data:`biounet.evaluation.validation.SEGMENT_GRID` setting (:func:`biounet.evaluation.validation.segment_table`) is computed on
 both sets; each rule picks a setting on the validation table, and its test scores are printed beside the map's
 (best thresholds) and the best setting on the test slices (an oracle, not a result). Prints JSON.
 
@@ -20,9 +20,9 @@ import tifffile
 from _common import SHARED_DATA, emit, hardware
 from PIL import Image
 
-from biounet import metrics
-from biounet.samples import Sample
-from biounet.validation import segment_table
+from biounet.core.samples import Sample
+from biounet.evaluation import metrics
+from biounet.evaluation.validation import segment_table
 
 Row = tuple[object, dict[str, float]]
 

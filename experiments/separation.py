@@ -1,4 +1,4 @@
-"""Which target separates touching cells within a CPU budget: paper, boundary or distance (biounet.targets).
+"""Which target separates touching cells within a CPU budget: paper, boundary or distance (biounet.core.targets).
 
 For each data set and target: ``biounet train`` for the budget (``--target T``), ``biounet predict --instances``
 on held-out images (the post-processing the run chose on its validation images), then the scores:
@@ -19,7 +19,7 @@ false positive). Prints one JSON line per run, then a summary.
 
 ``--iterations`` gives results that do not depend on what else the machine is doing; ``--time-budget`` is what a
 user types. ``--reuse --rechoose`` scores models already trained into ``--out`` after choosing their
-post-processing again with the current rule (``biounet.train.rechoose_post_processing``).
+post-processing again with the current rule (``biounet.training.train.rechoose_post_processing``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from _common import SHARED_DATA, Timer, biounet, emit, hardware, instance_scores
 
 DIC_HELD_OUT = ("002", "021", "034", "054", "067")
@@ -46,7 +45,7 @@ RECHOOSE = False  # --rechoose: first choose their post-processing again on thei
 def _train(data: list[str], run: Path, target: str, budget: list[str], extra: list[str]) -> float | None:
     if REUSE and (run / "model.pt").exists():
         if RECHOOSE:
-            from biounet.train import rechoose_post_processing
+            from biounet.training.train import rechoose_post_processing
 
             print(f"{run}: post-processing chosen again: {rechoose_post_processing(run)}", file=sys.stderr)
         return None
@@ -73,7 +72,7 @@ def _dic(out: Path, target: str, budget: list[str], extra: list[str]) -> dict[st
 
 
 def _nuclei(out: Path, target: str, budget: list[str], extra: list[str]) -> dict[str, Any]:
-    from biounet.synthetic import make_dataset, write_dataset
+    from biounet.data.synthetic import make_dataset, write_dataset
 
     run = out / f"nuclei_{target}"
     seconds = _train(["--data", "synthetic:cells,n=16,size=256x256,seed=0"], run, target, budget, extra)
@@ -99,7 +98,7 @@ def main() -> None:
                         help="more biounet train flags, space separated")
     parser.add_argument("--reuse", action="store_true", help="score the models already in --out (no training)")
     parser.add_argument("--rechoose", action="store_true",
-                        help="with --reuse: choose their post-processing again (biounet.train.rechoose_post_processing)")
+                        help="with --reuse: choose their post-processing again (biounet.training.train.rechoose_post_processing)")
     args = parser.parse_args()
     global REUSE, RECHOOSE
     REUSE, RECHOOSE = args.reuse, args.rechoose

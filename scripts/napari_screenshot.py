@@ -25,10 +25,10 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication
 
-    from biounet.demo import demo_config
-    from biounet.napari_widgets import SegmentWidget, sample_cells
-    from biounet.synthetic import make_dataset, write_dataset
-    from biounet.train import fit
+    from biounet.data.synthetic import make_dataset, write_dataset
+    from biounet.integrations.demo import demo_config
+    from biounet.integrations.napari import SegmentWidget, sample_cells
+    from biounet.training.train import fit
 
     work = Path(tempfile.mkdtemp(prefix="biounet-screenshot-"))
     data = write_dataset(make_dataset("cells", 12, size=(256, 256), rng=0), work / "data")

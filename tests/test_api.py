@@ -1,4 +1,4 @@
-"""The public Python API (biounet.predict_image, biounet.train, biounet.evaluate) mirrors the command line."""
+"""The public Python API (biounet.predict_image, biounet.training.train, biounet.evaluation.evaluate) mirrors the command line."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 import biounet
 from biounet.cli import main
-from biounet.model import ModelConfig, UNet
+from biounet.core.model import ModelConfig, UNet
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +71,16 @@ def test_train_rejects_unknown_settings_and_bad_budgets(tmp_path):
 
 
 def test_train_and_evaluate_are_callable_modules():
-    import biounet.evaluate
-    import biounet.train
+    import biounet.evaluation.evaluate
+    import biounet.training.train
 
-    assert callable(biounet.train) and biounet.train.fit is not None  # still the module
-    assert biounet.train.__call__.__wrapped__ is biounet.train.train_dataset
-    assert biounet.evaluate.__call__.__wrapped__ is biounet.evaluate.evaluate_folders
+    assert callable(biounet.training.train) and biounet.training.train.fit is not None  # still the module
+    assert biounet.training.train.__call__.__wrapped__ is biounet.training.train.train_dataset
+    assert biounet.evaluation.evaluate.__call__.__wrapped__ is biounet.evaluation.evaluate.evaluate_folders
 
 
 def test_evaluate_is_evaluate_folders(tmp_path):
-    from biounet.evaluate import evaluate_folders
+    from biounet.evaluation.evaluate import evaluate_folders
 
     (tmp_path / "p").mkdir()
     (tmp_path / "t").mkdir()

@@ -1,4 +1,4 @@
-"""Tests for biounet.augment: identities, label sets, seeds, the displacement statistics, reference resampling."""
+"""Tests for biounet.training.augment: identities, label sets, seeds, the displacement statistics, reference resampling."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from biounet.augment import (
+from biounet.training.augment import (
     AugmentConfig,
     augment_sample,
     elastic_deform,

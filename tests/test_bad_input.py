@@ -21,12 +21,12 @@ import tifffile
 import torch
 from PIL import Image
 
-import biounet.io
-import biounet.predict
-from biounet.checkpoint import CHECKSUM_KEY, load_checkpoint, model_payload, save_checkpoint
+import biounet.data.io
+import biounet.inference.predict
 from biounet.cli import main
-from biounet.model import ModelConfig, UNet, nearest_valid_sizes
-from biounet.predict import STAGE_PREFIX
+from biounet.core.model import ModelConfig, UNet, nearest_valid_sizes
+from biounet.data.checkpoint import CHECKSUM_KEY, load_checkpoint, model_payload, save_checkpoint
+from biounet.inference.predict import STAGE_PREFIX
 
 ENOSPC = OSError(errno.ENOSPC, "No space left on device")
 
@@ -116,13 +116,13 @@ def full_disk_at_write(monkeypatch, after: int = 0) -> list[str]:
 
 
 def full_disk_at_bytes(monkeypatch) -> None:
-    """Fail :func:`biounet.io.write_bytes` (checkpoints, exports) half-way with ENOSPC."""
+    """Fail :func:`biounet.data.io.write_bytes` (checkpoints, exports) half-way with ENOSPC."""
 
     def write_all(path, data):
         Path(path).write_bytes(data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(biounet.io, "_write_all", write_all)
+    monkeypatch.setattr(biounet.data.io, "_write_all", write_all)
 
 
 def crafted_tiff(path: Path, side: int = 100_000) -> Path:
@@ -291,10 +291,10 @@ def test_statistics_sample_reads_bounded_blocks(monkeypatch):
             return block
 
     array = np.arange(3000 * 3000, dtype=np.uint32).reshape(3000, 3000) % 251
-    source = biounet.io.ImageSource(Path("big.zarr"), Counting(array.astype(np.uint8)), (1, 3000, 3000, 1),
+    source = biounet.data.io.ImageSource(Path("big.zarr"), Counting(array.astype(np.uint8)), (1, 3000, 3000, 1),
                                     np.dtype(np.uint8), "YX")
-    monkeypatch.setattr(biounet.io, "STATS_BLOCK_BYTES", 100_000)
-    norm = biounet.io.normalization_for(source, 0, "minmax")
+    monkeypatch.setattr(biounet.data.io, "STATS_BLOCK_BYTES", 100_000)
+    norm = biounet.data.io.normalization_for(source, 0, "minmax")
     # step = ceil(sqrt(9e6 / 4e6)) = 2; 100000 // 3000 // 2 * 2 = 32 rows of 3000 bytes per read
     assert max(reads) == 32 * 3000 and norm.offset == (0.0,)
 
@@ -311,7 +311,7 @@ def test_huge_tile_ends_fast_with_a_one_line_error(model, image, out, capsys):
 
 
 def test_tile_too_big_for_memory_names_the_largest_that_fits(model, image, out, capsys, monkeypatch):
-    monkeypatch.setattr(biounet.predict, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(biounet.inference.predict, "available_memory", lambda: 2**30)
     tile = nearest_valid_sizes(100_000, 2, "valid")[1]
     before = snapshot(out)
     line = fails(capsys, ["predict", model, image, "--out", out, "--tile", tile, "--precision", "fp32"], tile,
@@ -323,7 +323,7 @@ def test_tile_too_big_for_memory_names_the_largest_that_fits(model, image, out, 
 
 
 def test_batch_too_big_for_memory_names_the_largest_batch(model, image, out, capsys, monkeypatch):
-    monkeypatch.setattr(biounet.predict, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(biounet.inference.predict, "available_memory", lambda: 2**30)
     before = snapshot(out)
     fails(capsys, ["predict", model, image, "--out", out, "--tile", 1004, "--batch-size", 10_000],
           "batch size 10000", "largest batch size")
@@ -331,7 +331,7 @@ def test_batch_too_big_for_memory_names_the_largest_batch(model, image, out, cap
 
 
 def test_memory_budget_above_the_machine_is_refused(model, image, out, capsys, monkeypatch):
-    monkeypatch.setattr(biounet.predict, "physical_memory", lambda: 2**33)
+    monkeypatch.setattr(biounet.inference.predict, "physical_memory", lambda: 2**33)
     before = snapshot(out)
     fails(capsys, ["predict", model, image, "--out", out, "--memory-budget", "100G"], "memory budget", "8 GiB")
     unchanged(out, before)
@@ -372,7 +372,7 @@ def test_output_folder_under_a_file(model, image, tmp_path, capsys):
 
 def test_read_only_output_folder(model, image, out, capsys, monkeypatch):
     before = snapshot(out)
-    monkeypatch.setattr(biounet.io.os, "access", lambda path, mode: False)  # what EROFS looks like to access()
+    monkeypatch.setattr(biounet.data.io.os, "access", lambda path, mode: False)  # what EROFS looks like to access()
     fails(capsys, ["predict", model, image, "--out", out], out, "not writable")
     monkeypatch.undo()
     unchanged(out, before)
@@ -384,7 +384,7 @@ def test_read_only_at_the_first_write(model, image, out, capsys, monkeypatch):
     def mkdtemp(*args, **kwargs):
         raise OSError(errno.EROFS, "Read-only file system", str(out / ".x"))
 
-    monkeypatch.setattr(biounet.predict.tempfile, "mkdtemp", mkdtemp)
+    monkeypatch.setattr(biounet.inference.predict.tempfile, "mkdtemp", mkdtemp)
     fails(capsys, ["predict", model, image, "--out", out], out, "Read-only file system")
     monkeypatch.undo()
     unchanged(out, before)
@@ -393,7 +393,7 @@ def test_read_only_at_the_first_write(model, image, out, capsys, monkeypatch):
 def test_not_enough_free_disk_space(model, image, out, capsys, monkeypatch):
     import collections
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(biounet.predict.shutil, "disk_usage", lambda path: usage(100, 90, 10))
+    monkeypatch.setattr(biounet.inference.predict.shutil, "disk_usage", lambda path: usage(100, 90, 10))
     before = snapshot(out)
     fails(capsys, ["predict", model, image, "--out", out], out, "free disk space")
     unchanged(out, before)
@@ -440,8 +440,8 @@ def test_full_disk_at_the_instances(model, image, out, capsys, monkeypatch):
 
 def test_nan_network_output_is_an_error_not_background(model, image, out, capsys, monkeypatch):
     before = snapshot(out)
-    real = biounet.predict.TorchPredictor._probabilities
-    monkeypatch.setattr(biounet.predict.TorchPredictor, "_probabilities",
+    real = biounet.inference.predict.TorchPredictor._probabilities
+    monkeypatch.setattr(biounet.inference.predict.TorchPredictor, "_probabilities",
                         lambda self, batch: real(self, batch) * float("nan"))  # what NaN weights would give
     fails(capsys, ["predict", model, image, "--out", out], image, "NaN")
     unchanged(out, before)
@@ -569,7 +569,7 @@ def test_init_cannot_create_the_file(code, reason, out, capsys, monkeypatch):
     def mkstemp(*args, **kwargs):
         raise OSError(code, reason, str(out / ".m.pt.abc.tmp"))
 
-    monkeypatch.setattr(biounet.io.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(biounet.data.io.tempfile, "mkstemp", mkstemp)
     fails(capsys, ["init", "--base-channels", "4", "--depth", "2", "--out", out / "m.pt"], out / "m.pt", reason)
     unchanged(out, before)
 
@@ -612,7 +612,7 @@ def test_export_out_under_a_file(model, out, capsys):
 
 def test_save_checkpoint_error_names_the_file_not_the_temporary(model, out, monkeypatch):
     full_disk_at_bytes(monkeypatch)
-    with pytest.raises(biounet.io.OutputError, match="m.pt: cannot write") as err:
+    with pytest.raises(biounet.data.io.OutputError, match="m.pt: cannot write") as err:
         save_checkpoint(out / "m.pt", load_checkpoint(model))
     assert ".tmp" not in str(err.value)
 
@@ -633,7 +633,7 @@ def test_train_out_under_a_file(tmp_path, capsys):
 
 
 def test_train_out_read_only(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(biounet.io.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(biounet.data.io.os, "access", lambda path, mode: False)
     fails(capsys, ["train", "--data", tmp_path / "no-data-here", "--out", tmp_path / "run"], tmp_path / "run",
           "not writable")
     monkeypatch.undo()

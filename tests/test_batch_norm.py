@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from biounet.model import ModelConfig, UNet
-from biounet.train import recalibrate_batch_norm
+from biounet.core.model import ModelConfig, UNet
+from biounet.training.train import recalibrate_batch_norm
 
 
 @pytest.mark.numerics
@@ -53,7 +53,7 @@ def test_recalibration_leaves_a_network_without_batch_norm_alone(rng):
 @pytest.mark.numerics
 def test_a_batch_norm_network_tiles_seamlessly(rng):
     """In eval mode batch norm is a fixed affine map per channel, so overlap-tile prediction equals one pass."""
-    from biounet.predict import TorchPredictor, predict_image
+    from biounet.inference.predict import TorchPredictor, predict_image
 
     torch.manual_seed(1)
     model = UNet(ModelConfig(depth=2, base_channels=4, batch_norm=True))

@@ -13,14 +13,14 @@ pytest.importorskip("bioimageio.core")
 pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
 
-from bioimageio.core import test_model as bioimageio_test_model  # noqa: E402  (not collected as a test)
-from bioimageio.spec import load_description  # noqa: E402
+from bioimageio.core import test_model as bioimageio_test_model
+from bioimageio.spec import load_description
 
-from biounet.bioimageio import YAML_NAME, export_package  # noqa: E402
-from biounet.checkpoint import model_payload, save_checkpoint  # noqa: E402
-from biounet.cli import main  # noqa: E402
-from biounet.model import ModelConfig, UNet  # noqa: E402
-from biounet.predict import TorchPredictor  # noqa: E402
+from biounet.cli import main
+from biounet.core.model import ModelConfig, UNet
+from biounet.data.checkpoint import model_payload, save_checkpoint
+from biounet.inference.predict import TorchPredictor
+from biounet.integrations.bioimageio import YAML_NAME, export_package
 
 # torch 2.13 deprecates torch.jit.load, which bioimageio.core and this test use to run the TorchScript weights.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")

@@ -1,4 +1,4 @@
-"""Blockwise prediction on Dask (biounet.blockwise): equal to the single-process prediction, restartable, and
+"""Blockwise prediction on Dask (biounet.inference.blockwise): equal to the single-process prediction, restartable, and
 instances merged across block faces."""
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import tifffile
 pytest.importorskip("distributed")
 zarr = pytest.importorskip("zarr")
 
-from biounet.blockwise import (  # noqa: E402
+from conftest import assert_labels_agree_where_decided
+
+from biounet.cli import main
+from biounet.data.synthetic import make_sample
+from biounet.inference.blockwise import (
     block_side,
     instances_blockwise,
     open_client,
     plan_blocks,
     predict_blockwise,
 )
-from biounet.cli import main  # noqa: E402
-from biounet.instances import InstanceParams, instances_from_labels  # noqa: E402
-from biounet.predict import PredictOptions, load_predictor, predict_file  # noqa: E402
-from biounet.synthetic import make_sample  # noqa: E402
-from biounet.tiling import TileGeometry  # noqa: E402
-
-from conftest import assert_labels_agree_where_decided  # noqa: E402
+from biounet.inference.instances import InstanceParams, instances_from_labels
+from biounet.inference.predict import PredictOptions, load_predictor, predict_file
+from biounet.inference.tiling import TileGeometry
 
 TILE = 132  # depth 2: 132 -> 92, step 92
 BLOCK = 184  # two steps: a 512-px image is 3 x 3 blocks

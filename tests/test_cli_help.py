@@ -74,8 +74,8 @@ def test_verbose_and_quiet_after_any_subcommand(argv):
 
 
 def test_choices_come_from_the_library():
-    from biounet.config import LABEL_KINDS
-    from biounet.evaluate import KINDS
+    from biounet.evaluation.evaluate import KINDS
+    from biounet.training.config import LABEL_KINDS
 
     subs = _subcommands(_build_parser())
     choices = {a.dest: a.choices for a in subs["train"]._actions}
@@ -101,10 +101,10 @@ def test_evaluation_kinds_restated_for_start_up_are_the_evaluators():
     import sys
 
     from biounet.cli import EVALUATION_KINDS
-    from biounet.evaluate import KINDS
+    from biounet.evaluation.evaluate import KINDS
 
     assert EVALUATION_KINDS == KINDS
     # building the parser (every command's start-up) does not import the metrics
-    code = "import sys; from biounet.cli import _build_parser; _build_parser(); print('biounet.metrics' in sys.modules)"
+    code = "import sys; from biounet.cli import _build_parser; _build_parser(); print('biounet.evaluation.metrics' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"

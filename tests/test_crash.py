@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biounet.checkpoint import load_checkpoint
+from biounet.data.checkpoint import load_checkpoint
 
 TRAIN = ["train", "--data", "synthetic:cells,n=4,size=96x96,seed=0", "--base-channels", "4", "--depth", "2",
          "--tile", "92", "--iterations", "100", "--val-every", "2", "--precision", "fp32", "--workers", "0",

@@ -1,4 +1,4 @@
-"""Tests for biounet.data: every dataset layout on tiny fixtures, the errors, and the real data when present."""
+"""Tests for biounet.data.datasets: every dataset layout on tiny fixtures, the errors, and the real data when present."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 import tifffile
 from PIL import Image
 
-from biounet.data import (
+from biounet.core.samples import IGNORE, Sample
+from biounet.data.datasets import (
     ISBI_MEMBRANE_CLASS,
     LAYOUTS,
     detect_layout,
@@ -17,8 +18,7 @@ from biounet.data import (
     split_samples,
     unannotated_cells,
 )
-from biounet.io import ImageError
-from biounet.samples import IGNORE, Sample
+from biounet.data.io import ImageError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

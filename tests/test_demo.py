@@ -6,20 +6,20 @@ import numpy as np
 import pytest
 import tifffile
 
-import biounet.demo
-import biounet.train
-from biounet import metrics
-from biounet.demo import DEMO_KIND, DEMO_SIZE, run_demo
-from biounet.synthetic import make_dataset
+import biounet.integrations.demo
+import biounet.training.train
+from biounet.data.synthetic import make_dataset
+from biounet.evaluation import metrics
+from biounet.integrations.demo import DEMO_KIND, DEMO_SIZE, run_demo
 
 
 @pytest.mark.slow
 def test_demo_end_to_end(tmp_path, monkeypatch):
     seen, plotted = [], {}
-    original = biounet.train.prepare_samples
-    monkeypatch.setattr(biounet.train, "prepare_samples", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
-    real_plot = biounet.demo.plot_weight_map
-    monkeypatch.setattr(biounet.demo, "plot_weight_map",
+    original = biounet.training.train.prepare_samples
+    monkeypatch.setattr(biounet.training.train, "prepare_samples", lambda *a, **k: seen.append(original(*a, **k)) or seen[-1])
+    real_plot = biounet.integrations.demo.plot_weight_map
+    monkeypatch.setattr(biounet.integrations.demo, "plot_weight_map",
                         lambda image, instances, classes, weights, path: plotted.update(classes=classes,
                         weights=weights) or real_plot(image, instances, classes, weights, path))
     summary = run_demo(tmp_path / "demo", time_budget_s=3.0, n_train=3, n_test=1, device="cpu")

@@ -10,10 +10,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from biounet.config import TrainConfig
-from biounet.events import StepEvent, ValidationEvent
-from biounet.train import TileSampler, fit, prepare_samples
-from biounet.data import load_dataset
+from biounet.data.datasets import load_dataset
+from biounet.training.config import TrainConfig
+from biounet.training.events import StepEvent, ValidationEvent
+from biounet.training.train import TileSampler, fit, prepare_samples
 
 CONFIG = TrainConfig(data="synthetic:cells,n=4,size=96x96,seed=0", base_channels=4, depth=2, tile=92,
                      batch_size=1, iterations=4, val_every=2, workers=0, lr=3e-3, warmup_steps=1, target="paper")
@@ -51,7 +51,7 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path):
     assert {"last.pt", "model.pt", "config.toml", "metrics.csv"} <= {p.name for p in (tmp_path / "run").iterdir()}
     # and the model moved away from its initialisation
     torch.manual_seed(CONFIG.seed)
-    from biounet.model import UNet
+    from biounet.core.model import UNet
 
     initial = UNet(CONFIG.model_config(1, 2)).state_dict()
     assert any(not torch.equal(initial[k], first[k]) for k in first)

@@ -7,12 +7,11 @@ import json
 import numpy as np
 import pytest
 import tifffile
+from conftest import shared_path
 from PIL import Image
 
 from biounet.cli import main
-from biounet.evaluate import evaluate_folders
-
-from conftest import shared_path
+from biounet.evaluation.evaluate import evaluate_folders
 
 
 def _isbi_truth(tmp_path, rng):

@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from conftest import assert_labels_agree_where_decided
 
-from biounet.checkpoint import model_payload, save_checkpoint
 from biounet.cli import main
-from biounet.export import (
+from biounet.core.model import ModelConfig, UNet, smallest_tile
+from biounet.data.checkpoint import model_payload, save_checkpoint
+from biounet.inference.predict import TorchPredictor, load_predictor, predict_image
+from biounet.integrations.export import (
     OnnxPredictor,
     export_metadata,
     export_model,
     read_metadata,
 )
-from biounet.model import ModelConfig, UNet, smallest_tile
-from biounet.predict import TorchPredictor, load_predictor, predict_image
-
-from conftest import assert_labels_agree_where_decided
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from biounet.flops import conv_costs, conv_flops
-from biounet.model import ModelConfig, UNet
+from biounet.core.flops import conv_costs, conv_flops
+from biounet.core.model import ModelConfig, UNet
 
 
 def test_conv_flops_golden_depth1():

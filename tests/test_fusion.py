@@ -1,17 +1,16 @@
-"""Inference-time fusion (:mod:`biounet.fusion`): the fused network computes what the module computes."""
+"""Inference-time fusion (:mod:`biounet.inference.fusion`): the fused network computes what the module computes."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
-from biounet.device import cpu_has_native_bf16
-from biounet.fusion import FusedUNet, fold_batch_norm, fusion_available
-from biounet.model import ModelConfig, UNet
-from biounet.predict import TorchPredictor
-
 from conftest import assert_labels_agree_where_decided
+
+from biounet.core.device import cpu_has_native_bf16
+from biounet.core.model import ModelConfig, UNet
+from biounet.inference.fusion import FusedUNet, fold_batch_norm, fusion_available
+from biounet.inference.predict import TorchPredictor
 
 pytestmark = [pytest.mark.numerics,
               pytest.mark.skipif(not fusion_available(), reason="this torch build has no oneDNN fused convolution")]
@@ -100,11 +99,11 @@ def test_cli_predict_of_a_trained_model_equals_the_module(tmp_path):
     the CLI) equal the unfused module's on the same checkpoint and image."""
     import tifffile
 
-    from biounet.checkpoint import load_model
     from biounet.cli import main
-    from biounet.io import write_tiff
-    from biounet.predict import PredictOptions, predict_file
-    from biounet.synthetic import make_sample
+    from biounet.data.checkpoint import load_model
+    from biounet.data.io import write_tiff
+    from biounet.data.synthetic import make_sample
+    from biounet.inference.predict import PredictOptions, predict_file
 
     assert main(["train", "--data", "synthetic:cells,n=4,size=96x96", "--out", str(tmp_path / "run"),
                  "--iterations", "4", "--base-channels", "4", "--depth", "2", "--tile", "92", "--batch-norm",

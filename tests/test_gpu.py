@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from biounet.model import ModelConfig, UNet
-from biounet.predict import TorchPredictor, predict_image
+from biounet.core.model import ModelConfig, UNet
+from biounet.inference.predict import TorchPredictor, predict_image
 
 pytestmark = [pytest.mark.gpu, pytest.mark.numerics,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

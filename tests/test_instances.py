@@ -7,11 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from biounet import metrics
-from biounet.instances import (
-    InstanceParams, fill_gaps, instances_from_foreground, instances_from_labels, instances_from_probabilities,
+from biounet.core.targets import training_targets
+from biounet.evaluation import metrics
+from biounet.inference.instances import (
+    InstanceParams,
+    fill_gaps,
+    instances_from_foreground,
+    instances_from_labels,
+    instances_from_probabilities,
 )
-from biounet.targets import training_targets
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

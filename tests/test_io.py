@@ -1,4 +1,4 @@
-"""File stems and atomic writing (biounet.io)."""
+"""File stems and atomic writing (biounet.data.io)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from biounet.checkpoint import save_checkpoint
-from biounet.io import atomic_path, files_by_stem, output_stem, write_text
+from biounet.data.checkpoint import save_checkpoint
+from biounet.data.io import atomic_path, files_by_stem, output_stem, write_text
 
 
 @pytest.mark.parametrize(
@@ -48,19 +48,17 @@ class _WriteFailed(Exception):
 def test_atomic_path_failure_keeps_the_old_target_and_leaves_no_temporary(tmp_path):
     target = tmp_path / "out.txt"
     target.write_text("old")
-    with pytest.raises(_WriteFailed):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half of the new")
-            raise _WriteFailed
+    with pytest.raises(_WriteFailed), atomic_path(target) as tmp:
+        tmp.write_text("half of the new")
+        raise _WriteFailed
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
 def test_atomic_path_failure_without_target_leaves_nothing(tmp_path):
-    with pytest.raises(_WriteFailed):
-        with atomic_path(tmp_path / "new.txt") as tmp:
-            tmp.write_text("partial")
-            raise _WriteFailed
+    with pytest.raises(_WriteFailed), atomic_path(tmp_path / "new.txt") as tmp:
+        tmp.write_text("partial")
+        raise _WriteFailed
     assert list(tmp_path.iterdir()) == []
 
 

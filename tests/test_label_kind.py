@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from biounet.data import (
+from biounet.data.datasets import (
     AUTO_MIN_INSTANCE_IDS,
     LabelKindGuess,
     guess_label_kind,
@@ -161,7 +161,7 @@ def _write_pairs(root: Path, labels: list[np.ndarray]) -> None:
 def test_load_auto_reads_instances_and_logs_the_choice(tmp_path, caplog):
     labels = [_cellpose_style(np.random.default_rng(4)), _napari_style(np.random.default_rng(5))]
     _write_pairs(tmp_path, labels)
-    with caplog.at_level(logging.INFO, logger="biounet.data"):
+    with caplog.at_level(logging.INFO, logger="biounet.data.datasets"):
         samples = load_dataset(tmp_path, label_kind="auto")
     assert "label_kind='auto'" in caplog.text and "read as 'instances'" in caplog.text
     explicit = load_dataset(tmp_path, label_kind="instances")
@@ -173,7 +173,7 @@ def test_load_auto_reads_instances_and_logs_the_choice(tmp_path, caplog):
 
 def test_load_auto_reads_255_masks_as_class_1(tmp_path, caplog):
     _write_pairs(tmp_path, [_disks(255), _disks(1)])
-    with caplog.at_level(logging.INFO, logger="biounet.data"):
+    with caplog.at_level(logging.INFO, logger="biounet.data.datasets"):
         samples = load_dataset(tmp_path, label_kind="auto")
     assert "read as 'classes'" in caplog.text
     for sample, expected in zip(samples, load_dataset(tmp_path, label_kind="classes")):
@@ -203,5 +203,5 @@ def test_load_auto_applies_to_pairs_only():
 
 def test_load_rejects_unknown_label_kind(tmp_path):
     _write_pairs(tmp_path, [_disks(1)])
-    with pytest.raises(ValueError, match=r"label_kind must be one of \('classes', 'instances', 'auto'\)"):
+    with pytest.raises(ValueError, match=r"label_kind must be one of \('auto', 'classes', 'instances'\)"):
         load_dataset(tmp_path, label_kind="guess")

@@ -1,4 +1,4 @@
-"""Tests for biounet.loss: golden values, the ignore label, reductions, errors."""
+"""Tests for biounet.training.loss: golden values, the ignore label, reductions, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from biounet.loss import WeightedCrossEntropy, weighted_cross_entropy
+from biounet.training.loss import WeightedCrossEntropy, weighted_cross_entropy
 
 
 def test_zero_logits_unit_weights_is_ln2():

@@ -1,4 +1,4 @@
-"""Tests for biounet.metrics: hand-computed golden values, a cross-check with scikit-image, error messages."""
+"""Tests for biounet.evaluation.metrics: hand-computed golden values, a cross-check with scikit-image, error messages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import adapted_rand_error
 
-from biounet.metrics import (
+from biounet.core.topology import simple_point_table as _simple_point_table
+from biounet.evaluation.metrics import (
     dice,
     iou,
     pixel_error,
@@ -18,7 +19,6 @@ from biounet.metrics import (
     seg_score,
     warping_error,
 )
-from biounet.topology import simple_point_table as _simple_point_table
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 ISBI_LABEL = SHARED_DATA / "isbi2012" / "train" / "label" / "0.png"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from biounet.model import (
+from biounet.core.model import (
     ModelConfig,
     UNet,
     center_crop,

@@ -39,12 +39,12 @@ VIRTUAL_DISPLAY = _start_virtual_display()
 napari = pytest.importorskip("napari")
 pytest.importorskip("magicgui")
 
-import biounet  # noqa: E402
-from biounet.checkpoint import model_payload, save_checkpoint  # noqa: E402
-from biounet.instances import instances_from_foreground  # noqa: E402
-from biounet.io import normalize  # noqa: E402
-from biounet.model import ModelConfig, UNet  # noqa: E402
-from biounet.napari_widgets import SegmentWidget, TrainWidget, sample_cells  # noqa: E402
+import biounet
+from biounet.core.model import ModelConfig, UNet
+from biounet.data.checkpoint import model_payload, save_checkpoint
+from biounet.data.io import normalize
+from biounet.inference.instances import instances_from_foreground
+from biounet.integrations.napari import SegmentWidget, TrainWidget, sample_cells
 
 MANIFEST = Path(biounet.__file__).parent / "napari.yaml"
 
@@ -120,7 +120,7 @@ def test_manifest_validates_and_its_commands_import():
     manifest = npe2.PluginManifest.from_file(MANIFEST)
     manifest.validate_imports()
     assert manifest.name == "biounet"
-    assert {w.command for w in manifest.contributions.widgets} == {"biounet.segment", "biounet.train"}
+    assert {w.command for w in manifest.contributions.widgets} == {"biounet.segment", "biounet.training.train"}
     assert [s.key for s in manifest.contributions.sample_data] == ["cells"]
 
 
@@ -217,7 +217,7 @@ def test_train_widget_refuses_an_empty_labels_layer(viewer, tmp_path):
 
 def test_train_widget_fine_tunes_a_trained_model(viewer, tmp_path):
     """With a model file the run starts from its weights, keeping its network (the width field is ignored)."""
-    from biounet.checkpoint import load_checkpoint
+    from biounet.data.checkpoint import load_checkpoint
 
     torch.manual_seed(0)
     start = save_checkpoint(tmp_path / "start.pt", model_payload(UNet(ModelConfig(base_channels=4)),

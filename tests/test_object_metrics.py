@@ -1,13 +1,12 @@
-"""Tests for the object-level scores of biounet.metrics: hand-computed golden cases, matching invariants, errors."""
+"""Tests for the object-level scores of biounet.evaluation.metrics: hand-computed golden cases, matching invariants, errors."""
 
 from __future__ import annotations
-
 
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 
-from biounet.metrics import (
+from biounet.evaluation.metrics import (
     OBJECT_IOU_THRESHOLDS,
     ObjectScores,
     dataset_object_scores,

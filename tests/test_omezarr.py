@@ -10,9 +10,16 @@ import tifffile
 import zarr
 
 from biounet.cli import main
-from biounet.io import ImageError, open_image
-from biounet.omezarr import (
-    LabelImageWriter, LabelLayout, NgffError, PixelSize, PlaneStack, is_omezarr, ome_tiff_pixel_size, open_ngff,
+from biounet.data.io import ImageError, open_image
+from biounet.data.omezarr import (
+    LabelImageWriter,
+    LabelLayout,
+    NgffError,
+    PixelSize,
+    PlaneStack,
+    is_omezarr,
+    ome_tiff_pixel_size,
+    open_ngff,
 )
 
 PIXEL_UM = 0.5
@@ -154,9 +161,8 @@ def test_plain_tiff_outputs_stay_plain(model_path, tmp_path, rng):
 
 def test_label_writer_leaves_nothing_behind_on_error(tmp_path):
     layout = LabelLayout(("y", "x"), (8, 8), (1.0, 1.0), (None, None))
-    with pytest.raises(RuntimeError, match="boom"):
-        with LabelImageWriter(layout, np.uint8, out=tmp_path / "x.zarr"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), LabelImageWriter(layout, np.uint8, out=tmp_path / "x.zarr"):
+        raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -176,7 +182,7 @@ def test_instances_go_beside_the_class_labels_in_the_image(model_path, tmp_path,
     instances = open_ngff(path / "labels" / "biounet_instances")
     assert classes.shape == instances.array.shape == (2, 60, 70)
     assert instances.scale == (2.0, PIXEL_UM, PIXEL_UM)
-    from biounet.instances import instances_from_labels
+    from biounet.inference.instances import instances_from_labels
 
     for z in range(2):  # the init model's checkpoint names no target: defaults, as for TIFF outputs
         np.testing.assert_array_equal(instances.array[z], instances_from_labels(classes[z]))

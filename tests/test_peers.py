@@ -16,11 +16,11 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS / "peers")]
 
-import cellpose_run  # noqa: E402
-import peers  # noqa: E402
-import peers_table  # noqa: E402
-import runkit  # noqa: E402
-import stardist_run  # noqa: E402
+import cellpose_run
+import peers
+import peers_table
+import runkit
+import stardist_run
 
 
 @pytest.mark.parametrize("module", [peers, runkit, peers_table, stardist_run, cellpose_run])
@@ -210,7 +210,7 @@ def test_read_image_rejects_stacks_and_unknown_suffixes(tmp_path):
 
 
 def test_write_instances_is_int32_and_readable_by_evaluate(tmp_path):
-    from biounet.evaluate import evaluate_folders
+    from biounet.evaluation.evaluate import evaluate_folders
 
     truth = np.zeros((6, 6), np.uint16)
     truth[1:3, 1:3], truth[3:5, 3:5] = 1, 2

@@ -1,4 +1,4 @@
-"""Prediction from files: output names and their collisions (biounet.predict)."""
+"""Prediction from files: output names and their collisions (biounet.inference.predict)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from biounet.evaluate import find_predictions
-from biounet.model import ModelConfig, UNet
-from biounet.predict import PredictOptions, TorchPredictor, check_output_stems, predict_file
+from biounet.core.model import ModelConfig, UNet
+from biounet.evaluation.evaluate import find_predictions
+from biounet.inference.predict import PredictOptions, TorchPredictor, check_output_stems, predict_file
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from biounet.cli import _build_parser, main
-from biounet.model import ModelConfig, UNet
-from biounet.predict import (
+from biounet.core.model import ModelConfig, UNet
+from biounet.inference.predict import (
     MEMORY_CAP,
     MEMORY_FLOOR,
     TorchPredictor,
@@ -82,7 +82,7 @@ def test_bf16_tiles_are_estimated_at_half_the_bytes_and_grow():
 
 
 def test_cpu_tiles_stop_at_the_cap_even_where_one_tile_would_cover(predictor):
-    from biounet.predict import MAX_AUTO_TILE, max_auto_tile
+    from biounet.inference.predict import MAX_AUTO_TILE, max_auto_tile
 
     assert max_auto_tile(predictor) == MAX_AUTO_TILE["cpu"] < MAX_AUTO_TILE["cuda"]
     ample = 2**40

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
-
 from cells_folder import write_cells_folder
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,12 +1,12 @@
-"""Figures and the HTML report (biounet.report)."""
+"""Figures and the HTML report (biounet.evaluation.report)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from biounet.report import plot_weight_map
-from biounet.weights import separation_borders, weight_map
+from biounet.core.weights import separation_borders, weight_map
+from biounet.evaluation.report import plot_weight_map
 
 
 def test_plot_weight_map_writes_png(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from matplotlib.path import Path as PolygonPath
 
-from biounet.rois import instance_outlines, write_roi_zip
+from biounet.data.rois import instance_outlines, write_roi_zip
 
 
 def _cells() -> np.ndarray:

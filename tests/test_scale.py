@@ -9,14 +9,14 @@ import pytest
 import tifffile
 import torch
 
-from biounet.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from biounet.cli import main
-from biounet.config import TrainConfig, resolve_pixel_size
-from biounet.io import normalize, write_tiff
-from biounet.model import ModelConfig, UNet
-from biounet.omezarr import PixelSize
-from biounet.predict import PredictOptions, load_predictor, predict_files, predict_image
-from biounet.scale import common_pixel_size, micrometres, parse_pixel_size, resample, scaled_shape, zoom_factors
+from biounet.core.model import ModelConfig, UNet
+from biounet.data.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from biounet.data.io import normalize, write_tiff
+from biounet.data.omezarr import PixelSize
+from biounet.data.scale import common_pixel_size, micrometres, parse_pixel_size, resample, scaled_shape, zoom_factors
+from biounet.inference.predict import PredictOptions, load_predictor, predict_files, predict_image
+from biounet.training.config import TrainConfig, resolve_pixel_size
 
 MODEL_UM = 0.5
 

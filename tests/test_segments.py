@@ -1,4 +1,4 @@
-"""Segments of membrane maps (biounet.segments): known answers on synthetic maps, topology, tile-size independence,
+"""Segments of membrane maps (biounet.inference.segments): known answers on synthetic maps, topology, tile-size independence,
 and the V_rand / V_info measures they are scored by, against scikit-image."""
 
 from __future__ import annotations
@@ -10,11 +10,16 @@ import pytest
 from scipy import ndimage
 from skimage.metrics import adapted_rand_error, variation_of_information
 
-from biounet.metrics import info_scores, rand_scores
-from biounet.segments import (
-    SegmentParams, agglomerate, require_elf, segments_from_membranes, separate, thin_boundaries,
+from biounet.evaluation.metrics import info_scores, rand_scores
+from biounet.evaluation.validation import SEGMENT_GRID
+from biounet.inference.segments import (
+    SegmentParams,
+    agglomerate,
+    require_elf,
+    segments_from_membranes,
+    separate,
+    thin_boundaries,
 )
-from biounet.validation import SEGMENT_GRID
 
 pytest.importorskip("elf.segmentation", reason="the segments extra (python-elf) is not installed")
 
@@ -100,8 +105,8 @@ def test_separate_widens_boundaries_to_the_map_and_keeps_the_segments(rng):
 @pytest.fixture(scope="module")
 def membrane_model(tmp_path_factory) -> Path:
     """A small network trained on synthetic membranes (60 steps): its run chose segment settings."""
-    from biounet.config import TrainConfig
-    from biounet.train import fit
+    from biounet.training.config import TrainConfig
+    from biounet.training.train import fit
 
     run = tmp_path_factory.mktemp("membranes") / "run"
     fit(TrainConfig(data="synthetic:membranes,n=6,size=128x128,seed=0", base_channels=8, depth=2, tile=124,
@@ -111,7 +116,7 @@ def membrane_model(tmp_path_factory) -> Path:
 
 
 def test_the_run_stores_segment_settings_chosen_on_its_validation_images(membrane_model):
-    from biounet.checkpoint import load_checkpoint
+    from biounet.data.checkpoint import load_checkpoint
 
     payload = load_checkpoint(membrane_model)
     assert payload["task"] == "membranes"
@@ -121,8 +126,8 @@ def test_the_run_stores_segment_settings_chosen_on_its_validation_images(membran
 
 
 def test_segments_do_not_depend_on_the_tile_size(membrane_model):
-    from biounet.predict import load_predictor, predict_image
-    from biounet.synthetic import make_sample
+    from biounet.data.synthetic import make_sample
+    from biounet.inference.predict import load_predictor, predict_image
 
     predictor = load_predictor(membrane_model, device="cpu", precision="fp32")
     image = make_sample("membranes", size=(300, 410), rng=5).image[..., 0]
@@ -136,8 +141,8 @@ def test_segments_do_not_depend_on_the_tile_size(membrane_model):
 
 def _write_isbi_like(folder: Path, n: int) -> tuple[list[Path], Path]:
     """Synthetic membrane images (TIFF) and their truth as ISBI labels (255 = cell, 0 = membrane)."""
-    from biounet.io import write_tiff
-    from biounet.synthetic import make_sample
+    from biounet.data.io import write_tiff
+    from biounet.data.synthetic import make_sample
 
     (folder / "images").mkdir(parents=True)
     (folder / "truth").mkdir()
@@ -157,8 +162,8 @@ def test_predict_instances_of_a_membrane_model_writes_its_segments_and_evaluate_
 
     import tifffile
 
-    from biounet.checkpoint import load_checkpoint
     from biounet.cli import main
+    from biounet.data.checkpoint import load_checkpoint
 
     images, truth_dir = _write_isbi_like(tmp_path, 2)
     out = tmp_path / "out"
@@ -188,8 +193,8 @@ def test_predict_instances_of_a_membrane_model_writes_its_segments_and_evaluate_
 def test_segments_are_refused_clearly_where_they_cannot_be_made(membrane_model, tmp_path, capsys, monkeypatch):
     import sys
 
-    from biounet.checkpoint import load_checkpoint, save_checkpoint
     from biounet.cli import main
+    from biounet.data.checkpoint import load_checkpoint, save_checkpoint
 
     images, _ = _write_isbi_like(tmp_path, 1)
     classes_model = tmp_path / "classes.pt"

@@ -1,4 +1,4 @@
-"""Tests for biounet.synthetic: shapes, exact labels, reproducibility, touching cells and the pairs writer."""
+"""Tests for biounet.data.synthetic: shapes, exact labels, reproducibility, touching cells and the pairs writer."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from skimage import measure
 
-from biounet.data import load_dataset
-from biounet.io import PERCENTILES
-from biounet.samples import IGNORE, Sample
-from biounet.synthetic import KINDS, make_dataset, make_sample, write_dataset
+from biounet.core.samples import IGNORE, Sample
+from biounet.data.datasets import load_dataset
+from biounet.data.io import PERCENTILES
+from biounet.data.synthetic import KINDS, make_dataset, make_sample, write_dataset
 
 
 def _touching_pairs(instances: np.ndarray) -> set[tuple[int, int]]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from biounet import config as config_module
-from biounet.config import CELL_TARGET_SCORES, TrainConfig, cell_target_for, resolve_target
+from biounet.training import config as config_module
+from biounet.training.config import CELL_TARGET_SCORES, TrainConfig, cell_target_for, resolve_target
 
 
 @pytest.fixture

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from biounet.targets import (
-    BOUNDARY_CLASS, IGNORE, boundary_band, cell_distance, class_frequencies, task_of, training_targets,
+from biounet.core.targets import (
+    BOUNDARY_CLASS,
+    IGNORE,
+    boundary_band,
+    cell_distance,
+    class_frequencies,
+    task_of,
+    training_targets,
 )
 
 

@@ -4,10 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from biounet.model import ModelConfig, UNet, nearest_valid_sizes
-from biounet.predict import TorchPredictor, check_in_tile, predict_image
-from biounet.tiling import TileGeometry, mirror_indices, padded_extent, predict_tiled, read_mirrored, tile_starts
-from biounet.tta import dihedral
+from biounet.core.model import ModelConfig, UNet, nearest_valid_sizes
+from biounet.inference.predict import TorchPredictor, check_in_tile, predict_image
+from biounet.inference.tiling import (
+    TileGeometry,
+    mirror_indices,
+    padded_extent,
+    predict_tiled,
+    read_mirrored,
+    tile_starts,
+)
+from biounet.inference.tta import dihedral
 
 
 def whole_image_pass(model: UNet, image: np.ndarray, geometry: TileGeometry) -> np.ndarray:
@@ -59,7 +66,7 @@ def test_tile_larger_than_image(small_models, rng):
 
 def test_auto_tile_covers_small_image_in_one_tile(small_models, rng):
     predictor = TorchPredictor(small_models[1])
-    from biounet.predict import choose_in_tile
+    from biounet.inference.predict import choose_in_tile
 
     tile = choose_in_tile(predictor, (37, 53))
     assert predictor.geometry(tile).out_tile >= 53

@@ -7,13 +7,13 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 
-from biounet.augment import AugmentConfig
-from biounet.checkpoint import load_checkpoint
 from biounet.cli import main
-from biounet.samples import IGNORE, Sample
-from biounet.config import TrainConfig, config_toml, read_config_toml
-from biounet.events import StepEvent, ValidationEvent
-from biounet.train import fit, learning_rate, prepare_samples
+from biounet.core.samples import IGNORE, Sample
+from biounet.data.checkpoint import load_checkpoint
+from biounet.training.augment import AugmentConfig
+from biounet.training.config import TrainConfig, config_toml, read_config_toml
+from biounet.training.events import StepEvent, ValidationEvent
+from biounet.training.train import fit, learning_rate, prepare_samples
 
 TINY = TrainConfig(data="synthetic:cells,n=6,size=96x96,seed=0", base_channels=4, depth=2, tile=92, batch_size=2,
                    iterations=8, val_every=4, workers=0, lr=3e-3, warmup_steps=2)
@@ -53,8 +53,8 @@ def test_run_directory_contents(tmp_path):
     assert model["class_names"] == ["background", "interior", "boundary"]
     assert set(model["instance_params"]) == {"min_size_px", "seed_threshold", "watershed"}
     # choosing again on the same validation images gives the same post-processing back
-    from biounet.checkpoint import save_checkpoint
-    from biounet.train import rechoose_post_processing
+    from biounet.data.checkpoint import save_checkpoint
+    from biounet.training.train import rechoose_post_processing
 
     chosen = model["instance_params"]
     save_checkpoint(tmp_path / "run" / "model.pt", {**model, "instance_params": {"min_size_px": 999}})
@@ -204,8 +204,8 @@ def test_cli_train_then_predict(tmp_path, capsys):
     assert "model.pt" in capsys.readouterr().out
     config = read_config_toml(tmp_path / "run" / "config.toml")
     assert (config.base_channels, config.iterations, config.recipe) == (4, 4, "fast")
-    from biounet.synthetic import make_sample
-    from biounet.io import write_tiff
+    from biounet.data.io import write_tiff
+    from biounet.data.synthetic import make_sample
 
     write_tiff(tmp_path / "img.tif", make_sample("cells", size=(60, 70), rng=5).image[..., 0])
     assert main(["predict", str(tmp_path / "run" / "model.pt"), str(tmp_path / "img.tif"), "--out",
@@ -273,7 +273,7 @@ def test_exclude_holds_images_out(tmp_path):
 
 
 def test_many_label_values_are_flagged(tmp_path, caplog):
-    from biounet.synthetic import make_dataset, write_dataset
+    from biounet.data.synthetic import make_dataset, write_dataset
 
     data = write_dataset(make_dataset("cells", 2, size=(200, 200), rng=0), tmp_path / "data")  # instance ids
     with caplog.at_level("WARNING"):  # label_kind="auto" (the default) would read them as instances
@@ -286,8 +286,8 @@ def test_many_label_values_are_flagged(tmp_path, caplog):
 def test_distance_model_tiles_seamlessly(rng):
     import torch
 
-    from biounet.model import ModelConfig, UNet
-    from biounet.predict import TorchPredictor, predict_image
+    from biounet.core.model import ModelConfig, UNet
+    from biounet.inference.predict import TorchPredictor, predict_image
 
     torch.manual_seed(0)
     model = UNet(ModelConfig(depth=2, base_channels=4, distance_channels=1))
@@ -338,7 +338,7 @@ def test_fine_tuning_starts_from_the_trained_weights(tmp_path):
 def test_sparse_annotation_with_an_ignore_label(tmp_path):
     import tifffile
 
-    from biounet.data import load_dataset
+    from biounet.data.datasets import load_dataset
 
     (tmp_path / "images").mkdir()
     (tmp_path / "labels").mkdir()
@@ -359,14 +359,14 @@ def test_compiled_training_steps_learn_what_the_module_learns(tmp_path, monkeypa
     torch = pytest.importorskip("torch")
     from torch._dynamo.utils import counters
 
-    import biounet.train
+    import biounet.training.train
 
     # without dropout, whose random masks torch.compile draws from another stream
     model_config = TrainConfig.model_config
     monkeypatch.setattr(TrainConfig, "model_config", lambda self, *a, **k: replace(model_config(self, *a, **k),
                                                                                    dropout=0.0))
     initial: dict[str, dict[str, torch.Tensor]] = {}
-    new_state = biounet.train._new_state
+    new_state = biounet.training.train._new_state
 
     def recording_initial_weights(config, split, device):
         state = new_state(config, split, device)
@@ -374,7 +374,7 @@ def test_compiled_training_steps_learn_what_the_module_learns(tmp_path, monkeypa
             name: p.detach().clone() for name, p in state.model.named_parameters()}
         return state
 
-    monkeypatch.setattr(biounet.train, "_new_state", recording_initial_weights)
+    monkeypatch.setattr(biounet.training.train, "_new_state", recording_initial_weights)
     # SGD without momentum: each step is linear in the gradient, so a near-zero gradient whose sign flips under
     # float reordering moves its weight by a near-zero amount (Adam moves it by ~lr whatever the gradient's size)
     config = replace(TINY, iterations=3, val_every=3, augment=AugmentConfig.disabled(), batch_norm=True,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from biounet.instances import InstanceParams
-from biounet.samples import IGNORE, Sample
-from biounet.validation import cell_scores, choose_instance_params
+from biounet.core.samples import IGNORE, Sample
+from biounet.evaluation.validation import cell_scores, choose_instance_params
+from biounet.inference.instances import InstanceParams
 
 
 def _sample_with_fragments() -> tuple[np.ndarray, Sample]:

@@ -1,4 +1,4 @@
-"""Tests for biounet.weights: golden values, the fast border term against brute force, errors."""
+"""Tests for biounet.core.weights: golden values, the fast border term against brute force, errors."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from biounet.weights import (
+from biounet.core.weights import (
     BORDER_TRUNCATION,
     border_weights,
     class_balance_weights,

@@ -36,7 +36,6 @@ import time
 from typing import Any
 
 import numpy as np
-
 import runkit
 
 CHANNELS = [0, 0]  # grayscale: the CLI's --chan 0 --chan2 0
@@ -80,7 +79,7 @@ def main() -> None:
     started = time.perf_counter()
 
     import torch
-    from cellpose import dynamics, models, train, utils
+    from cellpose import dynamics, models, train
     from cellpose.version import version as cellpose_version
 
     stems, images, labels = runkit.read_pairs(args.data)

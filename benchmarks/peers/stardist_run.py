@@ -29,7 +29,6 @@ import time
 from typing import Any
 
 import numpy as np
-
 import runkit
 
 N_RAYS, GRID = 32, (2, 2)

@@ -1,3 +1,5 @@
-from biounet.cli import main
 import sys
+
+from biounet.cli import main
+
 sys.exit(main())

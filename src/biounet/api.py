@@ -1,7 +1,7 @@
 """Segmenting an in-memory image as the command line segments a file: :func:`predict_image`.
 
-With ``biounet.train(...)`` (:func:`biounet.train.train_dataset`) and ``biounet.evaluate(...)``
-(:func:`biounet.evaluate.evaluate_folders`) it makes the Python API that mirrors the command line, re-exported
+With ``biounet.train(...)`` (:func:`biounet.training.train.train_dataset`) and ``biounet.evaluate(...)``
+(:func:`biounet.evaluation.evaluate.evaluate_folders`) it makes the Python API that mirrors the command line, re-exported
 lazily by :mod:`biounet`, so ``import biounet`` stays light::
 
     import biounet
@@ -13,17 +13,18 @@ lazily by :mod:`biounet`, so ``import biounet`` stays light::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from biounet.data.io import label_dtype
+from biounet.inference.settings import instance_settings
+from biounet.training.config import parse_duration
+
 if TYPE_CHECKING:
-    from biounet.instances import InstanceParams
-    from biounet.model import UNet
-    from biounet.predictor import Predictor
-    from biounet.segments import SegmentParams
+    from biounet.core.model import UNet
+    from biounet.inference.predictor import Predictor
 
 OUTPUTS: tuple[str, ...] = ("probabilities", "labels", "instances")
 
@@ -44,7 +45,7 @@ def predict_image(
     Parameters
     ----------
     model : path, UNet or Predictor
-        A checkpoint (``model.pt``) or ONNX export, or a loaded network (a bare :class:`~biounet.model.UNet`
+        A checkpoint (``model.pt``) or ONNX export, or a loaded network (a bare :class:`~biounet.core.model.UNet`
         is given ``percentile`` input normalisation).
     image : (H, W) or (H, W, C) ndarray
         Raw pixels, any numeric dtype; normalised as the model's checkpoint says.
@@ -67,9 +68,9 @@ def predict_image(
     ValueError
         On an unknown ``output``, an image that is not 2-D/3-D, a channel count the model does not take, NaN/Inf.
     """
-    from biounet.instances import InstanceParams, instances_from_outputs
-    from biounet.io import normalize
-    from biounet.predict import predict_image as predict_probabilities
+    from biounet.data.io import normalize
+    from biounet.inference.instances import InstanceParams, instances_from_outputs
+    from biounet.inference.predict import predict_image as predict_probabilities
 
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
@@ -79,7 +80,7 @@ def predict_image(
     if output == "probabilities":
         return probabilities
     classes = probabilities[: predictor.num_classes]  # a distance model's last channel is its distance map
-    labels = classes.argmax(axis=0).astype(np.uint8 if classes.shape[0] <= 256 else np.uint16)
+    labels = classes.argmax(axis=0).astype(label_dtype(classes.shape[0]))
     if output == "labels":
         return labels
     target, params = instance_settings(model) if isinstance(model, (str, os.PathLike)) else (None, InstanceParams())
@@ -87,10 +88,10 @@ def predict_image(
 
 
 def _as_predictor(model: Any, *, device: str, precision: str, tta: bool) -> Predictor:
-    from biounet.device import resolve_device, resolve_precision
-    from biounet.model import UNet
-    from biounet.predict import TorchPredictor, load_predictor
-    from biounet.predictor import Predictor
+    from biounet.core.device import resolve_device, resolve_precision
+    from biounet.core.model import UNet
+    from biounet.inference.predict import TorchPredictor, load_predictor
+    from biounet.inference.predictor import Predictor
 
     if isinstance(model, Predictor):
         return model
@@ -103,36 +104,4 @@ def _as_predictor(model: Any, *, device: str, precision: str, tta: bool) -> Pred
     raise TypeError(f"model must be a checkpoint path, a UNet or a Predictor, got {type(model).__name__}")
 
 
-def instance_settings(model_path: str | os.PathLike[str]) -> tuple[str | None, InstanceParams | SegmentParams]:
-    """The post-processing stored in a checkpoint (:func:`biounet.instances.post_processing_of`; None and
-    defaults for ONNX models)."""
-    from biounet.checkpoint import load_checkpoint
-    from biounet.instances import InstanceParams, post_processing_of
-
-    if Path(model_path).suffix.lower() == ".onnx":
-        return None, InstanceParams()
-    return post_processing_of(load_checkpoint(Path(model_path)), str(model_path))
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90``, ``90s``, ``15m``, ``1.5h`` or ``1h30m``.
-
-    >>> parse_duration("1h30m"), parse_duration("90")
-    (5400.0, 90.0)
-
-    Raises
-    ------
-    ValueError
-        If ``text`` is not such a duration, or is zero.
-    """
-    import re
-
-    cleaned = text.strip().lower()
-    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?", cleaned)
-    if not cleaned or parts is None:
-        raise ValueError(f"must be a duration such as 90s, 15m or 1h, got {text!r}")
-    hours, minutes, seconds = (float(p) if p else 0.0 for p in parts.groups())
-    value = hours * 3600 + minutes * 60 + seconds
-    if value <= 0:
-        raise ValueError(f"must be a positive duration, got {text!r}")
-    return value
+__all__ = ["OUTPUTS", "instance_settings", "parse_duration", "predict_image"]

@@ -20,7 +20,7 @@ logger = logging.getLogger("biounet")
 
 EXIT_USAGE = 2
 EVALUATION_KINDS = ("isbi2012", "ctc", "instances", "binary")
-"""``evaluate --kind`` choices: :data:`biounet.evaluate.KINDS`, restated so that building the parser does not
+"""``evaluate --kind`` choices: :data:`biounet.evaluation.evaluate.KINDS`, restated so that building the parser does not
 import the metrics (numba, scipy.optimize: 0.7 s of every command's start-up); a test keeps the two equal."""
 
 
@@ -49,7 +49,7 @@ def _tile(text: str) -> int | None:
 
 def _pixel_size(text: str) -> tuple[float, float]:
     """Parse a pixel size in micrometres: ``0.19`` or ``0.19,0.2`` (y, x)."""
-    from biounet.scale import parse_pixel_size
+    from biounet.data.scale import parse_pixel_size
 
     try:
         return parse_pixel_size(text)
@@ -83,9 +83,9 @@ def _memory(text: str) -> int:
 def _cmd_init(args: argparse.Namespace) -> int:
     import torch
 
-    from biounet.checkpoint import model_payload, save_checkpoint
-    from biounet.io import NORMALIZATIONS
-    from biounet.model import ModelConfig, UNet
+    from biounet.core.model import ModelConfig, UNet
+    from biounet.data.checkpoint import model_payload, save_checkpoint
+    from biounet.data.io import NORMALIZATIONS
 
     if args.normalization not in NORMALIZATIONS:
         raise CliError(f"--normalization must be one of {NORMALIZATIONS}")
@@ -103,7 +103,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 def _check_output_file(path: Path) -> None:
     """Check, creating nothing, that the file ``path`` can be written (its folder exists or can be made)."""
-    from biounet.io import check_creatable_dir
+    from biounet.data.io import check_creatable_dir
 
     if path.is_dir():
         raise CliError(f"{path}: is a directory; give a file name such as model.pt")
@@ -114,7 +114,7 @@ def _check_output_file(path: Path) -> None:
 
 
 def _describe(model: Any) -> str:
-    from biounet.model import count_parameters
+    from biounet.core.model import count_parameters
 
     c = model.config
     return (f"{c.variant} variant, depth {c.depth}, base {c.base_channels}, {c.in_channels} channel(s) in, "
@@ -124,9 +124,9 @@ def _describe(model: Any) -> str:
 def _cmd_info(args: argparse.Namespace) -> int:
     import json
 
-    from biounet.checkpoint import load_checkpoint, model_from_payload
-    from biounet.model import count_parameters, output_size, smallest_tile, valid_input_sizes
-    from biounet.predict import TorchPredictor
+    from biounet.core.model import count_parameters, output_size, smallest_tile, valid_input_sizes
+    from biounet.data.checkpoint import load_checkpoint, model_from_payload
+    from biounet.inference.predict import TorchPredictor
 
     payload = load_checkpoint(args.model)
     model = model_from_payload(payload, args.model)
@@ -160,11 +160,11 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from biounet.api import instance_settings
-    from biounet.instances import needs_probabilities
     from tqdm import tqdm
 
-    from biounet.predict import PredictOptions, load_predictor, predict_files, resolve_memory_budget
+    from biounet.inference.instances import needs_probabilities
+    from biounet.inference.predict import PredictOptions, load_predictor, predict_files, resolve_memory_budget
+    from biounet.inference.settings import instance_settings
 
     inputs = _expand_inputs(args.inputs, args.pattern)
     _check_not_overwriting(inputs, args.out)
@@ -241,7 +241,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _check_segments(target: str | None, args: argparse.Namespace) -> None:
     """Before any pixel is predicted: a membrane model's segments need python-elf and take no ``--watershed``."""
-    from biounet.instances import MEMBRANES
+    from biounet.inference.instances import MEMBRANES
 
     if target != MEMBRANES:
         return
@@ -251,7 +251,7 @@ def _check_segments(target: str | None, args: argparse.Namespace) -> None:
     if args.watershed:
         raise CliError("--watershed splits the cells of a cell model; a membrane model's segments are agglomerated "
                        "from its membrane map (leave --watershed out)")
-    from biounet.segments import require_elf
+    from biounet.inference.segments import require_elf
 
     try:
         require_elf()
@@ -275,11 +275,11 @@ def _scale_note(image_um: tuple[float, float], model_um: tuple[float, float], zo
 
 
 def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
-    """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.blockwise`)."""
+    """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.inference.blockwise`)."""
     import dataclasses
 
-    from biounet.api import instance_settings
-    from biounet.blockwise import open_client, predict_blockwise
+    from biounet.inference.blockwise import open_client, predict_blockwise
+    from biounet.inference.settings import instance_settings
 
     if args.compile:
         raise CliError("--compile is not supported with --dask")
@@ -304,17 +304,17 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
 
 def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path], options: Any) -> list[Path]:
     """OME-Zarr inputs (labels into the image's ``labels/`` group) and ``--out x.zarr`` (a new OME-Zarr) go
-    through :mod:`biounet.predict_omezarr`; returns the other inputs, for the output folder."""
-    from biounet.api import instance_settings
-    from biounet.omezarr import is_omezarr
+    through :mod:`biounet.inference.predict_omezarr`; returns the other inputs, for the output folder."""
+    from biounet.data.omezarr import is_omezarr
+    from biounet.inference.settings import instance_settings
 
     zarr_out = args.out.suffix.lower() == ".zarr"
     if zarr_out and len(inputs) > 1:
         raise ValueError(f"--out {args.out} is one OME-Zarr image; give one input, or an output folder")
     ome = [p for p in inputs if zarr_out or is_omezarr(p)]
     if ome:
-        from biounet.io import check_writable_dir
-        from biounet.predict_omezarr import predict_to_omezarr
+        from biounet.data.io import check_writable_dir
+        from biounet.inference.predict_omezarr import predict_to_omezarr
 
         if not zarr_out:
             check_writable_dir(args.out)  # created, as for any predict, though the labels go into the image
@@ -330,9 +330,9 @@ def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path
 def _expand_inputs(inputs: Sequence[Path], pattern: str | None) -> list[Path]:
     """The input images: files as given, folders replaced by their image files (or those matching ``pattern``),
     in natural order; a ``.zarr`` folder is one image. Raises on missing paths, empty folders and shared stems."""
-    from biounet.data import natural_key
-    from biounet.io import IMAGE_SUFFIXES
-    from biounet.predict import check_output_stems
+    from biounet.data.datasets import natural_key
+    from biounet.data.io import IMAGE_SUFFIXES
+    from biounet.inference.predict import check_output_stems
 
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
@@ -361,7 +361,7 @@ def _output_names(stem: str) -> tuple[str, ...]:
 
 def _check_not_overwriting(inputs: Sequence[Path], out_dir: Path) -> None:
     """Refuse an output folder where an output would replace one of the inputs (``--out`` = the image folder)."""
-    from biounet.io import open_image, output_stem
+    from biounet.data.io import open_image, output_stem
 
     sources = {p.resolve() for p in inputs}
     for path in inputs:
@@ -373,10 +373,10 @@ def _check_not_overwriting(inputs: Sequence[Path], out_dir: Path) -> None:
 
 
 def _require_roifile() -> None:
-    import importlib.util
+    from biounet.core.extras import available, missing_message
 
-    if importlib.util.find_spec("roifile") is None:
-        raise CliError("--save-rois needs the roifile package: pip install 'biounet[fiji]' (or pip install roifile)")
+    if not available("roifile"):
+        raise CliError(missing_message("roifile", "--save-rois", extra="fiji"))
 
 
 def _count_cells(stack: Any) -> int:
@@ -386,8 +386,8 @@ def _count_cells(stack: Any) -> int:
 
 
 def _write_rois(instances_path: Path, cells: Any) -> Path:
-    from biounet.io import output_stem
-    from biounet.rois import write_roi_zip
+    from biounet.data.io import output_stem
+    from biounet.data.rois import write_roi_zip
 
     stem = output_stem(instances_path).removesuffix("_instances")
     out = instances_path.with_name(f"{stem}_rois.zip")
@@ -397,8 +397,8 @@ def _write_rois(instances_path: Path, cells: Any) -> Path:
 
 def _write_overlays(image_path: Path, labels_path: Path) -> list[Path]:
     """``<stem>_overlay.png`` (``<stem>_z<N>_overlay.png`` per plane of a stack): outlines over the image."""
-    from biounet.io import open_image, output_stem, read_labels
-    from biounet.report import save_outlines
+    from biounet.data.io import open_image, output_stem, read_labels
+    from biounet.evaluation.report import save_outlines
 
     source = open_image(image_path)
     labels = read_labels(labels_path)
@@ -415,7 +415,7 @@ def _write_overlays(image_path: Path, labels_path: Path) -> list[Path]:
 
 def _duration(text: str) -> float:
     """Parse ``90``, ``90s``, ``15m``, ``1.5h`` or ``1h30m`` to seconds (:func:`biounet.api.parse_duration`)."""
-    from biounet.api import parse_duration
+    from biounet.training.config import parse_duration
 
     try:
         return parse_duration(text)
@@ -424,11 +424,11 @@ def _duration(text: str) -> float:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import os
+
     from tqdm import tqdm
 
-    from biounet.autoconfig import resolve_train_config
-
-    import os
+    from biounet.training.autoconfig import resolve_train_config
 
     main_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, only rank 0 reports
     config, notes = resolve_train_config(args)
@@ -436,7 +436,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"biounet train: {note}", file=sys.stderr)
     bar = tqdm(total=config.iterations, unit="step", file=sys.stderr, disable=args.quiet or not main_rank,
                dynamic_ncols=True)
-    from biounet.train import fit
+    from biounet.training.train import fit
 
     try:
         result = fit(config, args.out, resume=args.resume, device=args.device, progress=_train_progress(bar),
@@ -459,7 +459,7 @@ def _score_text(result: Any) -> str:
     rows = [r for r in result.history if "score" in r]
     name = next((k for k in ("seg", "rand_error", "mean_iou", "pixel_error", "foreground_iou")
                  if rows and k in rows[-1] and rows[-1][k] == rows[-1]["score"]), "score")
-    from biounet.validation import HIGHER_IS_BETTER
+    from biounet.evaluation.validation import HIGHER_IS_BETTER
 
     direction = "higher is better" if HIGHER_IS_BETTER.get(name, False) else "lower is better"
     return f"{name} {result.best_score:.4f} ({direction})"
@@ -467,7 +467,7 @@ def _score_text(result: Any) -> str:
 
 def _train_progress(bar: Any) -> Callable[[Any], None]:
     """A progress callback that draws typed training events on a tqdm bar."""
-    from biounet.events import StepEvent, ValidationEvent
+    from biounet.training.events import StepEvent, ValidationEvent
 
     def progress(event: StepEvent | ValidationEvent) -> None:
         if isinstance(event, ValidationEvent):
@@ -492,11 +492,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         _check_output_file(args.out)
     try:
         if args.format == "bioimageio":
-            from biounet.bioimageio import export_checkpoint_package
+            from biounet.integrations.bioimageio import export_checkpoint_package
 
             path = export_checkpoint_package(args.model, args.out, opset=args.opset)
         else:
-            from biounet.export import export_checkpoint
+            from biounet.integrations.export import export_checkpoint
 
             path = export_checkpoint(args.model, args.out, export_format=args.format, opset=args.opset)
     except ModuleNotFoundError as err:
@@ -509,14 +509,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _write_instances(labels_path: Path, probs_path: Path | None, target: str | None, params: Any,
                      watershed: bool) -> tuple[Path, Any]:
     """``<stem>_instances.tif`` from the outputs just written, made the way the model's target asks for
-    (:mod:`biounet.instances`) with the post-processing its training run chose; returns the file and the
+    (:mod:`biounet.inference.instances`) with the post-processing its training run chose; returns the file and the
     instances, ``(Z, H, W)``. A membrane model's ``<stem>.tif`` is rewritten to match its segments (class 1 on
     their 0-valued boundaries)."""
     import numpy as np
     import tifffile
 
-    from biounet.instances import MEMBRANES, instances_from_outputs, needs_probabilities
-    from biounet.io import output_stem, read_labels, write_tiff
+    from biounet.data.io import output_stem, read_labels, write_tiff
+    from biounet.inference.instances import MEMBRANES, instances_from_outputs, needs_probabilities
 
     labels = read_labels(labels_path)
     probs: Any = [None] * len(labels)
@@ -541,7 +541,7 @@ def _write_instances(labels_path: Path, probs_path: Path | None, target: str | N
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from biounet.evaluate import evaluate_folders, format_table
+    from biounet.evaluation.evaluate import evaluate_folders, format_table
 
     result = evaluate_folders(args.pred, args.truth, kind=args.kind, allow_missing=args.allow_missing)
     if args.json:
@@ -562,7 +562,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from biounet.demo import run_demo
+    from biounet.integrations.demo import run_demo
 
     print(f"biounet demo: synthetic touching cells, training a base-16 U-Net for {args.time_budget:.0f} s, "
           f"outputs in {args.out}", file=sys.stderr)
@@ -630,12 +630,12 @@ def _subcommand(sub: Any, name: str, text: str) -> argparse.ArgumentParser:
 
 def _build_parser() -> argparse.ArgumentParser:
     from biounet import __version__
-    from biounet.config import LABEL_KINDS, PRECISIONS, RECIPES, SELECT_BY, TRAIN_TARGETS, TrainConfig
-    from biounet.data import LAYOUTS
-    from biounet.device import PRECISIONS as PREDICT_PRECISIONS
-    from biounet.export import EXPORT_FORMATS
-    from biounet.io import NORMALIZATIONS
-    from biounet.model import PADDINGS, VARIANTS
+    from biounet.core.device import PRECISIONS as PREDICT_PRECISIONS
+    from biounet.core.model import PADDINGS, VARIANTS
+    from biounet.data.datasets import LAYOUTS
+    from biounet.data.io import NORMALIZATIONS
+    from biounet.integrations.export import EXPORT_FORMATS
+    from biounet.training.config import LABEL_KINDS, PRECISIONS, RECIPES, SELECT_BY, TRAIN_TARGETS, TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="biounet", description="U-Net as Ronneberger, Fischer & Brox (2015) describe it.",
@@ -832,7 +832,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 def _check_train_out(args: argparse.Namespace) -> None:
     """Before any data is loaded: the run folder must be a folder, or creatable, and writable."""
-    from biounet.io import check_creatable_dir
+    from biounet.data.io import check_creatable_dir
 
     check_creatable_dir(args.out)
 

@@ -1,0 +1,1 @@
+"""Images, labels and models on disk: TIFF / PNG / zarr / OME-Zarr reading and writing (:mod:`.io`, :mod:`.omezarr`), pixel size, dataset layouts (:mod:`.datasets`), checkpoints, ImageJ ROIs, synthetic cells."""

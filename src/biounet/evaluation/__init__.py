@@ -1,0 +1,1 @@
+"""The challenges' measures (:mod:`.metrics`), evaluation of folders, validation during training, figures."""

@@ -1,0 +1,174 @@
+"""The overlap-tile strategy (paper section 2, Fig. 2): seamless prediction of images of any size.
+
+A network with valid convolutions predicts an ``out_tile`` square from an ``in_tile`` square that carries
+``margin`` pixels of context on each side. The image is cut into tiles whose *outputs* cover it; context missing
+at the image border is mirrored. With max pooling, a tile's output equals the corresponding part of one pass of
+the network over the whole (mirror-padded) image only when tile origins differ by multiples of ``2**depth``
+(PAPER.md section 2), so the tiles step by the largest multiple of ``align = 2**depth`` that fits in ``out_tile``.
+Neighbouring outputs then overlap by a few pixels whose values agree to float rounding.
+
+This module is NumPy only: the network is any callable mapping a float32 batch ``(N, C, in_tile, in_tile)`` to
+``(N, K, out_tile, out_tile)`` class probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+PredictFn = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+ReadFn = Callable[[slice, slice], npt.NDArray[Any]]
+
+
+@dataclass(frozen=True)
+class TileGeometry:
+    """Sizes of one tile: ``in_tile = out_tile + 2 * margin``; tile origins step by ``step`` (a multiple of align)."""
+
+    in_tile: int
+    out_tile: int
+    margin: int
+    align: int
+
+    def __post_init__(self) -> None:
+        if self.in_tile != self.out_tile + 2 * self.margin:
+            raise ValueError(
+                f"in_tile ({self.in_tile}) must equal out_tile ({self.out_tile}) + 2 * margin ({self.margin})"
+            )
+        if self.out_tile < self.align or self.align < 1:
+            raise ValueError(f"out_tile ({self.out_tile}) must be >= align ({self.align}) >= 1")
+
+    @property
+    def step(self) -> int:
+        """Distance between tile origins: the largest multiple of ``align`` not above ``out_tile``."""
+        return self.out_tile // self.align * self.align
+
+
+def tile_starts(length: int, out_tile: int, step: int) -> list[int]:
+    """Origins (in output pixels) of the fewest tiles of size ``out_tile``, stepping by ``step``, covering ``length``.
+
+    The last tile may overhang the image; its overhang is predicted from mirrored context and discarded.
+
+    >>> tile_starts(1000, 388, 384)
+    [0, 384, 768]
+    >>> tile_starts(37, 388, 384)
+    [0]
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    if not 0 < step <= out_tile:
+        raise ValueError(f"step must be in 1..out_tile ({out_tile}), got {step}")
+    starts = [0]
+    while starts[-1] + out_tile < length:
+        starts.append(starts[-1] + step)
+    return starts
+
+
+def mirror_indices(start: int, stop: int, length: int) -> npt.NDArray[np.intp]:
+    """Indices ``start..stop-1`` folded into ``[0, length)`` by mirroring (edge pixel repeated, like ``np.pad``
+    ``mode="symmetric"``); works for any overhang, also larger than ``length``.
+
+    >>> mirror_indices(-3, 6, 4).tolist()
+    [2, 1, 0, 0, 1, 2, 3, 3, 2]
+    """
+    if length < 1:
+        raise ValueError(f"length must be >= 1, got {length}")
+    index = np.mod(np.arange(start, stop), 2 * length)
+    return np.where(index >= length, 2 * length - 1 - index, index).astype(np.intp)
+
+
+def read_mirrored(read: ReadFn, shape: tuple[int, int], top: int, left: int, size: int) -> npt.NDArray[Any]:
+    """Read the ``size`` x ``size`` window at (``top``, ``left``) of an image, mirroring outside its borders.
+
+    ``read(rows, cols)`` returns the raw ``(h, w, C)`` region of the image; only the bounding box of the rows and
+    columns needed is read.
+    """
+    rows = mirror_indices(top, top + size, shape[0])
+    cols = mirror_indices(left, left + size, shape[1])
+    r0, c0 = int(rows.min()), int(cols.min())
+    block = read(slice(r0, int(rows.max()) + 1), slice(c0, int(cols.max()) + 1))
+    return block[np.ix_(rows - r0, cols - c0)]
+
+
+def iter_tiles(shape: tuple[int, int], geometry: TileGeometry) -> Iterator[tuple[int, int]]:
+    """Output-space origins ``(top, left)`` of the tiles covering an image of ``shape``, row by row."""
+    for top in tile_starts(shape[0], geometry.out_tile, geometry.step):
+        for left in tile_starts(shape[1], geometry.out_tile, geometry.step):
+            yield top, left
+
+
+def predict_tiled(
+    read: ReadFn,
+    shape: tuple[int, int],
+    predict: PredictFn,
+    geometry: TileGeometry,
+    *,
+    probabilities: Any | None = None,
+    labels: Any | None = None,
+    batch_size: int = 1,
+    progress: Callable[[int], None] | None = None,
+    label_channels: int | None = None,
+) -> None:
+    """Predict an image of ``shape`` (H, W) tile by tile, writing into the given outputs.
+
+    Parameters
+    ----------
+    read : callable
+        ``read(rows, cols) -> (h, w, C)`` float32 normalised pixels of the image region (see :mod:`biounet.data.io`).
+    shape : (int, int)
+        Image height and width.
+    predict : callable
+        ``(N, C, in_tile, in_tile)`` float32 -> ``(N, K, out_tile, out_tile)`` float32 class probabilities.
+    geometry : TileGeometry
+        Tile sizes; tile origins step by ``geometry.step``.
+    probabilities : array-like (K, H, W), optional
+        Written with the class probabilities (numpy, zarr or any array supporting slice assignment).
+    labels : array-like (H, W), optional
+        Written with the arg-max class of each pixel.
+    batch_size : int
+        Tiles predicted per call of ``predict``.
+    progress : callable, optional
+        Called with the number of tiles finished after each batch.
+    label_channels : int, optional
+        The labels are the arg-max over the first ``label_channels`` channels (the class probabilities of a
+        model that also regresses a distance map); all channels by default.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    height, width = shape
+    m, size = geometry.margin, geometry.in_tile
+    origins = list(iter_tiles(shape, geometry))
+    for first in range(0, len(origins), batch_size):
+        batch_origins = origins[first : first + batch_size]
+        batch = np.stack(
+            [read_mirrored(read, shape, top - m, left - m, size) for top, left in batch_origins]
+        ).transpose(0, 3, 1, 2)
+        probs = predict(np.ascontiguousarray(batch, dtype=np.float32))
+        expected = (len(batch_origins), geometry.out_tile, geometry.out_tile)
+        if probs.ndim != 4 or (probs.shape[0], *probs.shape[2:]) != expected:
+            raise ValueError(f"predict returned shape {probs.shape}, expected (N, K, H, W) with N, H, W = {expected}")
+        for (top, left), tile_probs in zip(batch_origins, probs):
+            h, w = min(geometry.out_tile, height - top), min(geometry.out_tile, width - left)
+            region = (slice(top, top + h), slice(left, left + w))
+            if probabilities is not None:
+                probabilities[(slice(None), *region)] = tile_probs[:, :h, :w]
+            if labels is not None:
+                labels[region] = np.argmax(tile_probs[:label_channels, :h, :w], axis=0).astype(labels.dtype)
+        if progress is not None:
+            progress(len(batch_origins))
+
+
+def count_tiles(shape: tuple[int, int], geometry: TileGeometry) -> int:
+    """Number of tiles :func:`predict_tiled` runs for an image of ``shape``."""
+    return len(tile_starts(shape[0], geometry.out_tile, geometry.step)) * len(
+        tile_starts(shape[1], geometry.out_tile, geometry.step)
+    )
+
+
+def padded_extent(length: int, geometry: TileGeometry) -> int:
+    """Side of the mirror-padded image that one whole-image pass needs to reproduce the tiled result."""
+    starts = tile_starts(length, geometry.out_tile, geometry.step)
+    return starts[-1] + geometry.in_tile

@@ -1,0 +1,402 @@
+"""Export a biounet network as a BioImage Model Zoo (bioimage.io) model package, format 0.5.
+
+The package (a folder, or a ``.zip``) holds ``bioimageio.yaml`` and the files it names:
+
+- weights in three formats: the PyTorch state dict with its architecture (:class:`ProbabilityUNet`, imported from
+  this module, so it needs biounet installed), TorchScript (traced) and ONNX (opset 17). All three map the
+  preprocessed input ``(batch, channel, y, x)`` to class probabilities (softmax over the channel axis included),
+  as ``biounet predict`` writes them to ``<stem>_prob.tif``;
+- the tiling contract: input ``y`` and ``x`` sizes ``min + n * step`` with ``min`` the smallest input the network
+  accepts and ``step = 2**depth`` (``16 n + 188`` for the paper's network; its 572 px tile is n = 24), and output
+  sizes referenced to the input with the valid-convolution offset (``output = input - 184`` for depth 4);
+- preprocessing equal to the checkpoint's intensity normalisation (:func:`preprocessing_for`);
+- a test input (a synthetic image, raw intensities) and the output biounet computes for it, as ``.npy``;
+- a cover (image | prediction) and a README with the contract and how it was made.
+
+``bioimageio.spec`` builds and validates the description; it is an optional dependency, imported when a package is
+written (``pip install 'biounet[bioimageio]'``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from biounet._version import __version__
+from biounet.core.extras import require
+from biounet.core.model import ModelConfig, UNet, output_probabilities, smallest_input_size
+from biounet.data.checkpoint import load_checkpoint, model_from_payload
+from biounet.data.io import NORMALIZATIONS, PERCENTILES, normalize, write_png
+from biounet.inference.exported import ignore_tracer_warnings
+from biounet.inference.predict import TorchPredictor, predict_image
+from biounet.integrations.export import ONNX_OPSET, export_metadata
+
+INPUT_ID, OUTPUT_ID = "raw", "probabilities"
+YAML_NAME = "bioimageio.yaml"
+TEST_IMAGE_MIN_SIDE = 256  # the test input is the smallest valid size at least this large (and at least one tile)
+PAPER_CITATION = ("Ronneberger, O., Fischer, P., Brox, T. (2015). U-Net: Convolutional Networks for Biomedical "
+                  "Image Segmentation. MICCAI 2015, LNCS 9351, 234-241.")
+PAPER_DOI = "10.1007/978-3-319-24574-4_28"
+
+
+class ProbabilityUNet(UNet):
+    """:class:`biounet.core.model.UNet` followed by a softmax over the class axis: the network of a bioimage.io package.
+
+    Built from the fields of a :class:`biounet.core.model.ModelConfig` as keyword arguments (so that a package's
+    ``architecture.kwargs`` can hold them); its state dict has the same keys as the plain ``UNet``'s.
+
+    Examples
+    --------
+    >>> net = ProbabilityUNet(depth=2, base_channels=4).eval()
+    >>> probs = net(torch.zeros(1, 1, 44, 44))
+    >>> tuple(probs.shape), bool(torch.allclose(probs.sum(1), torch.ones(1, 4, 4)))
+    ((1, 2, 4, 4), True)
+    """
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(ModelConfig(**config))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, in_channels, H, W) -> class probabilities (N, num_classes, H', W'), summing to 1 over axis 1
+        (a ``distance`` model's extra channel: its sigmoid, :func:`biounet.core.model.output_probabilities`)."""
+        return output_probabilities(super().forward(x), self.config.num_classes)
+
+
+def preprocessing_for(normalization: str, input_dtype: str) -> list[Any]:
+    """The bioimage.io preprocessing steps that compute biounet's intensity normalisation ``normalization``.
+
+    biounet normalises each plane and channel on its own (:mod:`biounet.data.io`), so statistics are taken per sample
+    and channel over the spatial axes ``y, x``:
+
+    - ``percentile``: ``scale_range`` with percentiles 1 and 99.8 (linear interpolation, as ``np.percentile``);
+    - ``minmax``: ``scale_range`` with percentiles 0 and 100;
+    - ``zscore``: ``zero_mean_unit_variance`` (population standard deviation, as ``np.std``);
+    - ``range``: a fixed ``scale_linear`` from the integer range of ``input_dtype`` to 0..1 (float input: none).
+
+    bioimage.io adds ``eps = 1e-6`` to the divisor where biounet divides exactly (a relative difference of
+    ``1e-6 / (p99.8 - p1)``). The steps end by casting to float32, the type the weights take (without that
+    last step the spec would append a cast back to the input's data type).
+
+    Raises
+    ------
+    ValueError
+        For an unknown normalisation, or ``range`` with a dtype that is neither integer nor float.
+    """
+    from bioimageio.spec.model import v0_5 as spec
+
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    spatial = [spec.AxisId("y"), spec.AxisId("x")]
+    to_float = spec.EnsureDtypeDescr(kwargs=spec.EnsureDtypeKwargs(dtype="float32"))
+    if normalization == "percentile":
+        low, high = PERCENTILES
+        return [spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(axes=spatial, min_percentile=low,
+                                                                   max_percentile=high)), to_float]
+    if normalization == "minmax":
+        return [spec.ScaleRangeDescr(kwargs=spec.ScaleRangeKwargs(axes=spatial, min_percentile=0.0,
+                                                                   max_percentile=100.0)), to_float]
+    if normalization == "zscore":
+        return [spec.ZeroMeanUnitVarianceDescr(kwargs=spec.ZeroMeanUnitVarianceKwargs(axes=spatial)), to_float]
+    dtype = np.dtype(input_dtype)
+    if dtype.kind == "f":
+        return [to_float]
+    if dtype.kind not in "ui":
+        raise ValueError(f"normalization 'range' needs an integer or float input dtype, got {input_dtype!r}")
+    info = np.iinfo(dtype)
+    span = float(info.max) - float(info.min)  # biounet.data.io: (x - min) / (max - min)
+    scale = spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=1.0 / span, offset=(0 - float(info.min)) / span))
+    return [to_float, scale, to_float]
+
+
+def export_package(
+    model: UNet,
+    out: str | os.PathLike[str],
+    *,
+    normalization: str,
+    class_names: Sequence[str] | None = None,
+    name: str | None = None,
+    opset: int = ONNX_OPSET,
+    seed: int = 0,
+    pixel_size_um: Sequence[float] | None = None,
+) -> Path:
+    """Write ``model`` as a bioimage.io model package (format 0.5) to the folder or ``.zip`` file ``out``.
+
+    Parameters
+    ----------
+    model : UNet
+        The network (a copy is exported in eval mode on the CPU).
+    out : path-like
+        A ``.zip`` file, or a folder that does not exist yet or is empty. Written atomically: a failure leaves
+        nothing behind.
+    normalization : str
+        The checkpoint's intensity normalisation (one of :data:`biounet.data.io.NORMALIZATIONS`); becomes the
+        package's preprocessing (:func:`preprocessing_for`).
+    class_names : sequence of str, optional
+        One per class: the output channel names.
+    name : str, optional
+        The package's ``name``; by default ``"biounet U-Net depth D base B K classes"``.
+    opset : int
+        ONNX opset of the ONNX weights.
+    seed : int
+        Seed of the synthetic test image.
+    pixel_size_um : (float, float), optional
+        The training images' pixel size ``(y, x)``: the space axes' ``unit`` (micrometer) and ``scale``.
+
+    Returns
+    -------
+    out : Path
+        The package written; ``bioimageio.spec`` has validated it (errors raise, warnings are logged).
+
+    Raises
+    ------
+    ModuleNotFoundError
+        If bioimageio.spec (or onnx, for the ONNX weights) is not installed.
+    ValueError
+        For an ``out`` folder that is not empty, a same-padded network, or an invalid description.
+    """
+    spec_package = _require_bioimageio()
+    out = Path(out)
+    is_zip = out.suffix.lower() == ".zip"
+    if out.exists() and (is_zip and out.is_dir() or not is_zip and (not out.is_dir() or any(out.iterdir()))):
+        raise ValueError(f"{out}: exists; give a new or empty folder, or a .zip file")
+    if model.config.padding != "valid":
+        # bioimage.io tiles with one fixed halo; biounet discards a tile-size-dependent border of same-padded tiles.
+        raise ValueError("only valid-padded networks (the paper's) can be exported to bioimage.io")
+    metadata = export_metadata(model, normalization=normalization, class_names=class_names,
+                               pixel_size_um=pixel_size_um)
+    network = ProbabilityUNet(**model.config.to_dict())
+    network.load_state_dict(copy.deepcopy(model).cpu().state_dict())
+    network.eval()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        stage = Path(tmp) / "stage"
+        stage.mkdir()
+        descr = _describe(network, stage, metadata, name=name, opset=opset, seed=seed)
+        with spec_package.get_validation_context().replace(file_name=YAML_NAME):  # not the default rdf.yaml
+            written = Path(spec_package.save_bioimageio_package_as_folder(descr, output_path=Path(tmp) / "package"))
+        if is_zip:
+            written = _zip_folder(written, Path(tmp) / out.name)
+        # Validated outside the packaging context (inside it, the files the description names are not found).
+        _check_valid(spec_package.load_description(written if is_zip else written / YAML_NAME), written)
+        if out.is_dir():
+            out.rmdir()  # empty, checked above
+        os.replace(written, out)
+    return out
+
+
+def export_checkpoint_package(
+    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int = ONNX_OPSET
+) -> Path:
+    """Export the network of a biounet checkpoint with its normalisation and class names (see
+    :func:`export_package`)."""
+    payload = load_checkpoint(checkpoint)
+    model = model_from_payload(payload, checkpoint)
+    return export_package(model, out, normalization=str(payload["normalization"]),
+                          class_names=payload.get("class_names"), opset=opset,
+                          pixel_size_um=payload.get("pixel_size_um"))
+
+
+# --- building the description -------------------------------------------------------------------------------------
+
+
+def _describe(
+    network: ProbabilityUNet, stage: Path, metadata: dict[str, Any], *, name: str | None, opset: int, seed: int
+) -> Any:
+    """Write the package's files into ``stage`` and return its ``ModelDescr``."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    config = network.config
+    normalization, class_names = metadata["normalization"], metadata["class_names"]
+    step, first = metadata["align"], smallest_input_size(config.depth, config.padding)
+    offset = network.output_size(first) - first  # the same for every valid size: -2 * margin
+
+    raw, x, probabilities = _test_tensors(network, metadata, seed)
+    np.save(stage / "test_input.npy", raw)
+    np.save(stage / "test_output.npy", probabilities)
+    _write_cover(network, metadata, raw, stage / "cover.png")
+    weights = _write_weights(network, stage, x, opset)
+
+    y_ax, x_ax = spec.AxisId("y"), spec.AxisId("x")
+    size = metadata["pixel_size_um"]  # the training images' pixel size: the space axes' unit and scale
+    y_kw, x_kw = ({"unit": "micrometer", "scale": float(s)} for s in size) if size else ({}, {})
+    input_descr = spec.InputTensorDescr(
+        id=spec.TensorId(INPUT_ID),
+        description=f"raw image, {config.in_channels} channel(s); normalised by the preprocessing ({normalization})",
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[f"channel{c}" for c in range(config.in_channels)]),
+            spec.SpaceInputAxis(id=y_ax, size=spec.ParameterizedSize(min=first, step=step), **y_kw),
+            spec.SpaceInputAxis(id=x_ax, size=spec.ParameterizedSize(min=first, step=step), **x_kw),
+        ],
+        test_tensor=spec.FileDescr(source=stage / "test_input.npy"),
+        data=spec.IntervalOrRatioDataDescr(type=str(raw.dtype)),
+        preprocessing=preprocessing_for(normalization, str(raw.dtype)),
+    )
+    output_descr = spec.OutputTensorDescr(
+        id=spec.TensorId(OUTPUT_ID),
+        description=f"class probabilities (softmax over channel); valid convolutions: {-offset} px smaller",
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=list(class_names)),
+            spec.SpaceOutputAxis(id=y_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=y_ax,
+                                                                  offset=offset), **y_kw),
+            spec.SpaceOutputAxis(id=x_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=x_ax,
+                                                                  offset=offset), **x_kw),
+        ],
+        test_tensor=spec.FileDescr(source=stage / "test_output.npy"),
+        data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+    )
+    readme = stage / "README.md"
+    readme.write_text(_documentation(metadata, first, step, offset), encoding="utf-8")
+    title = name or (f"biounet U-Net depth {config.depth} base {config.base_channels} "
+                     f"{config.num_classes} classes")
+    return spec.ModelDescr(
+        name=title,
+        description=(f"2D U-Net (Ronneberger et al. 2015) with valid convolutions, exported by biounet "
+                     f"{__version__}: {config.in_channels} channel(s) in, class probabilities for "
+                     f"{', '.join(class_names)} out; tile with input sizes {first} + {step} n"),
+        cite=[spec.CiteEntry(text=PAPER_CITATION, doi=spec.Doi(PAPER_DOI))],
+        license=spec.LicenseId("MIT"),
+        tags=["unet", "segmentation", "2d", "pytorch", "biounet"],
+        documentation=spec.FileDescr(source=readme),
+        covers=[spec.FileDescr(source=stage / "cover.png")],
+        inputs=[input_descr],
+        outputs=[output_descr],
+        weights=weights,
+        config=spec.Config(biounet=_contract(metadata)),
+    )
+
+
+def _test_tensors(
+    network: ProbabilityUNet, metadata: dict[str, Any], seed: int
+) -> tuple[npt.NDArray[Any], torch.Tensor, npt.NDArray[np.float32]]:
+    """A synthetic raw test image ``(1, C, S, S)``, its normalised float32 tensor and the network's output."""
+    from biounet.data.synthetic import make_sample
+
+    config = network.config
+    step = metadata["align"]
+    side = metadata["smallest_tile"]
+    while side < TEST_IMAGE_MIN_SIDE:
+        side += step
+    image = make_sample("cells", size=side, rng=seed).image[..., 0]  # percentile-normalised, about 0..1
+    channels = [np.clip(20 + 200 * image * (1 - 0.15 * c), 0, 255) for c in range(config.in_channels)]
+    raw = np.stack(channels).astype(np.uint8)  # (C, S, S): an 8-bit microscope image
+    if metadata["normalization"] != "range":
+        raw = raw.astype(np.float32)  # the package takes any image as float32; range needs the integer type
+    normalised = normalize(np.moveaxis(raw, 0, -1), metadata["normalization"])  # biounet.data.io, as predict does
+    x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(normalised, -1, 0)))[None]
+    with torch.inference_mode():
+        probabilities = network(x).numpy().astype(np.float32)
+    return raw[None], x, probabilities
+
+
+def _write_weights(network: ProbabilityUNet, stage: Path, example: torch.Tensor, opset: int) -> Any:
+    """Write the state dict, TorchScript and ONNX weights into ``stage``; return the ``WeightsDescr``."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    onnx = require("onnx", "ONNX weights", extra="export")
+    torch_version = spec.Version(torch.__version__.split("+")[0])
+    torch.save(network.state_dict(), stage / "weights.pt")
+    with warnings.catch_warnings():
+        ignore_tracer_warnings()
+        traced = torch.jit.trace(network, example, check_trace=False)  # sizes stay shape ops: any valid size runs
+        torch.jit.save(traced, str(stage / "weights_torchscript.pt"))
+        torch.onnx.export(
+            network, (example,), str(stage / "weights.onnx"), dynamo=False, opset_version=opset,
+            input_names=[INPUT_ID], output_names=[OUTPUT_ID],
+            dynamic_axes={INPUT_ID: {0: "batch", 2: "y", 3: "x"}, OUTPUT_ID: {0: "batch", 2: "out_y", 3: "out_x"}},
+        )
+    onnx.checker.check_model(str(stage / "weights.onnx"))
+    parent = "pytorch_state_dict"
+    return spec.WeightsDescr(
+        pytorch_state_dict=spec.PytorchStateDictWeightsDescr(
+            source=stage / "weights.pt",
+            architecture=spec.ArchitectureFromLibraryDescr(
+                callable=spec.Identifier(ProbabilityUNet.__name__), import_from="biounet.bioimageio",
+                kwargs=network.config.to_dict()),
+            pytorch_version=torch_version,
+            comment=f"needs biounet {__version__} installed (the architecture is imported from it)",
+        ),
+        torchscript=spec.TorchscriptWeightsDescr(
+            source=stage / "weights_torchscript.pt", pytorch_version=torch_version, parent=parent,
+            comment="traced; accepts any valid input size"),
+        onnx=spec.OnnxWeightsDescr(source=stage / "weights.onnx", opset_version=opset, parent=parent,
+                                   comment="TorchScript-based exporter; dynamic batch and spatial axes"),
+    )
+
+
+def _write_cover(network: ProbabilityUNet, metadata: dict[str, Any], raw: npt.NDArray[Any], path: Path) -> None:
+    """image | predicted classes, predicted over the whole test image with biounet's overlap-tile strategy."""
+    from biounet.evaluation.report import overlay, side_by_side, to_gray_uint8
+
+    image = np.moveaxis(raw[0], 0, -1)
+    predictor = TorchPredictor(UNet(network.config), normalization=metadata["normalization"])
+    predictor.model.load_state_dict(network.state_dict())
+    probabilities = predict_image(predictor, normalize(image, metadata["normalization"]))
+    write_png(path, side_by_side([to_gray_uint8(image), overlay(image, probabilities.argmax(0))]))
+
+
+def _contract(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The tiling contract of :func:`biounet.integrations.export.export_metadata`, for the package's ``config.biounet``."""
+    keep = ("biounet_version", "model_config", "class_names", "normalization", "depth", "padding", "align",
+            "margin", "smallest_input_size", "smallest_tile", "valid_tile_sizes", "tile_examples")
+    return {key: metadata[key] for key in keep}
+
+
+def _documentation(metadata: dict[str, Any], first: int, step: int, offset: int) -> str:
+    config = ModelConfig(**metadata["model_config"])
+    names = ", ".join(f"{k}: {n}" for k, n in enumerate(metadata["class_names"]))
+    return f"""# biounet U-Net
+
+A 2D U-Net as Ronneberger, Fischer & Brox (2015) describe it (valid 3x3 convolutions, 2x2 max-pooling,
+up-convolutions, skip connections cropped to size), exported by biounet {__version__}.
+Architecture: depth {config.depth}, {config.base_channels} base channels, {config.variant} variant,
+{config.in_channels} input channel(s), {config.num_classes} classes ({names}).
+
+## Input
+`raw` `(batch, channel, y, x)`. Valid sizes of `y` and `x`: `{first} + {step} n` for n = 0, 1, ...
+(the network pools {config.depth} times by 2). Preprocessing: biounet's `{metadata['normalization']}`
+intensity normalisation, per image and channel (see `bioimageio.yaml`).
+
+## Output
+`probabilities` `(batch, channel, y, x)`, float32, softmax over the classes (they sum to 1). Valid convolutions
+shrink the image: output size = input size {offset} ({-offset // 2} px lost on each side). To segment an image of
+any size, tile it with overlapping tiles whose context is mirrored at the image border (the overlap-tile
+strategy): each output tile covers the centre of its input tile. Tile origins that are multiples of {step} make
+the stitched result equal to a single pass over the whole image; `biounet predict` does this.
+
+## Validation
+The test tensors are a synthetic image and biounet's own prediction for it; they check that the weights and the
+preprocessing reproduce biounet, not segmentation quality. Validate on annotated images of your own:
+`biounet predict` then `biounet evaluate --kind isbi2012` (pixel, Rand and warping error) or `--kind ctc` (SEG).
+"""
+
+
+def _zip_folder(folder: Path, path: Path) -> Path:
+    """The files of ``folder`` (flat, as a package folder is) in the zip archive ``path``."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for file in sorted(folder.iterdir()):
+            archive.write(file, arcname=file.name)
+    return path
+
+
+def _check_valid(descr: Any, path: Path) -> None:
+    from bioimageio.spec import InvalidDescr
+
+    if isinstance(descr, InvalidDescr):
+        raise ValueError(f"{path}: the package written is not a valid bioimage.io description:\n"
+                         f"{descr.validation_summary.format()}")
+
+
+def _require_bioimageio() -> Any:
+    return require("bioimageio.spec", "bioimage.io export", extra="bioimageio", package="bioimageio.spec")

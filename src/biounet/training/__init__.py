@@ -1,0 +1,1 @@
+"""The training run: configuration, augmentation (elastic deformation), the weighted loss, the loop, its report."""

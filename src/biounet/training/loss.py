@@ -1,0 +1,197 @@
+"""The training objective of Ronneberger et al. (2015), eq. 1: pixel-wise softmax cross-entropy weighted by the
+weight map ``w(x)`` (:mod:`biounet.core.weights`), at the network's output size, with an optional ignore label.
+
+References
+----------
+.. [1] Ronneberger, Fischer, Brox (2015). U-Net: Convolutional Networks for Biomedical Image Segmentation.
+   MICCAI. arXiv:1505.04597
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["REDUCTIONS", "WeightedCrossEntropy", "distance_loss", "weighted_cross_entropy"]
+
+Reduction = Literal["mean", "sum", "none"]
+REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+
+
+def _check_options(ignore_index: int | None, reduction: str) -> None:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise TypeError(f"ignore_index must be an int or None, got {ignore_index!r}")
+
+
+def weighted_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    *,
+    ignore_index: int | None = None,
+    reduction: Reduction = "mean",
+) -> torch.Tensor:
+    """Pixel-wise softmax cross-entropy weighted by ``w(x)`` (paper eq. 1).
+
+    Parameters
+    ----------
+    logits : (N, C, H, W) tensor of float
+        Raw class scores (not probabilities) at the network's output size.
+    target : (N, H, W) tensor of int
+        Class ids in ``[0, C)``, or ``ignore_index``; cropped to the output size.
+    weights : (N, H, W) tensor of float, optional
+        Pixel-wise weights ``w(x) >= 0`` (e.g. :func:`biounet.core.weights.weight_map`), cropped like ``target``.
+        All ones by default.
+    ignore_index : int, optional
+        Target value of unlabelled pixels, which contribute nothing and are not counted. None: every target
+        value must be a class id.
+    reduction : {"mean", "sum", "none"}, optional
+        ``"mean"``: ``sum_x w(x) CE(x)`` divided by the number of labelled pixels (not by the sum of weights),
+        0 when no pixel is labelled. ``"sum"``: the sum. ``"none"``: the (N, H, W) map, 0 at ignored pixels.
+
+    Returns
+    -------
+    loss : tensor
+        Scalar (or (N, H, W) for ``"none"``), float32 or the logits' dtype if wider.
+
+    Raises
+    ------
+    ValueError
+        If ``logits`` is not 4-D, ``target``/``weights`` do not have shape (N, H, W) of the logits (crop them to
+        the network output size), a target value is outside ``[0, C)`` and not ``ignore_index``, a labelled
+        pixel has a negative or non-finite weight, or ``reduction`` is unknown.
+    TypeError
+        If ``logits`` or ``weights`` is not floating point, ``target`` not integer, or ``ignore_index`` not int.
+
+    Notes
+    -----
+    ``E = -(1/|L|) sum_{x in L} w(x) log p_{l(x)}(x)`` with ``p_k(x) = exp(a_k(x)) / sum_k' exp(a_k'(x))`` and
+    ``L`` the labelled pixels. The paper prints eq. 1 without the minus sign and does not say sum or mean; the
+    mean over pixels keeps the learning rate independent of the tile size, while dividing by ``sum w`` would
+    undo the weighting's overall scale.
+
+    References
+    ----------
+    .. [1] Ronneberger, Fischer, Brox (2015). U-Net. MICCAI, eq. 1. arXiv:1505.04597
+
+    Examples
+    --------
+    >>> loss = weighted_cross_entropy(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long))
+    >>> round(loss.item(), 6)  # ln 2
+    0.693147
+    """
+    _check_options(ignore_index, reduction)
+    if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise TypeError(f"logits and target must be tensors, got {type(logits).__name__}, {type(target).__name__}")
+    if logits.ndim != 4:
+        raise ValueError(f"logits must be (N, C, H, W), got shape {tuple(logits.shape)}")
+    if not logits.is_floating_point():
+        raise TypeError(f"logits must be floating point raw scores, got dtype {logits.dtype}")
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(f"target must hold integer class ids, got dtype {target.dtype}")
+    expected = (logits.shape[0], *logits.shape[2:])
+    for name, tensor in (("target", target), ("weights", weights)):
+        if tensor is not None and tuple(tensor.shape) != expected:
+            raise ValueError(
+                f"{name} must have shape {expected} to match logits {tuple(logits.shape)}, got "
+                f"{tuple(tensor.shape)}; crop it to the network's output size first"
+            )
+    if weights is not None and not weights.is_floating_point():
+        raise TypeError(f"weights must be floating point, got dtype {weights.dtype}")
+
+    num_classes = logits.shape[1]
+    target = target.long()
+    labelled = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
+    out_of_range = labelled & ((target < 0) | (target >= num_classes))
+    bad_weight = labelled & ~((weights >= 0) & torch.isfinite(weights)) if weights is not None else out_of_range
+    has_bad_target, has_bad_weight = torch.stack([out_of_range.any(), bad_weight.any()]).tolist()  # one sync
+    if has_bad_target:
+        values = torch.unique(target[out_of_range])[:10].tolist()
+        raise ValueError(f"target values must be in [0, {num_classes}) or ignore_index={ignore_index}, got {values}")
+    if has_bad_weight:
+        raise ValueError("weights must be finite and >= 0 at labelled pixels")
+
+    compute_dtype = torch.promote_types(logits.dtype, torch.float32)
+    safe_target = torch.where(labelled, target, torch.zeros_like(target))
+    per_pixel = F.cross_entropy(logits.to(compute_dtype), safe_target, reduction="none")
+    scale = labelled.to(compute_dtype) if weights is None else torch.where(labelled, weights.to(compute_dtype), 0.0)
+    per_pixel = per_pixel * scale
+    if reduction == "none":
+        return per_pixel
+    total = per_pixel.sum()
+    if reduction == "sum":
+        return total
+    return total / labelled.sum().clamp(min=1)
+
+
+def distance_loss(predicted: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of a predicted normalised distance map over the annotated pixels (``distance`` target).
+
+    Parameters
+    ----------
+    predicted : (N, H, W) tensor
+        Distance in [0, 1] (the sigmoid of the network's distance channel).
+    target : (N, H, W) tensor
+        :func:`biounet.core.targets.cell_distance` of the separated cells (0 on background).
+    annotated : (N, H, W) bool tensor
+        Pixels with a label; the others do not count.
+
+    Returns
+    -------
+    Scalar tensor; 0 when no pixel is annotated.
+
+    Examples
+    --------
+    >>> distance_loss(torch.tensor([[[0.5, 1.0]]]), torch.tensor([[[1.0, 1.0]]]), torch.tensor([[[True, False]]]))
+    tensor(0.2500)
+    """
+    if predicted.shape != target.shape or annotated.shape != target.shape:
+        raise ValueError(f"predicted {tuple(predicted.shape)}, target {tuple(target.shape)} and annotated "
+                         f"{tuple(annotated.shape)} must have the same shape")
+    if not bool(annotated.any()):
+        return predicted.sum() * 0.0
+    return ((predicted - target) ** 2)[annotated].mean()
+
+
+class WeightedCrossEntropy(nn.Module):
+    """Module form of :func:`weighted_cross_entropy`; the options are checked at construction.
+
+    Parameters
+    ----------
+    ignore_index : int, optional
+        Target value of unlabelled pixels.
+    reduction : {"mean", "sum", "none"}, optional
+        See :func:`weighted_cross_entropy`.
+
+    Raises
+    ------
+    ValueError
+        If ``reduction`` is unknown.
+    TypeError
+        If ``ignore_index`` is not an int or None.
+
+    Examples
+    --------
+    >>> criterion = WeightedCrossEntropy(ignore_index=-1)
+    >>> target = torch.tensor([[[0, -1]]])
+    >>> round(criterion(torch.zeros(1, 2, 1, 2), target, torch.ones(1, 1, 2)).item(), 6)
+    0.693147
+    """
+
+    def __init__(self, *, ignore_index: int | None = None, reduction: Reduction = "mean") -> None:
+        super().__init__()
+        _check_options(ignore_index, reduction)
+        self.ignore_index = ignore_index
+        self.reduction: Reduction = reduction
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C, H, W) logits, (N, H, W) target and weights -> loss; see :func:`weighted_cross_entropy`."""
+        return weighted_cross_entropy(logits, target, weights, ignore_index=self.ignore_index, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"ignore_index={self.ignore_index}, reduction={self.reduction!r}"
