@@ -215,8 +215,7 @@ def _describe(
     """Write the package's files into ``stage`` and return its ``ModelDescr``."""
     from bioimageio.spec.model import v0_5 as spec
 
-    config = network.config
-    normalization, class_names = metadata["normalization"], metadata["class_names"]
+    config, class_names = network.config, metadata["class_names"]
     step, first = metadata["align"], smallest_input_size(config.depth, config.padding)
     offset = network.output_size(first) - first  # the same for every valid size: -2 * margin
 
@@ -226,36 +225,8 @@ def _describe(
     _write_cover(network, metadata, raw, stage / "cover.png")
     weights = _write_weights(network, stage, x, opset)
 
-    y_ax, x_ax = spec.AxisId("y"), spec.AxisId("x")
-    size = metadata["pixel_size_um"]  # the training images' pixel size: the space axes' unit and scale
-    y_kw, x_kw = ({"unit": "micrometer", "scale": float(s)} for s in size) if size else ({}, {})
-    input_descr = spec.InputTensorDescr(
-        id=spec.TensorId(INPUT_ID),
-        description=f"raw image, {config.in_channels} channel(s); normalised by the preprocessing ({normalization})",
-        axes=[
-            spec.BatchAxis(),
-            spec.ChannelAxis(channel_names=[f"channel{c}" for c in range(config.in_channels)]),
-            spec.SpaceInputAxis(id=y_ax, size=spec.ParameterizedSize(min=first, step=step), **y_kw),
-            spec.SpaceInputAxis(id=x_ax, size=spec.ParameterizedSize(min=first, step=step), **x_kw),
-        ],
-        test_tensor=spec.FileDescr(source=stage / "test_input.npy"),
-        data=spec.IntervalOrRatioDataDescr(type=str(raw.dtype)),
-        preprocessing=preprocessing_for(normalization, str(raw.dtype)),
-    )
-    output_descr = spec.OutputTensorDescr(
-        id=spec.TensorId(OUTPUT_ID),
-        description=f"class probabilities (softmax over channel); valid convolutions: {-offset} px smaller",
-        axes=[
-            spec.BatchAxis(),
-            spec.ChannelAxis(channel_names=list(class_names)),
-            spec.SpaceOutputAxis(id=y_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=y_ax,
-                                                                  offset=offset), **y_kw),
-            spec.SpaceOutputAxis(id=x_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=x_ax,
-                                                                  offset=offset), **x_kw),
-        ],
-        test_tensor=spec.FileDescr(source=stage / "test_output.npy"),
-        data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
-    )
+    input_descr, output_descr = _tensor_descrs(network, metadata, stage, str(raw.dtype), first=first, step=step,
+                                               offset=offset)
     readme = stage / "README.md"
     readme.write_text(_documentation(metadata, first, step, offset), encoding="utf-8")
     title = name or (f"biounet U-Net depth {config.depth} base {config.base_channels} "
@@ -275,6 +246,48 @@ def _describe(
         weights=weights,
         config=spec.Config(biounet=_contract(metadata)),
     )
+
+
+def _tensor_descrs(
+    network: ProbabilityUNet, metadata: dict[str, Any], stage: Path, raw_dtype: str, *, first: int, step: int,
+    offset: int,
+) -> tuple[Any, Any]:
+    """The input and output ``TensorDescr`` of the package: input sizes ``first + step n``, the output ``offset``
+    pixels larger (negative: valid convolutions), space axes in micrometres where the training pixel size is known."""
+    from bioimageio.spec.model import v0_5 as spec
+
+    config, normalization = network.config, metadata["normalization"]
+    y_ax, x_ax = spec.AxisId("y"), spec.AxisId("x")
+    size = metadata["pixel_size_um"]  # the training images' pixel size: the space axes' unit and scale
+    y_kw, x_kw = ({"unit": "micrometer", "scale": float(s)} for s in size) if size else ({}, {})
+    input_descr = spec.InputTensorDescr(
+        id=spec.TensorId(INPUT_ID),
+        description=f"raw image, {config.in_channels} channel(s); normalised by the preprocessing ({normalization})",
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=[f"channel{c}" for c in range(config.in_channels)]),
+            spec.SpaceInputAxis(id=y_ax, size=spec.ParameterizedSize(min=first, step=step), **y_kw),
+            spec.SpaceInputAxis(id=x_ax, size=spec.ParameterizedSize(min=first, step=step), **x_kw),
+        ],
+        test_tensor=spec.FileDescr(source=stage / "test_input.npy"),
+        data=spec.IntervalOrRatioDataDescr(type=raw_dtype),
+        preprocessing=preprocessing_for(normalization, raw_dtype),
+    )
+    output_descr = spec.OutputTensorDescr(
+        id=spec.TensorId(OUTPUT_ID),
+        description=f"class probabilities (softmax over channel); valid convolutions: {-offset} px smaller",
+        axes=[
+            spec.BatchAxis(),
+            spec.ChannelAxis(channel_names=list(metadata["class_names"])),
+            spec.SpaceOutputAxis(id=y_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=y_ax,
+                                                                  offset=offset), **y_kw),
+            spec.SpaceOutputAxis(id=x_ax, size=spec.SizeReference(tensor_id=spec.TensorId(INPUT_ID), axis_id=x_ax,
+                                                                  offset=offset), **x_kw),
+        ],
+        test_tensor=spec.FileDescr(source=stage / "test_output.npy"),
+        data=spec.IntervalOrRatioDataDescr(type="float32", range=(0.0, 1.0)),
+    )
+    return input_descr, output_descr
 
 
 def _test_tensors(
