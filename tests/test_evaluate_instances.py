@@ -1,5 +1,5 @@
-"""`biounet evaluate --kind instances`: object precision, recall, F1 and AP at IoU 0.5..0.9, pooled over the
-cells of all images, beside SEG; hand-made cases through the command line."""
+"""`biounet evaluate --kind instances`: object precision, recall, F1 and AP at IoU 0.5..0.95, pooled over the
+cells of all images, beside SEG and the breakdown of the errors; hand-made cases through the command line."""
 
 from __future__ import annotations
 
@@ -51,10 +51,14 @@ def test_pooled_object_scores_golden(folders, capsys):
     assert pooled["f1"] == pytest.approx(2 / 3)
     assert pooled["average_precision"] == pytest.approx(2 / 4)  # tp / (tp + fp + fn)
     objects = pooled["objects"]
-    assert [o["threshold"] for o in objects] == pytest.approx(np.arange(50, 95, 5) / 100)
+    assert [o["threshold"] for o in objects] == pytest.approx(np.arange(50, 100, 5) / 100)
     # above 0.5 the half-found cell no longer matches: tp 1, fp 2, fn 2 -> AP 1/5
-    assert [(o["tp"], o["fp"], o["fn"]) for o in objects[1:]] == [(1, 2, 2)] * 8
+    assert [(o["tp"], o["fp"], o["fn"]) for o in objects[1:]] == [(1, 2, 2)] * 9
     assert pooled["average_precision_50_90"] == pytest.approx((0.5 + 8 * 0.2) / 9)
+    assert pooled["average_precision_50_95"] == pytest.approx((0.5 + 9 * 0.2) / 10)  # the DSB2018 score
+    # at IoU 0.5: cell 5 of image b missed (nothing predicted there), the cell on background in a spurious
+    assert {key: pooled[key] for key in ("merged", "split", "missed", "spurious")} == {
+        "merged": 0, "split": 0, "missed": 1, "spurious": 1}
     # SEG: cell 7 J = 1; cell 900 covered by exactly half, not more than half: 0; cell 5 missed: 0
     assert pooled["seg"] == pytest.approx(1 / 3)
 
@@ -78,6 +82,7 @@ def test_table_output(folders, capsys):
     assert main(["evaluate", "--pred", str(pred), "--truth", str(truth), "--kind", "instances"]) == 0
     out = capsys.readouterr().out
     assert "pooled" in out and "objects, pooled over 3 true and 3 predicted cells" in out
+    assert "unmatched at IoU 0.5: 0 merged, 0 split, 1 missed, 1 spurious" in out
     assert "0.90" in out
 
 
@@ -89,5 +94,5 @@ def test_perfect_prediction(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "t" / "x.tif", cells)
     tifffile.imwrite(tmp_path / "p" / "x_instances.tif", (cells > 0) * (1 + (cells == 40)))
     pooled = _evaluate_json(capsys, tmp_path / "p", tmp_path / "t")["pooled"]
-    assert [o["average_precision"] for o in pooled["objects"]] == [1.0] * 9
+    assert [o["average_precision"] for o in pooled["objects"]] == [1.0] * 10
     assert pooled["seg"] == 1.0

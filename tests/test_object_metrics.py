@@ -8,8 +8,10 @@ from scipy.optimize import linear_sum_assignment
 
 from biounet.evaluation.metrics import (
     OBJECT_IOU_THRESHOLDS,
+    ObjectErrors,
     ObjectScores,
     dataset_object_scores,
+    object_errors,
     object_scores,
     pool_object_scores,
 )
@@ -30,7 +32,7 @@ def _counts(scores: ObjectScores) -> tuple[int, int, int]:
 
 
 def test_default_thresholds_are_the_stardist_range():
-    assert OBJECT_IOU_THRESHOLDS.tolist() == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9]
+    assert OBJECT_IOU_THRESHOLDS.tolist() == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
     assert [s.threshold for s in object_scores(np.ones((2, 2), int), np.ones((2, 2), int))] == (
         OBJECT_IOU_THRESHOLDS.tolist()
     )
@@ -283,3 +285,47 @@ def test_dataset_scores_name_the_bad_image():
     good = (np.array([[1]]), np.array([[1]]))
     with pytest.raises(ValueError, match=r"pairs\[1\]: shape mismatch"):
         dataset_object_scores([good, (np.zeros((1, 2), int), np.zeros((2, 1), int))])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The error breakdown
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _disc_labels(centres, radius, shape=(64, 64)) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    labels = np.zeros(shape, dtype=np.int32)
+    for index, (cy, cx) in enumerate(centres, start=1):
+        labels[(yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2] = index
+    return labels
+
+
+def test_errors_name_each_kind_of_miss():
+    true = _disc_labels([(12, 12), (12, 22), (23, 17), (40, 40), (12, 50)], 5)
+    pred = np.zeros_like(true)
+    pred[(true >= 1) & (true <= 3)] = 1  # three nuclei drawn as one object (IoU 1/3 with each): all merged
+    column = np.arange(64)[None, :]
+    pred[(true == 4) & (column < 38)] = 2  # nucleus 4 cut in three: split
+    pred[(true == 4) & (column >= 38) & (column < 42)] = 3
+    pred[(true == 4) & (column >= 42)] = 5
+    pred[55:60, 5:10] = 4  # an object on background: spurious
+    # nucleus 5 not predicted at all: missed
+    errors = object_errors(pred, true)
+    assert errors == ObjectErrors(merged=3, split=1, missed=1, spurious=1)
+    (scores,) = object_scores(pred, true, thresholds=(0.5,))
+    assert errors.merged + errors.split + errors.missed == scores.fn
+    assert errors.spurious <= scores.fp
+
+
+def test_errors_of_a_perfect_segmentation_are_zero():
+    true = _disc_labels([(12, 12), (40, 40)], 6)
+    assert object_errors(true * 3, true) == ObjectErrors(0, 0, 0, 0)
+
+
+def test_a_matched_object_is_not_merged_even_when_its_prediction_holds_another():
+    true = _disc_labels([(20, 20), (20, 31)], 8)
+    true[true == 2] = 0
+    true[18:23, 29:34] = 2  # a small nucleus beside a big one
+    pred = (true > 0).astype(np.int32)  # one object over both: IoU with the big one still >= 0.5
+    errors = object_errors(pred, true)
+    assert (errors.merged, errors.missed, errors.split) == (1, 0, 0)  # only the small one is lost, in a merge

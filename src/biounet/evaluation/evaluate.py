@@ -230,6 +230,7 @@ def score_instances(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
         "precision": at_half.precision, "recall": at_half.recall, "f1": at_half.f1,
         "average_precision": at_half.average_precision, "predicted_cells": at_half.tp + at_half.fp,
         "cells": at_half.tp + at_half.fn, "objects": [s._asdict() for s in scores],
+        **metrics.object_errors(predicted, truth)._asdict(),
     }
     if truth.max() > 0:
         seg = metrics.seg_score(predicted, truth)
@@ -329,7 +330,10 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
         objects = pooled_objects(rows)
         result["pooled"] = {
             **{key: objects[0][key] for key in ("precision", "recall", "f1", "average_precision")},
-            "average_precision_50_90": float(np.mean([entry["average_precision"] for entry in objects])),
+            "average_precision_50_90": float(np.mean([entry["average_precision"] for entry in objects
+                                                      if entry["threshold"] <= 0.9])),
+            "average_precision_50_95": float(np.mean([entry["average_precision"] for entry in objects])),
+            **{key: sum(int(row[key]) for row in rows) for key in metrics.ObjectErrors._fields},
             "seg": pooled_seg(rows), "cells": sum(int(r["cells"]) for r in rows),
             "predicted_cells": sum(int(r["predicted_cells"]) for r in rows), "objects": objects,
         }
@@ -355,7 +359,10 @@ def format_table(result: dict[str, Any]) -> str:
                      ("tp", "fp", "fn"))] for o in pooled["objects"]]
         text += (f"\n\nobjects, pooled over {pooled['cells']} true and {pooled['predicted_cells']} predicted cells "
                  f"(precision, recall, F1 and AP above are at IoU 0.5; mean AP over 0.5..0.9: "
-                 f"{_fmt(pooled['average_precision_50_90'])})\n" + _aligned(objects))
+                 f"{_fmt(pooled['average_precision_50_90'])}, over 0.5..0.95 (the DSB2018 score): "
+                 f"{_fmt(pooled['average_precision_50_95'])})\n" + _aligned(objects)
+                 + "\n\nunmatched at IoU 0.5: " + ", ".join(f"{pooled[key]} {key}" for key in
+                                                         metrics.ObjectErrors._fields))
     return text
 
 
