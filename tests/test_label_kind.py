@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from biounet.data.checkpoint import load_checkpoint
 from biounet.data.datasets import (
+    AUTO_MIN_FEW_CELLS_IDS,
     AUTO_MIN_INSTANCE_IDS,
     LabelKindGuess,
     guess_label_kind,
@@ -47,6 +49,17 @@ def _disks(value: int, dtype: type = np.uint8) -> np.ndarray:
     for row, col in ((16, 16), (16, 48), (48, 16), (48, 48)):
         mask |= np.hypot(rows - row, cols - col) < 10
     return (mask * value).astype(dtype)
+
+
+def _few_cells(rng: np.random.Generator, n_cells: int = 6, size: int = 96) -> np.ndarray:
+    """uint16 ids 1..n_cells, each one rectangle (one region) in its own cell of a 3x3 grid, at a random offset."""
+    labels = np.zeros((size, size), np.uint16)
+    step = size // 3
+    for label, slot in enumerate(rng.permutation(9)[:n_cells], start=1):
+        row, col = divmod(int(slot), 3)
+        top, left = row * step + int(rng.integers(1, 8)), col * step + int(rng.integers(1, 8))
+        labels[top:top + int(rng.integers(12, 22)), left:left + int(rng.integers(12, 22))] = label
+    return labels
 
 
 def _three_class_semantic() -> np.ndarray:
@@ -134,6 +147,34 @@ def test_two_values_other_than_1_or_255_are_ambiguous():
         guess_label_kind([_disks(2)])
 
 
+def test_a_few_cells_in_each_of_a_few_images_are_instances():
+    # A biologist's first annotations: 4 masks, ids 1..6, every id one region in every image.
+    labels = [_few_cells(np.random.default_rng(seed)) for seed in range(4)]
+    assert all(np.array_equal(np.unique(image), np.arange(7)) for image in labels)
+    assert guess_label_kind(labels) == LabelKindGuess(
+        "instances", "24 ids in 4 images, up to 6 per image, every one a single connected region: a few cells per image")
+
+
+def test_a_few_cells_in_one_image_stay_ambiguous():
+    with pytest.raises(ValueError, match=f"or >= {AUTO_MIN_INSTANCE_IDS} ids in all images"):
+        guess_label_kind([_few_cells(np.random.default_rng(0))])  # 6 ids: 6 cells or 6 classes
+
+
+def test_few_values_one_region_each_across_images_stay_ambiguous():
+    # Nucleus, cytoplasm and membrane of one cell per image: 3 values, one region each, in every image.
+    labels = [_few_cells(np.random.default_rng(seed), n_cells=AUTO_MIN_FEW_CELLS_IDS - 1) for seed in range(5)]
+    with pytest.raises(ValueError, match="cannot tell class ids from instance ids") as error:
+        guess_label_kind(labels)
+    assert "\n" not in str(error.value)  # the one-line refusal
+
+
+def test_a_few_cells_with_an_id_in_two_pieces_stay_ambiguous():
+    labels = [_few_cells(np.random.default_rng(seed)) for seed in range(4)]
+    labels[2][-3:, -3:] = labels[2].max()  # a second, stray region of one id: 23 of 24 single regions
+    with pytest.raises(ValueError, match="96% of them one connected region"):
+        guess_label_kind(labels)
+
+
 def test_guess_errors():
     with pytest.raises(ValueError, match="labels_list is empty"):
         guess_label_kind([])
@@ -205,3 +246,17 @@ def test_load_rejects_unknown_label_kind(tmp_path):
     _write_pairs(tmp_path, [_disks(1)])
     with pytest.raises(ValueError, match=r"label_kind must be one of \('auto', 'classes', 'instances'\)"):
         load_dataset(tmp_path, label_kind="guess")
+
+
+def test_a_few_cells_folder_trains_without_label_kind(tmp_path):
+    from biounet.training.config import TrainConfig
+    from biounet.training.train import fit
+
+    _write_pairs(tmp_path / "data", [_few_cells(np.random.default_rng(seed)) for seed in range(4)])
+    config = TrainConfig(data=str(tmp_path / "data"), base_channels=4, depth=2, tile=92, iterations=1,
+                         validation_fraction=0.0, workers=0)
+    assert config.label_kind == "auto"  # what biounet train uses without --label-kind
+    result = fit(config, tmp_path / "run", device="cpu")
+    assert result.steps == 1
+    payload = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert payload["task"] == "cells"  # read as one id per cell, taught with the cell targets

@@ -62,6 +62,11 @@ AUTO_MIN_INSTANCE_IDS = 9
 could be class ids; training warns above 8 classes too)."""
 AUTO_MIN_CONNECTED_FRACTION = 0.95
 """... and when at least this fraction of the ids (counted per image) is one 8-connected region each."""
+AUTO_MIN_FEW_CELLS_IDS = 4
+"""A few cells per image (a biologist's first annotated images): labels are also instance ids when some image has at
+least this many non-zero ids, all images together at least :data:`AUTO_MIN_INSTANCE_IDS`, and every id is one
+8-connected region in every image. Classes are rarely one region each in every image; two or three such values
+(nucleus and cytoplasm of one cell per image) stay ambiguous."""
 
 ISBI_CELL_VALUE = 255
 """ISBI 2012 label files are {0, 255}: 255 is cell interior, 0 is membrane."""
@@ -479,14 +484,18 @@ def guess_label_kind(labels_list: Sequence[npt.NDArray[np.integer]]) -> LabelKin
 
     Notes
     -----
-    In this order:
+    Ids are counted per image: an (image, id) pair is one cell if the id is one 8-connected region there. In this
+    order:
 
     1. ``"classes"`` if every image is a binary mask: its values lie within {0, 1} or within {0, 255} (read as
        class 1, as ``label_kind="classes"`` does).
     2. ``"instances"`` if some image has at least :data:`AUTO_MIN_INSTANCE_IDS` non-zero ids and at least
        :data:`AUTO_MIN_CONNECTED_FRACTION` of all (image, id) pairs are one 8-connected region each: one id
        per cell, touching cells or not, consecutive (Cellpose) or not (napari label layers).
-    3. Otherwise ambiguous: a few values (e.g. 3 semantic classes, or a few cells per image), or many ids
+    3. ``"instances"`` for a few cells per image (:data:`AUTO_MIN_FEW_CELLS_IDS`): some image has at least that
+       many ids, the images together at least :data:`AUTO_MIN_INSTANCE_IDS`, and every id is one region in every
+       image. Ids that are single regions across images are cells, not classes.
+    4. Otherwise ambiguous: a few values (e.g. 3 semantic classes, or a few cells in one image), or many ids
        that are not one region each.
 
     Examples
@@ -496,14 +505,47 @@ def guess_label_kind(labels_list: Sequence[npt.NDArray[np.integer]]) -> LabelKin
     >>> cells = np.kron(np.arange(16).reshape(4, 4), np.ones((3, 3), dtype=int))   # 15 touching squares
     >>> guess_label_kind([cells])
     LabelKindGuess(kind='instances', reason='up to 15 ids per image, 100% of them one connected region each')
+    >>> few = np.kron(np.arange(6).reshape(2, 3), np.ones((3, 3), dtype=int))   # 5 cells in each of 2 images
+    >>> guess_label_kind([few, few]).reason
+    '10 ids in 2 images, up to 5 per image, every one a single connected region: a few cells per image'
     """
     if len(labels_list) == 0:
         raise ValueError("labels_list is empty: no label images to look at")
-    n_ids = 0
-    n_single = 0
-    max_ids = 0
+    stats = _label_stats(labels_list)
+    if stats.binary:
+        return LabelKindGuess("classes", f"binary masks, values {sorted(stats.values)}")
+    fraction = stats.single / stats.ids  # not binary, so some image has a non-zero id
+    summary = f"up to {stats.max_ids} ids per image, {fraction:.0%} of them one connected region each"
+    if stats.max_ids >= AUTO_MIN_INSTANCE_IDS and fraction >= AUTO_MIN_CONNECTED_FRACTION:
+        return LabelKindGuess("instances", summary)
+    if stats.max_ids >= AUTO_MIN_FEW_CELLS_IDS and stats.ids >= AUTO_MIN_INSTANCE_IDS and stats.single == stats.ids:
+        return LabelKindGuess("instances", f"{stats.ids} ids in {len(labels_list)} images, up to {stats.max_ids} per "
+                              "image, every one a single connected region: a few cells per image")
+    shown = sorted(stats.values)
+    raise ValueError(
+        f"cannot tell class ids from instance ids: values {shown[:10]}{'...' if len(shown) > 10 else ''} in "
+        f"{len(labels_list)} label image(s), {summary} (instances need >= {AUTO_MIN_INSTANCE_IDS} ids in some "
+        f"image, >= {AUTO_MIN_CONNECTED_FRACTION:.0%} of them one region each; or >= {AUTO_MIN_INSTANCE_IDS} ids "
+        f"in all images, >= {AUTO_MIN_FEW_CELLS_IDS} in some, every one a single region); pass "
+        f"label_kind='classes' (--label-kind classes: each value is a class 0..K-1) or label_kind='instances' "
+        f"(--label-kind instances: each value > 0 is one object)"
+    )
+
+
+class _LabelStats(NamedTuple):
+    """What :func:`guess_label_kind` counts over a dataset's label images."""
+
+    values: set[int]  # every value seen, 0 included
+    binary: bool  # every image's values within {0, 1} or within {0, 255}
+    ids: int  # (image, non-zero id) pairs
+    single: int  # ... of which the id is one 8-connected region in that image
+    max_ids: int  # the most non-zero ids in one image
+
+
+def _label_stats(labels_list: Sequence[npt.NDArray[np.integer]]) -> _LabelStats:
+    """Count values, binary masks and (image, id) regions; raise on non-integer or negative labels."""
     values_seen: set[int] = set()
-    binary = True
+    binary, n_ids, n_single, max_ids = True, 0, 0, 0
     for index, labels in enumerate(labels_list):
         array = np.asarray(labels)
         if not np.issubdtype(array.dtype, np.integer):
@@ -518,20 +560,7 @@ def guess_label_kind(labels_list: Sequence[npt.NDArray[np.integer]]) -> LabelKin
         n_ids += regions_per_id.size
         n_single += int(np.count_nonzero(regions_per_id == 1))
         max_ids = max(max_ids, int(regions_per_id.size))
-    if binary:
-        return LabelKindGuess("classes", f"binary masks, values {sorted(values_seen)}")
-    fraction = n_single / n_ids  # not binary, so some image has a non-zero id
-    summary = f"up to {max_ids} ids per image, {fraction:.0%} of them one connected region each"
-    if max_ids >= AUTO_MIN_INSTANCE_IDS and fraction >= AUTO_MIN_CONNECTED_FRACTION:
-        return LabelKindGuess("instances", summary)
-    shown = sorted(values_seen)
-    raise ValueError(
-        f"cannot tell class ids from instance ids: values {shown[:10]}{'...' if len(shown) > 10 else ''} in "
-        f"{len(labels_list)} label image(s), {summary} (instances need >= {AUTO_MIN_INSTANCE_IDS} ids in some "
-        f"image, >= {AUTO_MIN_CONNECTED_FRACTION:.0%} of them one region each); pass label_kind='classes' "
-        f"(--label-kind classes: each value is a class 0..K-1) or label_kind='instances' (--label-kind "
-        f"instances: each value > 0 is one object)"
-    )
+    return _LabelStats(values_seen, binary, n_ids, n_single, max_ids)
 
 
 def _regions_per_id(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
