@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,8 +63,50 @@ def side_by_side(panels: Sequence[npt.NDArray[np.uint8]], gap: int = 4) -> npt.N
     return np.concatenate(out[:-1], axis=1)
 
 
-def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str]) -> Path:
-    """Training loss and validation scores against the step, as a PNG (written atomically)."""
+MEASURE_LABELS: dict[str, str] = {
+    "seg": "SEG", "object_f1": "object F1", "foreground_iou": "foreground IoU", "mean_iou": "mean IoU",
+    "pixel_error": "pixel error", "rand_error": "Rand error",
+}
+"""The validation measures a run records (:mod:`biounet.evaluation.validation`), as the curves name them."""
+SELECTING_SUFFIX = " (selects best.pt)"
+
+
+def curve_series(history: Sequence[dict[str, float]], selected: str | None = None) -> list[tuple[str, str]]:
+    """``(measure, label)`` of each validation curve to plot: every measure the history records, the one that
+    selects the checkpoint first and labelled so.
+
+    Parameters
+    ----------
+    history : sequence of dict
+        The run's rows (``metrics.csv``): ``step`` and, at validations, a value per measure.
+    selected : str, optional
+        The measure ``best.pt`` is chosen by (``score_name(select_by, task)``); None where unknown.
+
+    Raises
+    ------
+    ValueError
+        If ``selected`` is not one of :data:`MEASURE_LABELS`.
+
+    Examples
+    --------
+    >>> curve_series([{"step": 10, "seg": 0.79, "mean_iou": 0.52}], "seg")
+    [('seg', 'SEG (selects best.pt)'), ('mean_iou', 'mean IoU')]
+    """
+    if selected is not None and selected not in MEASURE_LABELS:
+        raise ValueError(f"selected must be one of {tuple(MEASURE_LABELS)} or None, got {selected!r}")
+    recorded = [key for key in MEASURE_LABELS
+                if any(key in row and not math.isnan(float(row[key])) for row in history)]
+    ordered = sorted(recorded, key=lambda key: key != selected)  # stable: the others keep their order
+    return [(key, MEASURE_LABELS[key] + (SELECTING_SUFFIX if key == selected else "")) for key in ordered]
+
+
+def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str], *,
+                selected: str | None = None) -> Path:
+    """Training loss and validation scores against the step, as a PNG (written atomically).
+
+    Every measure the history records is drawn (:func:`curve_series`); ``selected``, the measure that chooses
+    ``best.pt``, in a heavier line and named in the legend and the title.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -73,13 +116,14 @@ def plot_curves(history: Sequence[dict[str, float]], path: str | os.PathLike[str
     loss_axes, score_axes = figure.subplots(1, 2)
     loss_axes.plot(steps, [row.get("train_loss", np.nan) for row in history], marker="o", ms=3)
     loss_axes.set(xlabel="step", ylabel="weighted cross-entropy", title="training loss")
-    for key, label in (("pixel_error", "pixel error"), ("mean_iou", "mean IoU")):
-        values = [row.get(key, np.nan) for row in history]
-        if not np.all(np.isnan(values)):
-            score_axes.plot(steps, values, marker="o", ms=3, label=label)
-    score_axes.set(xlabel="step", title="validation")
+    for key, label in curve_series(history, selected):
+        heavy = key == selected
+        score_axes.plot(steps, [row.get(key, np.nan) for row in history], marker="o", ms=4 if heavy else 2,
+                        lw=2.5 if heavy else 1.0, alpha=1.0 if heavy else 0.7, label=label, zorder=3 if heavy else 2)
+    chosen = f": best.pt by {MEASURE_LABELS[selected]}" if selected is not None and score_axes.lines else ""
+    score_axes.set(xlabel="step", title=f"validation{chosen}")
     if score_axes.lines:
-        score_axes.legend()
+        score_axes.legend(fontsize="small")
     for axes in (loss_axes, score_axes):
         axes.grid(alpha=0.3)
     figure.tight_layout()

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from biounet.core.samples import Sample
 from biounet.core.targets import IGNORE
-from biounet.data.checkpoint import load_model
-from biounet.evaluation.report import plot_curves, save_overlay, write_report
-from biounet.evaluation.validation import predict_samples
+from biounet.data.checkpoint import load_checkpoint, model_from_payload
+from biounet.evaluation.report import MEASURE_LABELS, plot_curves, save_overlay, write_report
+from biounet.evaluation.validation import HIGHER_IS_BETTER, predict_samples, score_name
 from biounet.training.config import TrainConfig
 
 
 def write_run_report(run_dir: Path, val_samples: list[Sample], config: TrainConfig,
                      history: list[dict[str, float]], device: torch.device, max_overlays: int = 4) -> Path:
-    """``report.html`` with the curves and overlays of ``model.pt``'s validation predictions (also as PNGs)."""
+    """``report.html`` with the curves and overlays of ``model.pt``'s validation predictions (also as PNGs).
+
+    The curves show the measure that selected ``model.pt`` (``select_by``, for ``auto`` the task's own: SEG for
+    cells, Rand error for membranes, mean IoU for classes) beside the other measures the run recorded.
+    """
+    payload = load_checkpoint(run_dir / "model.pt")
+    selected = selecting_measure(config.select_by, payload.get("task"))
     pictures: list[tuple[str, Path]] = []
     if history:
-        pictures.append(("training loss and validation scores", plot_curves(history, run_dir / "curves.png")))
-    model = load_model(run_dir / "model.pt", device)
+        pictures.append(("training loss and validation scores",
+                         plot_curves(history, run_dir / "curves.png", selected=selected)))
+    model = model_from_payload(payload, run_dir / "model.pt").to(device)
     shown = [s for s in val_samples if s.classes is not None][:max_overlays]
     probs = predict_samples(model, shown, normalization=config.normalization, precision=config.precision,
                             device=device)
@@ -31,14 +39,31 @@ def write_run_report(run_dir: Path, val_samples: list[Sample], config: TrainConf
         truth = np.where(sample.classes == IGNORE, 0, sample.classes)
         pictures.append((f"{sample.name}: image | prediction | ground truth",
                          save_overlay(run_dir / f"overlay_{name}.png", sample.image, prob.argmax(0), truth)))
-    last = history[-1] if history else {}
-    summary = {"data": config.data, "steps": int(last.get("step", 0)), "training time (s)": last.get("elapsed_s"),
-               "best validation score": min((r["score"] for r in history if "score" in r), default=None),
-               "network": f"U-Net base {config.base_channels}, depth {config.depth}, {config.precision}",
-               "target": config.target}
     toml = run_dir / "config.toml"
-    return write_report(run_dir / "report.html", title=f"biounet training run {run_dir.name}", summary=summary,
-                        pictures=pictures, config_text=toml.read_text() if toml.exists() else "")
+    return write_report(run_dir / "report.html", title=f"biounet training run {run_dir.name}",
+                        summary=_summary(config, history, selected), pictures=pictures,
+                        config_text=toml.read_text() if toml.exists() else "")
 
 
-__all__ = ["write_run_report"]
+def selecting_measure(select_by: str, task: str | None) -> str | None:
+    """The validation measure that chose the checkpoint: ``select_by``, or for ``auto`` the task's own (None where
+    the checkpoint records no task)."""
+    if select_by != "auto":
+        return select_by
+    return None if task is None else score_name(select_by, task)
+
+
+def _summary(config: TrainConfig, history: list[dict[str, float]], selected: str | None) -> dict[str, Any]:
+    """The report's table: data, steps, time, the best value of the selecting measure, network, target."""
+    last = history[-1] if history else {}
+    scores = [row["score"] for row in history if "score" in row]
+    higher = HIGHER_IS_BETTER.get(selected or "", False)
+    best = (max if higher else min)(scores, default=None)
+    measure = f" ({MEASURE_LABELS[selected]}, {'higher' if higher else 'lower'} is better)" if selected else ""
+    return {"data": config.data, "steps": int(last.get("step", 0)), "training time (s)": last.get("elapsed_s"),
+            f"best validation score{measure}": best,
+            "network": f"U-Net base {config.base_channels}, depth {config.depth}, {config.precision}",
+            "target": config.target}
+
+
+__all__ = ["selecting_measure", "write_run_report"]
