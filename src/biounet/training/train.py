@@ -15,7 +15,6 @@ held back for validation), ``metrics.csv`` and ``report.html``; all written atom
 
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import io as _io
@@ -746,19 +745,14 @@ def train_dataset(
     ValueError
         On bad settings or data (the message names the problem), or when neither budget is given.
     """
-    from biounet.training.autoconfig import resolve_train_config
+    from biounet.training.autoconfig import TrainRequest, resolve_train_config
     from biounet.training.config import parse_duration
 
-    known = {f for f in TrainConfig.__dataclass_fields__} - {"data", "augment"}
-    unknown = sorted(set(settings or {}) - known)
-    if unknown:
-        raise ValueError(f"unknown training settings: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    args = argparse.Namespace(
-        **dict(settings or {}), data=os.fspath(data), out=Path(out), config=None, resume=resume, device=device,
-        time_budget=parse_duration(time_budget) if isinstance(time_budget, str) else time_budget,
-        iterations=iterations, label_kind=label_kind, base_channels=base_channels,
-    )
-    config, notes = resolve_train_config(args)
+    given = {"iterations": iterations, "label_kind": label_kind, "base_channels": base_channels,
+             "time_budget_s": parse_duration(time_budget) if isinstance(time_budget, str) else time_budget}
+    request = TrainRequest(data=os.fspath(data), out=Path(out), device=device, resume=resume,
+                           settings={**(settings or {}), **{k: v for k, v in given.items() if v is not None}})
+    config, notes = resolve_train_config(request)
     for note in notes:
         logger.info("biounet.training.train: %s", note)
     return fit(config, out, resume=resume, device=device, progress=progress, notes=notes)
