@@ -44,10 +44,13 @@ class ModelConfig:
     variant: str = "paper"
     dropout: float = 0.5
     distance_channels: int = 0  # 1 for the ``distance`` target: a regressed map beside the class scores
+    ray_channels: int = 0  # n for the ``stardist`` target: an object probability, then n radial distances
 
     def __post_init__(self) -> None:
         if self.distance_channels not in (0, 1):
             raise ValueError(f"distance_channels must be 0 or 1, got {self.distance_channels}")
+        if self.ray_channels != 0 and (self.ray_channels < 3 or self.distance_channels):
+            raise ValueError(f"ray_channels must be 0, or >= 3 without a distance channel, got {self.ray_channels}")
         for name in ("in_channels", "base_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -65,17 +68,34 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def output_channels(self) -> int:
+        """Channels of the network's output: the class scores, then the distance map or the star-convex outputs.
 
-def output_probabilities(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """The network's outputs as probabilities: softmax over the ``num_classes`` class scores (axis 1) and, for a
-    ``distance`` model, the sigmoid of the extra channel (the normalised distance to the cell outline, 0..1).
+        >>> ModelConfig(num_classes=3, ray_channels=32).output_channels
+        36
+        """
+        return self.num_classes + self.distance_channels + (1 + self.ray_channels if self.ray_channels else 0)
+
+
+def output_probabilities(logits: torch.Tensor, num_classes: int, rays: int = 0) -> torch.Tensor:
+    """The network's outputs as probabilities: softmax over the ``num_classes`` class scores (axis 1) and the
+    sigmoid of the extra channels (a ``distance`` model's normalised distance to the cell outline, a ``stardist``
+    model's object probability); the last ``rays`` channels, a star-convex model's radial distances in pixels,
+    are kept non-negative.
 
     >>> output_probabilities(torch.zeros(1, 3, 1, 1), 2).flatten().tolist()
     [0.5, 0.5, 0.5]
+    >>> output_probabilities(torch.tensor([0.0, 0.0, 0.0, -2.0, 7.5]).reshape(1, 5, 1, 1), 2, rays=2).flatten().tolist()
+    [0.5, 0.5, 0.5, 0.0, 7.5]
     """
     if logits.shape[1] == num_classes:
         return torch.softmax(logits, dim=1)
-    return torch.cat([torch.softmax(logits[:, :num_classes], dim=1), torch.sigmoid(logits[:, num_classes:])], dim=1)
+    end = logits.shape[1] - rays
+    parts = [torch.softmax(logits[:, :num_classes], dim=1), torch.sigmoid(logits[:, num_classes:end])]
+    if rays:
+        parts.append(torch.relu(logits[:, end:]))
+    return torch.cat(parts, dim=1)
 
 
 class DoubleConv(nn.Sequential):
@@ -163,7 +183,7 @@ class UNet(nn.Module):
                 up = nn.Sequential(up, nn.ReLU(inplace=True))
             self.upsamplers.append(up)
             self.decoder.append(DoubleConv(widths[level] + up_out, widths[level], **block))  # type: ignore[arg-type]
-        self.head = nn.Conv2d(widths[0], config.num_classes + config.distance_channels, kernel_size=1)
+        self.head = nn.Conv2d(widths[0], config.output_channels, kernel_size=1)
         if initialize:  # False where stored weights replace them at once (0.2 s for the paper's 31 M parameters)
             self.apply(init_he_normal)
 
