@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.data.io import label_dtype
 from biounet.inference.settings import instance_settings
 from biounet.training.config import parse_duration
 
@@ -59,8 +58,9 @@ def predict_image(
     Returns
     -------
     ndarray
-        ``probabilities``: float32 ``(K, H, W)``, summing to 1 over K. ``labels``: ``(H, W)`` class ids (the
-        arg-max). ``instances``: ``(H, W)`` int32, one id per cell, made as ``biounet predict --instances`` makes
+        ``probabilities``: float32 ``(K, H, W)``, summing to 1 over K (a ``distance`` model adds its distance map as
+        a last channel). ``labels``: ``(H, W)`` class ids (the arg-max over the classes). ``instances``:
+        ``(H, W)`` int32, one id per cell, made as ``biounet predict --instances`` makes
         them (the post-processing stored in the checkpoint).
 
     Raises
@@ -68,23 +68,20 @@ def predict_image(
     ValueError
         On an unknown ``output``, an image that is not 2-D/3-D, a channel count the model does not take, NaN/Inf.
     """
-    from biounet.data.io import normalize
     from biounet.inference.instances import InstanceParams, instances_from_outputs
-    from biounet.inference.predict import predict_image as predict_probabilities
+    from biounet.inference.predict import PredictOptions, segment_image
 
     if output not in OUTPUTS:
         raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
     predictor = _as_predictor(model, device=device, precision=precision, tta=tta)
-    probabilities = predict_probabilities(predictor, normalize(np.asarray(image), predictor.normalization),
-                                          tile=tile)
+    result = segment_image(predictor, np.asarray(image), raw=True, options=PredictOptions(tile=tile))
     if output == "probabilities":
-        return probabilities
-    classes = probabilities[: predictor.num_classes]  # a distance model's last channel is its distance map
-    labels = classes.argmax(axis=0).astype(label_dtype(classes.shape[0]))
+        return result.probabilities
     if output == "labels":
-        return labels
+        return result.labels
     target, params = instance_settings(model) if isinstance(model, (str, os.PathLike)) else (None, InstanceParams())
-    return instances_from_outputs(labels, probabilities, target=target, params=params, watershed=watershed)
+    return instances_from_outputs(result.labels, result.probabilities, target=target, params=params,
+                                  watershed=watershed)
 
 
 def _as_predictor(model: Any, *, device: str, precision: str, tta: bool) -> Predictor:

@@ -44,6 +44,7 @@ from biounet.data.io import (
     format_size,
     label_dtype,
     normalization_for,
+    normalize,
     open_image,
     output_stem,
     remove_tree,
@@ -53,7 +54,7 @@ from biounet.data.scale import PixelSizeUm, micrometres, physical_micrometres, r
 from biounet.inference.exported import OnnxPredictor
 from biounet.inference.fusion import FusedUNet, fusion_available, parameter_versions
 from biounet.inference.predictor import Predictor
-from biounet.inference.tiling import count_tiles, predict_tiled
+from biounet.inference.tiling import ReadFn, TileGeometry, Window, count_tiles, predict_tiled
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
 """Budget where the machine's available memory is unknown, and :func:`choose_in_tile`'s fixed default."""
@@ -456,8 +457,7 @@ def predict_file(
     out_dir = check_writable_dir(out_dir)
     geometry = predictor.geometry(in_tile)
     total = planes * count_tiles(shape, geometry)
-    num_classes = predictor.num_classes
-    labels_dtype = label_dtype(num_classes)
+    labels_dtype = label_dtype(predictor.num_classes)
     prob_shape = (planes, predictor.output_channels, height, width)
     budget = resolve_memory_budget(options.memory_budget).bytes
     on_disk = planes * predictor.output_channels * height * width * 4 > budget // 4
@@ -480,15 +480,13 @@ def predict_file(
 
             plane_probs = _PlaneView(probs, plane) if options.save_probabilities else None
             if zoom is None:
-                predict_tiled(
-                    read, (height, width), _finite(predictor, source.path), geometry, probabilities=plane_probs,
-                    labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
-                    label_channels=predictor.num_classes,
-                )
+                predict_plane(predictor, read, (height, width), geometry, probabilities=plane_probs,
+                              labels=_PlaneView(labels, plane), batch_size=options.batch_size, progress=step,
+                              path=source.path)
             else:
                 rescaled = predict_rescaled(predictor, read(slice(0, height), slice(0, width)), shape, geometry,
                                             batch_size=options.batch_size, progress=step, path=source.path)
-                labels[plane] = np.argmax(rescaled[: predictor.num_classes], axis=0).astype(labels_dtype)
+                labels[plane] = class_labels(rescaled, predictor.num_classes)
                 if plane_probs is not None:
                     plane_probs[:] = rescaled
         write_tiff(labels_path, labels[0] if planes == 1 else labels, labels=True, pixel_size=source.pixel_size)
@@ -549,8 +547,8 @@ def predict_rescaled(
     stay in [0, 1] and sum to 1) [Falk et al. 2019]."""
     scaled = np.moveaxis(resample(np.moveaxis(image, -1, 0), shape, order=3), 0, -1)
     outputs = np.zeros((predictor.output_channels, *shape), dtype=np.float32)
-    predict_tiled(lambda rows, cols: scaled[rows, cols], shape, _finite(predictor, Path(path)), geometry,
-                  probabilities=outputs, batch_size=batch_size, progress=progress)
+    predict_plane(predictor, lambda rows, cols: scaled[rows, cols], shape, geometry, probabilities=outputs,
+                  batch_size=batch_size, progress=progress, path=path)
     return resample(outputs, image.shape[:2], order=1)
 
 
@@ -783,22 +781,87 @@ def predict_image(
     predictor: Predictor, image: npt.NDArray[np.float32], *, tile: int | None = None, batch_size: int = 1,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> npt.NDArray[np.float32]:
-    """Class probabilities ``(K, H, W)`` for an already normalised in-memory ``(H, W)`` or ``(H, W, C)`` image."""
+    """Outputs ``(K', H, W)`` (class probabilities, then a ``distance`` model's distance map) of an already
+    normalised in-memory ``(H, W)`` or ``(H, W, C)`` image: :func:`segment_image`'s ``probabilities``."""
+    options = PredictOptions(tile=tile, batch_size=batch_size, memory_budget=memory_budget)
+    return segment_image(predictor, image, options=options).probabilities
+
+
+# --- the one prediction path ---------------------------------------------------------------------------------------
+
+
+def predict_plane(
+    predictor: Predictor, read: ReadFn, shape: tuple[int, int], geometry: TileGeometry, *,
+    probabilities: Any | None = None, labels: Any | None = None, batch_size: int = 1,
+    progress: Callable[[int], None] | None = None, window: Window | None = None, path: Path | str = "<image>",
+) -> None:
+    """Predict one plane of ``shape`` (H, W), or a ``window`` of it, with the overlap-tile strategy: the one path
+    every caller takes (files, OME-Zarr, blocks, in-memory images through :func:`segment_image`).
+
+    ``probabilities`` (``(K', h, w)``, K' = :attr:`~biounet.inference.predictor.Predictor.output_channels`: the
+    class probabilities, then a ``distance`` model's distance map) and ``labels`` (``(h, w)``, the arg-max over
+    the class channels only, never the distance map) are written where given; ``read``, ``window`` and
+    ``progress`` as in :func:`biounet.inference.tiling.predict_tiled`.
+
+    Raises
+    ------
+    FloatingPointError
+        If the network's output is NaN or infinite (``path`` names the image).
+    """
+    predict_tiled(read, shape, _finite(predictor, Path(path)), geometry, probabilities=probabilities, labels=labels,
+                  batch_size=batch_size, progress=progress, label_channels=predictor.num_classes, window=window)
+
+
+def class_labels(outputs: npt.NDArray[np.float32], num_classes: int) -> npt.NDArray[np.integer]:
+    """Class ids ``(..., H, W)`` of outputs ``(..., K', H, W)``: the arg-max over the first ``num_classes``
+    channels (a ``distance`` model's last channel is its distance map, not a class), in
+    :func:`biounet.data.io.label_dtype`.
+
+    >>> class_labels(np.array([[[0.4]], [[0.6]], [[0.9]]], np.float32), 2).tolist()
+    [[1]]
+    """
+    if outputs.ndim < 3 or outputs.shape[-3] < num_classes:
+        raise ValueError(f"outputs must be (..., K, H, W) with K >= {num_classes}, got shape {outputs.shape}")
+    return np.argmax(outputs[..., :num_classes, :, :], axis=-3).astype(label_dtype(num_classes))
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """What :func:`segment_image` gives for one plane."""
+
+    probabilities: npt.NDArray[np.float32]  # (K', H, W): class probabilities, then a distance model's distance map
+    labels: npt.NDArray[np.integer]  # (H, W): arg-max over the class channels only
+    in_tile: int
+
+
+def segment_image(
+    predictor: Predictor, image: npt.NDArray[Any], *, raw: bool = False, options: PredictOptions = PredictOptions(),
+    progress: Callable[[int], None] | None = None,
+) -> Segmentation:
+    """Outputs and class labels of one in-memory ``(H, W)`` or ``(H, W, C)`` image (API, napari, demo).
+
+    ``raw`` images are normalised first as the predictor expects (:func:`biounet.data.io.normalize`); otherwise
+    the image must be normalised already. The tile side is :func:`tile_for`'s; ``progress(n)`` gets the tiles
+    just done (:func:`predict_plane`).
+
+    Raises
+    ------
+    ValueError
+        If the image is not 2-D/3-D, has another channel count than the model takes, or holds NaN or Inf.
+    """
     if image.ndim == 2:
         image = image[..., None]
     if image.ndim != 3:
         raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
     if image.shape[-1] != predictor.in_channels:
         raise ValueError(f"image has {image.shape[-1]} channel(s), the model takes {predictor.in_channels}")
-    if not np.all(np.isfinite(image)):
+    pixels = normalize(np.asarray(image), predictor.normalization) if raw else image
+    if not np.all(np.isfinite(pixels)):
         raise ValueError("image contains NaN or Inf pixels")
-    height, width = image.shape[:2]
-    in_tile = check_in_tile(predictor, tile) if tile is not None else choose_in_tile(
-        predictor, (height, width), memory_budget=memory_budget, batch_size=batch_size)
-    probs = np.zeros((predictor.output_channels, height, width), dtype=np.float32)
-    predict_tiled(
-        lambda rows, cols: image[rows, cols], (height, width), predictor, predictor.geometry(in_tile),
-        probabilities=probs, batch_size=batch_size,
-    )
-    return probs
-
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    in_tile = tile_for(predictor, shape, options)
+    probabilities = np.zeros((predictor.output_channels, *shape), dtype=np.float32)
+    labels = np.zeros(shape, dtype=label_dtype(predictor.num_classes))
+    predict_plane(predictor, lambda rows, cols: pixels[rows, cols], shape, predictor.geometry(in_tile),
+                  probabilities=probabilities, labels=labels, batch_size=options.batch_size, progress=progress)
+    return Segmentation(probabilities, labels, in_tile)

@@ -1,6 +1,7 @@
 """Prediction into OME-Zarr: the labels of an image written chunk by chunk as an NGFF label image.
 
-A thin layer over :mod:`biounet.inference.predict`: the same tiling, normalisation and network, with the labels written
+A thin layer over :mod:`biounet.inference.predict`: the same tiling, normalisation and network
+(:func:`~biounet.inference.predict.predict_plane`, labels from the class channels only), with the labels written
 through :class:`biounet.data.omezarr.LabelImageWriter` instead of a TIFF. An OME-Zarr input gets its labels in its own
 ``labels/<name>`` group (``image-label`` metadata pointing back at the image, its axes and pixel size); with ``out``
 any input (OME-Zarr, TIFF, PNG, ...) gets a new OME-Zarr holding the label image, with the input's pixel size.
@@ -24,11 +25,12 @@ from biounet.inference.predict import (
     PredictResult,
     check_compatible,
     check_native_scale,
+    predict_plane,
     tile_counter,
     tile_for,
 )
 from biounet.inference.predictor import Predictor
-from biounet.inference.tiling import count_tiles, predict_tiled
+from biounet.inference.tiling import count_tiles
 
 DEFAULT_LABEL_NAME = "biounet"
 
@@ -100,8 +102,8 @@ def predict_to_omezarr(
             def read(rows: slice, cols: slice, plane: int = plane, norm: Any = norm) -> npt.NDArray[np.float32]:
                 return norm.apply(source.read(plane, rows, cols))
 
-            predict_tiled(read, (height, width), predictor, geometry, labels=writer.plane(plane),
-                          batch_size=options.batch_size, progress=step)
+            predict_plane(predictor, read, (height, width), geometry, labels=writer.plane(plane),
+                          batch_size=options.batch_size, progress=step, path=source.path)
         if instances is not None and out is not None:
             _relabel_as_instances(writer, planes, (height, width), instances)
     if instances is not None and out is None:

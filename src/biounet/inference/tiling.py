@@ -93,11 +93,25 @@ def read_mirrored(read: ReadFn, shape: tuple[int, int], top: int, left: int, siz
     return block[np.ix_(rows - r0, cols - c0)]
 
 
-def iter_tiles(shape: tuple[int, int], geometry: TileGeometry) -> Iterator[tuple[int, int]]:
-    """Output-space origins ``(top, left)`` of the tiles covering an image of ``shape``, row by row."""
-    for top in tile_starts(shape[0], geometry.out_tile, geometry.step):
-        for left in tile_starts(shape[1], geometry.out_tile, geometry.step):
-            yield top, left
+Window = tuple[tuple[int, int], tuple[int, int]]
+"""``((top, bottom), (left, right))``: a rectangle of an image, in pixels, stops exclusive."""
+
+
+def iter_tiles(shape: tuple[int, int], geometry: TileGeometry, window: Window | None = None,
+               ) -> Iterator[tuple[int, int]]:
+    """Output-space origins ``(top, left)`` of the tiles covering ``window`` of an image of ``shape`` (the whole
+    image by default), row by row; they start at the window's corner and step by ``geometry.step``.
+
+    >>> g = TileGeometry(in_tile=20, out_tile=12, margin=4, align=4)
+    >>> list(iter_tiles((30, 10), g)), list(iter_tiles((30, 10), g, ((12, 30), (0, 10))))
+    ([(0, 0), (12, 0), (24, 0)], [(12, 0), (24, 0)])
+    """
+    (top, bottom), (left, right) = window if window is not None else ((0, shape[0]), (0, shape[1]))
+    if not (0 <= top < bottom <= shape[0] and 0 <= left < right <= shape[1]):
+        raise ValueError(f"window {window} must be a non-empty part of the image of shape {shape}")
+    for row in tile_starts(bottom - top, geometry.out_tile, geometry.step):
+        for col in tile_starts(right - left, geometry.out_tile, geometry.step):
+            yield top + row, left + col
 
 
 def predict_tiled(
@@ -111,8 +125,9 @@ def predict_tiled(
     batch_size: int = 1,
     progress: Callable[[int], None] | None = None,
     label_channels: int | None = None,
+    window: Window | None = None,
 ) -> None:
-    """Predict an image of ``shape`` (H, W) tile by tile, writing into the given outputs.
+    """Predict an image of ``shape`` (H, W), or a ``window`` of it, tile by tile, writing into the given outputs.
 
     Parameters
     ----------
@@ -124,9 +139,10 @@ def predict_tiled(
         ``(N, C, in_tile, in_tile)`` float32 -> ``(N, K, out_tile, out_tile)`` float32 class probabilities.
     geometry : TileGeometry
         Tile sizes; tile origins step by ``geometry.step``.
-    probabilities : array-like (K, H, W), optional
-        Written with the class probabilities (numpy, zarr or any array supporting slice assignment).
-    labels : array-like (H, W), optional
+    probabilities : array-like (K, h, w), optional
+        Written with the class probabilities (numpy, zarr or any array supporting slice assignment); ``(h, w)``
+        is the window's size, the image's by default.
+    labels : array-like (h, w), optional
         Written with the arg-max class of each pixel.
     batch_size : int
         Tiles predicted per call of ``predict``.
@@ -135,12 +151,16 @@ def predict_tiled(
     label_channels : int, optional
         The labels are the arg-max over the first ``label_channels`` channels (the class probabilities of a
         model that also regresses a distance map); all channels by default.
+    window : ((top, bottom), (left, right)), optional
+        Predict only this part of the image (a block of :mod:`biounet.inference.blockwise`); context is still read
+        from the whole image, mirrored only at its borders. A window whose corner lies on multiples of
+        ``geometry.step`` gets the tiles, hence the values, of a whole-image run there.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    height, width = shape
+    (top0, bottom), (left0, right) = window if window is not None else ((0, shape[0]), (0, shape[1]))
     m, size = geometry.margin, geometry.in_tile
-    origins = list(iter_tiles(shape, geometry))
+    origins = list(iter_tiles(shape, geometry, window))
     for first in range(0, len(origins), batch_size):
         batch_origins = origins[first : first + batch_size]
         batch = np.stack(
@@ -151,8 +171,8 @@ def predict_tiled(
         if probs.ndim != 4 or (probs.shape[0], *probs.shape[2:]) != expected:
             raise ValueError(f"predict returned shape {probs.shape}, expected (N, K, H, W) with N, H, W = {expected}")
         for (top, left), tile_probs in zip(batch_origins, probs):
-            h, w = min(geometry.out_tile, height - top), min(geometry.out_tile, width - left)
-            region = (slice(top, top + h), slice(left, left + w))
+            h, w = min(geometry.out_tile, bottom - top), min(geometry.out_tile, right - left)
+            region = (slice(top - top0, top - top0 + h), slice(left - left0, left - left0 + w))
             if probabilities is not None:
                 probabilities[(slice(None), *region)] = tile_probs[:, :h, :w]
             if labels is not None:

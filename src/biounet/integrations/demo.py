@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from biounet.data.checkpoint import load_checkpoint
 from biounet.data.datasets import load_dataset
 from biounet.data.io import write_png, write_tiff
 from biounet.data.synthetic import make_dataset, write_dataset
 from biounet.evaluation import metrics
 from biounet.evaluation.report import overlay, plot_weight_map, side_by_side, to_gray_uint8
-from biounet.inference.instances import InstanceParams, instances_from_probabilities
-from biounet.inference.predict import TorchPredictor, predict_image
+from biounet.inference.instances import instances_from_outputs
+from biounet.inference.predict import TorchPredictor, segment_image
+from biounet.inference.settings import instance_settings
 from biounet.training.augment import AugmentConfig
 from biounet.training.config import TrainConfig, read_config_toml
 from biounet.training.train import fit, prepare_samples
@@ -63,19 +63,18 @@ def run_demo(
     from biounet.data.checkpoint import load_model
 
     predictor = TorchPredictor(load_model(out / "run" / "model.pt"), normalization=config.normalization)
-    payload = load_checkpoint(out / "run" / "model.pt")
-    params = InstanceParams(**(payload.get("instance_params") or {}))
+    target, params = instance_settings(out / "run" / "model.pt")
     test_samples = make_dataset(DEMO_KIND, n_test, size=DEMO_SIZE, rng=1)
     predictions = out / "test_predictions"
     predictions.mkdir(exist_ok=True)
     rows, panels = [], []
     for index, sample in enumerate(test_samples):
         assert sample.instances is not None
-        probs = predict_image(predictor, sample.image)
-        instances = instances_from_probabilities(probs, target=payload["target"], params=params)
-        write_tiff(predictions / f"test{index}.tif", probs.argmax(0).astype(np.uint8))
+        segmented = segment_image(predictor, sample.image)
+        instances = instances_from_outputs(segmented.labels, segmented.probabilities, target=target, params=params)
+        write_tiff(predictions / f"test{index}.tif", segmented.labels, labels=True)
         write_tiff(predictions / f"test{index}_instances.tif", instances.astype(np.uint16))
-        write_tiff(predictions / f"test{index}_prob.tif", probs)
+        write_tiff(predictions / f"test{index}_prob.tif", segmented.probabilities)
         seg = metrics.seg_score(instances, sample.instances)
         rows.append({"image": f"test{index}", "iou": metrics.iou(instances > 0, sample.instances > 0),
                      "seg": seg.mean_jaccard, "cells_true": seg.n_objects, "cells_found": int(instances.max())})

@@ -40,8 +40,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QObject, Signal
 
 from biounet.core.device import PRECISIONS
-from biounet.data.io import normalize
-from biounet.inference.instances import InstanceParams, instances_from_probabilities
+from biounet.inference.instances import InstanceParams, instances_from_outputs
 from biounet.inference.predictor import Predictor
 from biounet.inference.segments import SegmentParams
 from biounet.training.events import StepEvent, ValidationEvent
@@ -102,26 +101,29 @@ def segment_array(
     *,
     rgb: bool = False,
     settings: SegmentSettings = SegmentSettings(),
-    instance_settings: tuple[str, InstanceParams | SegmentParams] = ("paper", InstanceParams()),
+    instance_settings: tuple[str | None, InstanceParams | SegmentParams] = ("paper", InstanceParams()),
     progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> SegmentResult:
     """Segment napari image data plane by plane with the overlap-tile strategy (raw pixels in; the predictor's
-    normalisation is applied per plane, as ``biounet predict`` does).
+    normalisation is applied per plane, as ``biounet predict`` does), through
+    :func:`biounet.inference.predict.segment_image`; instances as ``biounet predict --instances`` makes them
+    (:func:`biounet.inference.instances.instances_from_outputs`) from ``instance_settings`` (a checkpoint's:
+    :func:`biounet.inference.settings.instance_settings`).
 
     ``progress(done, total)`` is called with tile counts; setting ``cancel`` stops at the next batch of tiles by
     raising :class:`Cancelled`.
     """
-    from biounet.inference.predict import PredictOptions, tile_for
-    from biounet.inference.tiling import count_tiles, predict_tiled
+    from biounet.inference.predict import PredictOptions, segment_image, tile_for
+    from biounet.inference.tiling import count_tiles
 
     planes = image_planes(data, rgb=rgb)
     height, width, channels = planes[0].shape
     if channels != predictor.in_channels:
         raise ValueError(f"image has {channels} channel(s), the model takes {predictor.in_channels}")
-    in_tile = tile_for(predictor, (height, width), PredictOptions(tile=settings.tile, batch_size=settings.batch_size))
-    geometry = predictor.geometry(in_tile)
-    total, done = len(planes) * count_tiles((height, width), geometry), 0
+    options = PredictOptions(tile=settings.tile, batch_size=settings.batch_size)
+    options = replace(options, tile=tile_for(predictor, (height, width), options))
+    total, done = len(planes) * count_tiles((height, width), predictor.geometry(options.tile)), 0
 
     def step(n: int) -> None:
         nonlocal done
@@ -134,30 +136,18 @@ def segment_array(
     labels, probabilities = [], []
     target, params = instance_settings
     for plane in planes:
-        image = normalize(plane, predictor.normalization)
-        probs = np.zeros((predictor.num_classes, height, width), dtype=np.float32)
-        predict_tiled(lambda rows, cols, image=image: image[rows, cols], (height, width), predictor, geometry,
-                      probabilities=probs, batch_size=settings.batch_size, progress=step)
-        labels.append(instances_from_probabilities(probs, target=target, params=params) if settings.instances
-                      else probs.argmax(0).astype(np.int32))
+        result = segment_image(predictor, plane, raw=True, options=options, progress=step)
+        labels.append(instances_from_outputs(result.labels, result.probabilities, target=target, params=params)
+                      if settings.instances else result.labels.astype(np.int32))
         if settings.probabilities:
-            probabilities.append(probs)
+            probabilities.append(result.probabilities)
     single = len(planes) == 1
     return SegmentResult(
         labels=labels[0] if single else np.stack(labels),
         probabilities=(probabilities[0] if single else np.stack(probabilities)) if probabilities else None,
         class_names=list(predictor.class_names) or [f"class{k}" for k in range(predictor.num_classes)],
-        in_tile=in_tile,
+        in_tile=options.tile,
     )
-
-
-def instance_settings_of(model_path: str | Path) -> tuple[str, InstanceParams | SegmentParams]:
-    """The post-processing a checkpoint's training run chose (:func:`biounet.api.instance_settings`; the
-    ``paper`` way for ONNX models)."""
-    from biounet.inference.settings import instance_settings
-
-    target, params = instance_settings(model_path)
-    return target or "paper", params
 
 
 @dataclass(frozen=True)
@@ -361,10 +351,11 @@ class SegmentWidget(_WorkerWidget):
 
         def job() -> SegmentResult:
             from biounet.inference.predict import load_predictor
+            from biounet.inference.settings import instance_settings
 
             predictor = load_predictor(model, precision=precision, tta=tta)
-            return segment_array(predictor, data, rgb=rgb, settings=settings,
-                                 instance_settings=instance_settings_of(model),
+            post = instance_settings(model) if settings.instances else (None, InstanceParams())
+            return segment_array(predictor, data, rgb=rgb, settings=settings, instance_settings=post,
                                  progress=lambda done, total: relay.value.emit((done, total)), cancel=cancel)
 
         self.status.value = f"segmenting {layer.name}..."
@@ -450,5 +441,5 @@ class TrainWidget(_WorkerWidget):
 
 __all__ = [
     "Cancelled", "SegmentResult", "SegmentSettings", "SegmentWidget", "TrainSettings", "TrainWidget", "image_planes",
-    "instance_settings_of", "sample_cells", "segment_array", "train_config", "train_on_pair", "write_pair",
+    "sample_cells", "segment_array", "train_config", "train_on_pair", "write_pair",
 ]
