@@ -61,9 +61,24 @@ def _single_process(model_path: Path, image: Path, out: Path, tile: int) -> tupl
 
 
 def _check_equal(result, labels: np.ndarray, probs: np.ndarray) -> None:
+    """The blockwise outputs have the single-process layout ((H, W) labels, (K, H, W) probabilities for one plane)
+    and values."""
     # worker processes run other thread counts, whose oneDNN sums may differ from this process's in the last bit
-    np.testing.assert_allclose(zarr.open_array(str(result.probabilities_path), mode="r")[0], probs, atol=1e-5)
-    assert_labels_agree_where_decided(zarr.open_array(str(result.labels_path), mode="r")[0], labels, probs, 1e-5)
+    got_probs = zarr.open_array(str(result.probabilities_path), mode="r")[:]
+    got_labels = zarr.open_array(str(result.labels_path), mode="r")[:]
+    assert (got_labels.shape, got_probs.shape) == (labels.shape, probs.shape)
+    np.testing.assert_allclose(got_probs, probs, atol=1e-5)
+    assert_labels_agree_where_decided(got_labels, labels, probs, 1e-5)
+
+
+class Interrupted(Exception):
+    """Raised by :func:`_interrupt_when_done` to stop a run like a Ctrl-C would."""
+
+
+def _interrupt_when_done(done: int, total: int) -> None:
+    """A ``progress`` that stops the run once every block is predicted, before its outputs are made final."""
+    if done == total:
+        raise Interrupted(f"{done} of {total} blocks")
 
 
 def test_block_side_is_a_multiple_of_the_tile_step():
@@ -91,7 +106,7 @@ def test_blockwise_equals_single_process(client, model_path, tmp_path):
     assert (result.in_tile, result.block, len(result.computed), result.skipped) == (TILE, BLOCK, 9, [])
     _check_equal(result, labels, probs)
     expected = instances_from_labels(labels, target="paper", params=params)
-    got = zarr.open_array(str(result.instances_path), mode="r")[0]
+    got = zarr.open_array(str(result.instances_path), mode="r")[:]
     assert expected.max() > 1
     np.testing.assert_array_equal(got, expected)
 
@@ -101,31 +116,31 @@ def test_restart_predicts_only_unfinished_blocks(client, model_path, tmp_path):
     image = _zarr_image(tmp_path / "img.zarr", 300)
     out = tmp_path / "out"
     options = PredictOptions(tile=TILE, save_probabilities=True)
-    first = predict_blockwise(model_path, image, out, client, options, device="cpu", precision="fp32",
-                              block_size=BLOCK)
-    labels = zarr.open_array(str(first.labels_path), mode="r")[0]
-    probs = zarr.open_array(str(first.probabilities_path), mode="r")[0]
-    assert first.computed == ["z0_y0_x0", "z0_y0_x184", "z0_y184_x0", "z0_y184_x184"]
+    labels, probs = _single_process(model_path, image, tmp_path / "single", TILE)
+    with pytest.raises(Interrupted):
+        predict_blockwise(model_path, image, out, client, options, device="cpu", precision="fp32",
+                          block_size=BLOCK, progress=_interrupt_when_done)
     done = out / "img.blocks" / "done"
-    kept = {p.name: p.stat().st_mtime_ns for p in done.iterdir() if p.stem not in ("z0_y0_x184", "z0_y184_x0")}
+    assert sorted(p.stem for p in done.iterdir()) == ["z0_y0_x0", "z0_y0_x184", "z0_y184_x0", "z0_y184_x184"]
     # a worker killed during these two blocks: chunks half-written, no marker
     for name, rows, cols in (("z0_y0_x184", slice(0, 184), slice(184, 300)),
                              ("z0_y184_x0", slice(184, 300), slice(0, 184))):
         (done / f"{name}.npz").unlink()
-        zarr.open_array(str(first.labels_path), mode="r+")[0, rows, cols] = 7
+        zarr.open_array(str(out / "img.blocks" / "img.zarr"), mode="r+")[rows, cols] = 7
     time.sleep(0.01)
     second = predict_blockwise(model_path, image, out, client, options, device="cpu", precision="fp32",
                                block_size=BLOCK)
     assert sorted(second.computed) == ["z0_y0_x184", "z0_y184_x0"]
     assert sorted(second.skipped) == ["z0_y0_x0", "z0_y184_x184"]
-    assert {name: (done / name).stat().st_mtime_ns for name in kept} == kept
+    assert not done.exists()  # the progress folder goes once the run is complete
     _check_equal(second, labels, probs)
 
 
 def test_restart_with_other_settings_is_refused(client, model_path, tmp_path):
     image = _zarr_image(tmp_path / "img.zarr", 200)
-    predict_blockwise(model_path, image, tmp_path / "out", client, PredictOptions(tile=TILE), device="cpu",
-                      precision="fp32", block_size=BLOCK)
+    with pytest.raises(Interrupted):
+        predict_blockwise(model_path, image, tmp_path / "out", client, PredictOptions(tile=TILE), device="cpu",
+                          precision="fp32", block_size=BLOCK, progress=_interrupt_when_done)
     with pytest.raises(ValueError, match=r"other settings \(block, in_tile\)"):
         predict_blockwise(model_path, image, tmp_path / "out", client, PredictOptions(tile=100), device="cpu",
                           precision="fp32", block_size=120)
@@ -199,7 +214,32 @@ def test_cli_predict_dask_writes_zarr(model_path, tmp_path, capsys):
     assert main(["predict", str(model_path), str(image), "--out", str(tmp_path / "o"), "--dask-workers", "1",
                  "--precision", "fp32", "--tile", str(TILE)]) == 0
     assert "blocks of" in capsys.readouterr().out
-    assert zarr.open_array(str(tmp_path / "o" / "cli.zarr"), mode="r").shape == (1, 200, 200)
+    assert zarr.open_array(str(tmp_path / "o" / "cli.zarr"), mode="r").shape == (200, 200)  # as predict_file's
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["cli.zarr"]  # no progress folder left
+
+
+def test_an_interrupted_run_leaves_no_output_that_looks_complete(client, model_path, tmp_path):
+    image = _zarr_image(tmp_path / "img.zarr", 200)
+    out = tmp_path / "out"
+    options = PredictOptions(tile=TILE, save_probabilities=True)
+    with pytest.raises(Interrupted):
+        predict_blockwise(model_path, image, out, client, options, device="cpu", precision="fp32",
+                          block_size=BLOCK, instances=InstanceParams(min_size_px=4), progress=_interrupt_when_done)
+    assert sorted(p.name for p in out.iterdir()) == ["img.blocks"]  # no img.zarr, img_prob.zarr, img_instances.zarr
+    resumed = predict_blockwise(model_path, image, out, client, options, device="cpu", precision="fp32",
+                                block_size=BLOCK, instances=InstanceParams(min_size_px=4))
+    assert resumed.computed == [] and len(resumed.skipped) == 4
+    assert sorted(p.name for p in out.iterdir()) == ["img.zarr", "img_instances.zarr", "img_prob.zarr"]
+    assert zarr.open_array(str(resumed.instances_path), mode="r").shape == (200, 200)
+
+
+def test_a_rerun_replaces_the_outputs_it_does_not_write_again(client, model_path, tmp_path):
+    image = _zarr_image(tmp_path / "img.zarr", 100)
+    out = tmp_path / "out"
+    predict_blockwise(model_path, image, out, client, PredictOptions(tile=TILE, save_probabilities=True),
+                      device="cpu", precision="fp32")
+    predict_blockwise(model_path, image, out, client, PredictOptions(tile=TILE), device="cpu", precision="fp32")
+    assert sorted(p.name for p in out.iterdir()) == ["img.zarr"]  # the earlier img_prob.zarr is not this run's
 
 
 @pytest.mark.numerics
@@ -245,5 +285,5 @@ def test_a_worker_process_killed_mid_run_changes_nothing(model_path, tmp_path):
         worker.join(timeout=300)
     assert finished_at_kill < 36  # the kill came while blocks were still to do
     result = outcome["result"]
-    assert len(result.computed) == 36 and len(list(done.iterdir())) == 36
+    assert len(result.computed) == 36 and not done.exists()  # every block done, the progress folder removed
     _check_equal(result, labels, probs)

@@ -4,17 +4,23 @@ The image is cut into square output blocks whose side is a multiple of the tile 
 ``2**depth``), so block origins are multiples of it; each block is one chunk of the output zarr arrays, so
 workers write disjoint chunks and need no locks. A worker reads its block plus the network's context margin
 (real neighbouring pixels where they exist, mirrored at the image border), cuts it into the tiles the
-single-process prediction (:func:`biounet.inference.tiling.predict_tiled`) runs at the same places, and writes
-``<stem>.zarr`` (class labels, ``(Z, H, W)``) and, if asked, ``<stem>_prob.zarr`` (``(Z, K, H, W)`` float32).
-Every pixel's value comes from the same tile as in the single-process run, so the outputs are equal, not just
-close (with ``batch_size=1``; other batch sizes may differ by float rounding, as they do in one process).
+single-process prediction runs at the same places (both through
+:func:`biounet.inference.predict.predict_plane`, the block as its ``window``), and writes ``<stem>.zarr`` (class
+labels from the class channels only) and, if asked, ``<stem>_prob.zarr`` (float32, every output channel: the class
+probabilities, then a ``distance`` model's distance map), in the layout of the single-process outputs: ``(H, W)``
+and ``(K', H, W)`` for one plane, ``(Z, H, W)`` and ``(Z, K', H, W)`` for a stack. Every pixel's value comes from
+the same tile as in the single-process run, so the outputs are equal, not just close (with ``batch_size=1``; other
+batch sizes may differ by float rounding, as they do in one process).
 
 Intensity normalisation is computed once per plane on the client, from the whole plane as
 :func:`biounet.inference.predict.predict_file` does, and sent to the workers.
 
-Restarts: after a block's chunks are written its marker ``<stem>.blocks/done/<block>.npz`` is written
-atomically; a rerun with the same settings skips the blocks that have one (a block killed half-way has none and
-is predicted again). ``<stem>.blocks/job.json`` holds the settings; a rerun with other settings is refused.
+Restarts: the outputs grow inside the progress folder ``<stem>.blocks/`` and are moved to their final names only
+when every block (and the instances) is done, after which the folder is removed; so an interrupted or failed run
+leaves no output that looks complete. After a block's chunks are written its marker
+``<stem>.blocks/done/<block>.npz`` is written atomically; a rerun with the same settings skips the blocks that
+have one (a block killed half-way has none and is predicted again). ``<stem>.blocks/job.json`` holds the
+settings; a rerun with other settings is refused.
 
 Instances (:func:`instances_blockwise`, the ``paper`` way: connected components of the foreground, gaps given
 back): each block labels its foreground's 4-connected components with ids offset by its block number (unique
@@ -59,9 +65,11 @@ from biounet.data.io import (
 from biounet.inference.instances import MEMBRANES, InstanceParams, fill_gaps
 from biounet.inference.predict import (
     PredictOptions,
+    Segmentation,
     check_compatible,
     check_native_scale,
     load_predictor,
+    predict_plane,
     tile_for,
 )
 from biounet.inference.predictor import Predictor
@@ -132,6 +140,18 @@ def block_side(geometry: TileGeometry, requested: int | None = None) -> int:
     return requested
 
 
+def output_index(block: Block, planar: bool, *, channels: bool = False) -> tuple[Any, ...]:
+    """Where ``block`` goes in an output array: ``(plane, rows, cols)``, with ``:`` for the channels before the
+    rows where ``channels``; without the plane where ``planar`` (a single plane written 2-D).
+
+    >>> output_index(Block(0, 0, (0, 4), (4, 8)), True)
+    (slice(0, 4, None), slice(4, 8, None))
+    """
+    plane, rows, cols = block.region
+    inner = (slice(None), rows, cols) if channels else (rows, cols)
+    return inner if planar else (plane, *inner)
+
+
 @dataclass(frozen=True)
 class BlockJob:
     """What every block task needs; picklable, and stored as ``job.json`` to check a restart against."""
@@ -165,6 +185,15 @@ class BlockJob:
     @property
     def instances_path(self) -> Path:
         return Path(self.out_dir) / f"{self.stem}_instances.zarr"
+
+    @property
+    def planar(self) -> bool:
+        """One plane: the outputs are 2-D images, as :func:`biounet.inference.predict.predict_file` writes them."""
+        return self.shape[0] == 1
+
+    def staged(self, final: Path) -> Path:
+        """Where the output ``final`` grows until the run is complete: inside :attr:`work_dir`."""
+        return self.work_dir / final.name
 
     def marker(self, block: Block) -> Path:
         return self.work_dir / "done" / f"{block.name}.npz"
@@ -238,6 +267,9 @@ def predict_blockwise(
     for ``<stem>_instances.zarr`` (:func:`instances_blockwise`) with these settings, for a model of ``target``.
     ``progress(done, total)`` counts blocks.
 
+    The outputs get their final names only when the run is complete (module docstring); an interrupted run keeps
+    ``<stem>.blocks/`` for the rerun.
+
     Raises
     ------
     ValueError
@@ -254,13 +286,14 @@ def predict_blockwise(
     job = _make_job(predictor, source, model, out, options, device=device, precision=precision, tta=tta,
                     block_size=block_size)
     blocks = plan_blocks(source.planes, (source.height, source.width), job.block)
-    _prepare_outputs(job, predictor.num_classes)
+    _prepare_outputs(job, predictor)
     done = {path.stem for path in (job.work_dir / "done").glob("*.npz")}
     todo = [b for b in blocks if b.name not in done]
     futures = [client.submit(_predict_block, job, b, pure=False) for b in todo]
     _wait(futures, progress, start=len(blocks) - len(todo), total=len(blocks))
     if instances is not None:
-        instances_blockwise(client, job.labels_path, job.instances_path, params=instances)
+        instances_blockwise(client, job.staged(job.labels_path), job.staged(job.instances_path), params=instances)
+    _commit(job, instances=instances is not None)
     return BlockwiseResult(
         job.labels_path, job.probabilities_path if job.save_probabilities else None,
         job.instances_path if instances is not None else None, job.shape, job.in_tile, job.block,
@@ -340,8 +373,9 @@ def _make_job(
     return job
 
 
-def _prepare_outputs(job: BlockJob, num_classes: int) -> None:
-    """Create the output arrays and ``job.json``, or check that the unfinished job there has the same settings."""
+def _prepare_outputs(job: BlockJob, predictor: Predictor) -> None:
+    """Create the staged output arrays and ``job.json`` in the progress folder, or check that the unfinished job
+    there has the same settings (and resume it)."""
     import zarr
 
     settings = job.work_dir / "job.json"
@@ -351,18 +385,33 @@ def _prepare_outputs(job: BlockJob, num_classes: int) -> None:
         if changed:
             raise ValueError(f"{job.work_dir}: holds a blockwise job with other settings ({', '.join(changed)}); "
                              f"remove it and its outputs, or choose another --out")
-        return
-    remove_tree(job.work_dir)  # a job that never wrote its settings finished no block
+        staged = [job.labels_path] + ([job.probabilities_path] if job.save_probabilities else [])
+        if all(job.staged(path).exists() for path in staged):
+            return
+    remove_tree(job.work_dir)  # a job that never wrote its settings (or lost its arrays) finished no block
     (job.work_dir / "done").mkdir(parents=True)
     planes, height, width = job.shape
-    labels_dtype = label_dtype(num_classes)
-    zarr.open_array(str(job.labels_path), mode="w", shape=job.shape, chunks=(1, job.block, job.block),
-                    dtype=labels_dtype)
+    layout = [] if job.planar else [planes]
+    zarr.open_array(str(job.staged(job.labels_path)), mode="w", shape=(*layout, height, width),
+                    chunks=(*[1] * len(layout), job.block, job.block), dtype=label_dtype(predictor.num_classes))
     if job.save_probabilities:
-        zarr.open_array(str(job.probabilities_path), mode="w", shape=(planes, num_classes, height, width),
-                        chunks=(1, num_classes, job.block, job.block), dtype=np.float32)
+        channels = predictor.output_channels
+        zarr.open_array(str(job.staged(job.probabilities_path)), mode="w", shape=(*layout, channels, height, width),
+                        chunks=(*[1] * len(layout), channels, job.block, job.block), dtype=np.float32)
     with atomic_path(settings) as tmp:
         tmp.write_text(job.to_json())
+
+
+def _commit(job: BlockJob, *, instances: bool) -> None:
+    """Give the staged outputs their final names (replacing earlier outputs of the stem, and removing those this
+    run does not write), the labels last, then remove the progress folder."""
+    outputs = ((job.instances_path, instances), (job.probabilities_path, job.save_probabilities),
+               (job.labels_path, True))
+    for final, written in outputs:
+        remove_tree(final)
+        if written:
+            os.replace(job.staged(final), final)
+    remove_tree(job.work_dir)
 
 
 def _wait(futures: Sequence[Any], progress: Callable[[int, int], None] | None, *, start: int, total: int) -> list[Any]:
@@ -392,13 +441,14 @@ def _worker_predictor(model: str, device: str, precision: str, tta: bool) -> Pre
 def predict_block(
     predictor: Predictor, source: ImageSource, norm: Normalization, block: Block, geometry: TileGeometry,
     *, batch_size: int = 1,
-) -> npt.NDArray[np.float32]:
-    """Class probabilities ``(K, h, w)`` of one block, from the tiles the whole-image prediction runs there.
+) -> Segmentation:
+    """Outputs ``(K', h, w)`` and class labels ``(h, w)`` of one block, from the tiles the whole-image prediction
+    runs there (:func:`biounet.inference.predict.predict_plane` with the block as its window).
 
     The block's rows and columns must start at multiples of ``geometry.step`` (as :func:`plan_blocks` with
-    :func:`block_side` gives them): then its tiles start where :func:`biounet.inference.tiling.predict_tiled`'s do, and each
-    pixel comes from the same tile. The context is read once: the block, the margin, and the last tiles'
-    overhang, mirrored outside the image.
+    :func:`block_side` gives them): then its tiles start where the whole-image run's do, and each pixel comes from
+    the same tile. The context is read once: the block, the margin, and the last tiles' overhang, mirrored outside
+    the image.
 
     Raises
     ------
@@ -409,25 +459,24 @@ def predict_block(
     if top % geometry.step or left % geometry.step:
         raise ValueError(f"block {block.name} must start at multiples of the tile step {geometry.step}")
     m, size, out = geometry.margin, geometry.in_tile, geometry.out_tile
-    row_starts = tile_starts(bottom - top, out, geometry.step)
-    col_starts = tile_starts(right - left, out, geometry.step)
-    rows = mirror_indices(top - m, top - m + row_starts[-1] + size, source.height)
-    cols = mirror_indices(left - m, left - m + col_starts[-1] + size, source.width)
+    rows = mirror_indices(top - m, top - m + tile_starts(bottom - top, out, geometry.step)[-1] + size, source.height)
+    cols = mirror_indices(left - m, left - m + tile_starts(right - left, out, geometry.step)[-1] + size,
+                          source.width)
     r0, c0 = int(rows.min()), int(cols.min())
     try:
         raw = norm.apply(source.read(block.plane, slice(r0, int(rows.max()) + 1), slice(c0, int(cols.max()) + 1)))
     except ValueError as err:
         raise ValueError(f"{source.path}: {err}") from err
-    context = np.ascontiguousarray(raw[np.ix_(rows - r0, cols - c0)].transpose(2, 0, 1))
-    probs = np.zeros((predictor.num_classes, bottom - top, right - left), np.float32)
-    origins = [(t, s) for t in row_starts for s in col_starts]
-    for first in range(0, len(origins), batch_size):
-        batch = origins[first : first + batch_size]
-        tiles = predictor(np.stack([context[:, t : t + size, s : s + size] for t, s in batch]))
-        for (t, s), tile in zip(batch, tiles):
-            h, w = min(out, probs.shape[1] - t), min(out, probs.shape[2] - s)
-            probs[:, t : t + h, s : s + w] = tile[:, :h, :w]
-    return probs
+
+    def read(r: slice, c: slice) -> npt.NDArray[np.float32]:  # the tiles' context, all inside what was read
+        return raw[r.start - r0 : r.stop - r0, c.start - c0 : c.stop - c0]
+
+    shape = (bottom - top, right - left)
+    probabilities = np.zeros((predictor.output_channels, *shape), np.float32)
+    labels = np.zeros(shape, label_dtype(predictor.num_classes))
+    predict_plane(predictor, read, (source.height, source.width), geometry, probabilities=probabilities,
+                  labels=labels, batch_size=batch_size, window=(block.rows, block.cols), path=source.path)
+    return Segmentation(probabilities, labels, geometry.in_tile)
 
 
 def _predict_block(job: BlockJob, block: Block) -> None:
@@ -435,13 +484,12 @@ def _predict_block(job: BlockJob, block: Block) -> None:
     import zarr
 
     predictor = _worker_predictor(job.model, job.device, job.precision, job.tta)
-    probs = predict_block(predictor, _open_zarr_source(job.image), job.normalizations[block.plane], block,
-                          predictor.geometry(job.in_tile), batch_size=job.batch_size)
-    labels = zarr.open_array(str(job.labels_path), mode="r+")
-    labels[block.region] = probs.argmax(0).astype(labels.dtype)
+    result = predict_block(predictor, _open_zarr_source(job.image), job.normalizations[block.plane], block,
+                           predictor.geometry(job.in_tile), batch_size=job.batch_size)
+    zarr.open_array(str(job.staged(job.labels_path)), mode="r+")[output_index(block, job.planar)] = result.labels
     if job.save_probabilities:
-        plane, rows, cols = block.region
-        zarr.open_array(str(job.probabilities_path), mode="r+")[plane, :, rows, cols] = probs
+        probabilities = zarr.open_array(str(job.staged(job.probabilities_path)), mode="r+")
+        probabilities[output_index(block, job.planar, channels=True)] = result.probabilities
     with atomic_path(job.marker(block)) as tmp, tmp.open("wb") as handle:
         np.savez(handle, precision=np.array(predictor.precision))
 
@@ -451,44 +499,48 @@ def _predict_block(job: BlockJob, block: Block) -> None:
 
 @dataclass(frozen=True)
 class _InstanceJob:
-    labels: str  # (Z, H, W) class labels, chunks (1, block, block)
-    components: str  # scratch array of block-unique component ids
-    out: str
-    shape: tuple[int, int, int]
+    labels: str  # (H, W) or (Z, H, W) class labels, chunks (block, block) or (1, block, block)
+    components: str  # scratch array of block-unique component ids, (Z, H, W)
+    out: str  # the instances, in the layout of the labels
+    shape: tuple[int, int, int]  # Z, H, W
     block: int
+    planar: bool  # labels and instances are (H, W)
 
 
 def instances_blockwise(
     client: Any, labels_path: str | os.PathLike[str], out_path: str | os.PathLike[str], *,
     params: InstanceParams = InstanceParams(),
 ) -> Path:
-    """Instances of a ``(Z, H, W)`` class-label zarr array, block by block on the Dask ``client``: equal to
-    :func:`biounet.inference.instances.instances_from_labels` (``paper`` target) on each whole plane (module docstring).
+    """Instances of an ``(H, W)`` or ``(Z, H, W)`` class-label zarr array, block by block on the Dask ``client``:
+    equal to :func:`biounet.inference.instances.instances_from_labels` (``paper`` target) on each whole plane
+    (module docstring).
 
-    Blocks are the array's chunks, which must be ``(1, b, b)``; writes ``out_path`` (uint32, same chunks).
+    Blocks are the array's chunks, which must be ``(b, b)`` or ``(1, b, b)``; writes ``out_path`` (uint32, same
+    shape and chunks).
 
     Raises
     ------
     ValueError
-        If the array is not 3-D with ``(1, b, b)`` chunks, or ``params`` asks for the watershed split.
+        If the array is not 2-D with ``(b, b)`` or 3-D with ``(1, b, b)`` chunks, or ``params`` asks for the
+        watershed split.
     """
     import zarr
 
     if params.watershed:
         raise ValueError("blockwise instances do not support the watershed split (not local to a block)")
     labels = zarr.open_array(str(labels_path), mode="r")
-    if labels.ndim != 3 or labels.chunks[0] != 1 or labels.chunks[1] != labels.chunks[2]:
-        raise ValueError(f"{labels_path}: need (Z, H, W) labels in (1, b, b) chunks, got shape {labels.shape}, "
-                         f"chunks {labels.chunks}")
+    planar = labels.ndim == 2
+    shape, chunks = ((1, *labels.shape), (1, *labels.chunks)) if planar else (labels.shape, labels.chunks)
+    if len(shape) != 3 or chunks[0] != 1 or chunks[1] != chunks[2]:
+        raise ValueError(f"{labels_path}: need (H, W) or (Z, H, W) labels in (b, b) or (1, b, b) chunks, got shape "
+                         f"{labels.shape}, chunks {labels.chunks}")
     out_path = Path(out_path)
     job = _InstanceJob(str(labels_path), str(out_path.with_name(f".{out_path.name}.components")), str(out_path),
-                       tuple(labels.shape), int(labels.chunks[1]))  # type: ignore[arg-type]
+                       tuple(shape), int(chunks[1]), planar)  # type: ignore[arg-type]
     blocks = plan_blocks(job.shape[0], job.shape[1:], job.block)
-    planes, height, width = job.shape
     stride_ok = len(blocks) * job.block**2 < 2**32
-    zarr.open_array(job.components, mode="w", shape=job.shape, chunks=labels.chunks,
-                    dtype=np.uint32 if stride_ok else np.uint64)
-    zarr.open_array(job.out, mode="w", shape=job.shape, chunks=labels.chunks, dtype=np.uint32)
+    zarr.open_array(job.components, mode="w", shape=shape, chunks=chunks, dtype=np.uint32 if stride_ok else np.uint64)
+    zarr.open_array(job.out, mode="w", shape=labels.shape, chunks=labels.chunks, dtype=np.uint32)
     try:
         records = client.gather([client.submit(_label_block, job, b, pure=False) for b in blocks])
         keys, values = merge_components(job, blocks, records, min_size_px=params.min_size_px)
@@ -506,7 +558,7 @@ def _label_block(job: _InstanceJob, block: Block) -> dict[str, npt.NDArray[Any]]
     plane, raster order)."""
     import zarr
 
-    foreground = np.asarray(zarr.open_array(job.labels, mode="r")[block.region]) > 0
+    foreground = np.asarray(zarr.open_array(job.labels, mode="r")[output_index(block, job.planar)]) > 0
     local, _ = ndimage.label(foreground)
     offset = np.uint64(block.number * job.block**2)
     ids, first, counts = np.unique(local, return_index=True, return_counts=True)
@@ -585,7 +637,7 @@ def _fill_block(job: _InstanceJob, block: Block, keys: npt.NDArray[np.uint64],
         labels = np.where(components > 0, values[index], 0).astype(np.int32)
     filled = fill_gaps(labels)
     inner = filled[block.rows[0] - top : block.rows[1] - top, block.cols[0] - left : block.cols[1] - left]
-    zarr.open_array(job.out, mode="r+")[block.region] = inner
+    zarr.open_array(job.out, mode="r+")[output_index(block, job.planar)] = inner
 
 
 __all__ = [
@@ -598,6 +650,7 @@ __all__ = [
     "instances_blockwise",
     "merge_components",
     "open_client",
+    "output_index",
     "plan_blocks",
     "predict_block",
     "predict_blockwise",
