@@ -171,7 +171,7 @@ class TorchPredictor(Predictor):
         else:
             with autocast(self.device, self.precision):
                 logits = self._compiled(batch) if self._compiled is not None else self.model(batch)
-        return output_probabilities(logits.float(), self.num_classes)
+        return output_probabilities(logits.float(), self.num_classes, self.model_config.ray_channels)
 
     def _fused_network(self) -> FusedUNet | None:
         """The fused network for the weights as they are now, or None where it does not apply."""

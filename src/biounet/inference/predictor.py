@@ -70,8 +70,8 @@ class Predictor(ABC):
 
     @property
     def output_channels(self) -> int:
-        """Class probabilities plus, for a ``distance`` model, its distance map."""
-        return self.model_config.num_classes + self.model_config.distance_channels
+        """Class probabilities plus the maps of its target (``ModelConfig.output_channels``)."""
+        return self.model_config.output_channels
 
     @property
     def depth(self) -> int:
