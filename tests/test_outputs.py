@@ -1,0 +1,75 @@
+"""inference/outputs.py: post-processing settings at the image's scale, the membrane labels of segments, cell
+counts (the array logic that the command line used to hold)."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import numpy as np
+import pytest
+
+from biounet.inference.instances import InstanceParams
+from biounet.inference.outputs import (
+    AREA_FIELDS,
+    LENGTH_FIELDS,
+    UNITLESS_FIELDS,
+    at_image_scale,
+    count_cells,
+    instances_of,
+    segment_boundaries,
+)
+from biounet.inference.segments import SegmentParams
+
+
+def test_areas_scale_by_the_zoom_product_and_lengths_by_the_mean_zoom():
+    # image pixels 4x (y) and 8x (x) the model's side: zoom (0.25, 0.125); area 1/32, mean zoom 0.1875
+    params = SegmentParams(threshold=0.4, sigma_seeds=3.0, min_size_px=25, bias=0.6, membrane_threshold=0.7)
+    scaled = at_image_scale(params, (0.5, 0.25))
+    assert scaled.min_size_px == 200  # 25 / (0.5 * 0.25)
+    assert scaled.sigma_seeds == pytest.approx(8.0)  # 3 / ((0.5 + 0.25) / 2)
+    assert (scaled.threshold, scaled.bias, scaled.membrane_threshold) == (0.4, 0.6, 0.7)
+
+
+def test_instance_sizes_shrink_when_the_image_is_enlarged():
+    params = InstanceParams(min_size_px=16, seed_threshold=0.3, watershed=True)
+    assert at_image_scale(params, (2.0, 2.0)) == InstanceParams(min_size_px=4, seed_threshold=0.3, watershed=True)
+    assert at_image_scale(params, (3.0, 1.0)).min_size_px == 5  # round(16 / 3)
+
+
+def test_no_zoom_or_no_params_changes_nothing():
+    params = SegmentParams()
+    assert at_image_scale(params, None) is params
+    assert at_image_scale(None, (2.0, 2.0)) is None
+
+
+@pytest.mark.parametrize("zoom", [(0.0, 1.0), (1.0, -2.0), (float("nan"), 1.0), (float("inf"), 1.0)])
+def test_bad_zoom_is_refused(zoom):
+    with pytest.raises(ValueError, match="zoom must be two positive finite factors"):
+        at_image_scale(InstanceParams(), zoom)
+
+
+@pytest.mark.parametrize("kind", [InstanceParams, SegmentParams])
+def test_every_post_processing_field_has_a_unit(kind):
+    """A new size field must be added to AREA_FIELDS or LENGTH_FIELDS, or it would not follow --pixel-size."""
+    unknown = {f.name for f in fields(kind)} - AREA_FIELDS - LENGTH_FIELDS - UNITLESS_FIELDS
+    assert not unknown, f"{kind.__name__} fields without a unit in biounet.inference.outputs: {sorted(unknown)}"
+    assert not (AREA_FIELDS & LENGTH_FIELDS or AREA_FIELDS & UNITLESS_FIELDS or LENGTH_FIELDS & UNITLESS_FIELDS)
+
+
+def test_segment_boundaries_and_cell_counts_golden():
+    segments = np.array([[[1, 1, 0, 2]], [[0, 3, 3, 0]]])
+    np.testing.assert_array_equal(segment_boundaries(segments), [[[0, 0, 1, 0]], [[1, 0, 0, 1]]])
+    assert segment_boundaries(segments).dtype == np.uint8
+    assert count_cells(segments) == 3  # ids 1, 2 in the first plane, 3 in the second
+
+
+def test_instances_of_every_plane():
+    labels = np.zeros((2, 12, 12), dtype=np.uint8)
+    labels[0, 1:5, 1:5] = 1
+    labels[0, 7:11, 7:11] = 1
+    labels[1, 2:8, 2:8] = 1
+    stack = instances_of(labels, None, target="paper", params=InstanceParams(min_size_px=1))
+    assert stack.shape == (2, 12, 12) and stack.dtype == np.int32
+    assert count_cells(stack) == 3
+    with pytest.raises(ValueError, match=r"labels must be \(Z, H, W\)"):
+        instances_of(labels[0], None, target="paper", params=InstanceParams())
