@@ -7,6 +7,10 @@ each plane with :func:`biounet.inference.tiling.predict_tiled`, and writes ``<st
 ``<stem>_prob.tif`` (float32 probabilities, ``(K, H, W)``) atomically. Images whose outputs exceed the memory
 budget are accumulated in a temporary on-disk zarr array, so peak memory does not grow with the image.
 
+Every prediction goes through :func:`predict_plane` (files, OME-Zarr, Dask blocks) or :func:`segment_image` on
+top of it (in-memory images: the API, napari, the demo): outputs ``(K', H, W)`` are the class probabilities, then
+a ``distance`` model's distance map, and the labels are the arg-max over the class channels only.
+
 :func:`predict_files` is what ``biounet predict`` runs: it checks every input first (file, size from the header,
 channels, tile memory against the machine's, free disk space), writes all outputs into one hidden staging folder
 inside the output folder (:class:`OutputStage`), and moves them into place only when every image is done, so a
