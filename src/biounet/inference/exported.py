@@ -139,7 +139,7 @@ class OnnxPredictor(Predictor):
 
     def _probabilities(self, batch: torch.Tensor) -> torch.Tensor:
         logits = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch.numpy())})[0]
-        return output_probabilities(torch.from_numpy(logits), self.num_classes)
+        return output_probabilities(torch.from_numpy(logits), self.num_classes, self.model_config.ray_channels)
 
 
 def _providers(device: str) -> list[Any]:

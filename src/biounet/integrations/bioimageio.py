@@ -69,7 +69,7 @@ class ProbabilityUNet(UNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_channels, H, W) -> class probabilities (N, num_classes, H', W'), summing to 1 over axis 1
         (a ``distance`` model's extra channel: its sigmoid, :func:`biounet.core.model.output_probabilities`)."""
-        return output_probabilities(super().forward(x), self.config.num_classes)
+        return output_probabilities(super().forward(x), self.config.num_classes, self.config.ray_channels)
 
 
 def preprocessing_for(normalization: str, input_dtype: str) -> list[Any]:
