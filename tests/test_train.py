@@ -400,3 +400,79 @@ def test_compiled_training_steps_learn_what_the_module_learns(tmp_path, monkeypa
               for run, weights in (("eager", eager), ("compiled", compiled))}
     relative = ((update["compiled"] - update["eager"]).norm() / update["eager"].norm()).item()
     assert relative < 1e-3, relative
+
+
+# --- compile: opt-in, "auto" where it measured faster, eager steps where compilation fails -------------------------
+
+
+@pytest.mark.parametrize(("compile_", "budget_s", "device", "world_size", "expected"), [
+    (True, None, "cuda", 1, True),  # asked for: compiled anywhere
+    (False, 3600.0, "cpu", 1, False),  # refused: never
+    ("auto", 600.0, "cpu", 1, True),  # measured faster: CPU, 10 minutes and more
+    ("auto", 599.0, "cpu", 1, False),
+    ("auto", None, "cpu", 1, False),  # a run given iterations: its length is not known
+    ("auto", 3600.0, "cuda", 1, False),  # not measured
+    ("auto", 3600.0, "cpu", 2, False),
+])
+def test_resolve_compile(compile_, budget_s, device, world_size, expected):
+    from biounet.training.config import resolve_compile
+
+    config = replace(TINY, compile=compile_, time_budget_s=budget_s, iterations=None if budget_s else 8)
+    compiled, note = resolve_compile(config, device, world_size=world_size)
+    assert compiled == expected
+    assert (note is not None) == (expected and compile_ == "auto")  # auto says when it compiles
+
+
+def test_compile_setting_is_checked_and_round_trips(tmp_path):
+    assert TrainConfig(data="x", iterations=1).compile == "auto"
+    with pytest.raises(ValueError, match="compile must be True, False or 'auto', got 'yes'"):
+        replace(TINY, compile="yes")
+    from biounet.training.config import write_config_toml
+
+    for value in (True, False, "auto"):
+        write_config_toml(tmp_path / "config.toml", replace(TINY, compile=value))
+        assert read_config_toml(tmp_path / "config.toml").compile == value
+
+
+def _failing_compile(network, *args, **kwargs):
+    """What ``torch.compile`` returns where compilation fails: a callable raising at its first call."""
+    import torch._dynamo.exc
+
+    def compiled(*inputs):  # the base of BackendCompilerFailed and InductorError, whose signatures vary by version
+        raise torch._dynamo.exc.TorchDynamoException(
+            "backend='inductor' raised:\nInvalidCxxCompiler: No working C++ compiler found")
+
+    return compiled
+
+
+@pytest.mark.parametrize("failure", ["first_step", "torch.compile"])
+def test_failed_compilation_falls_back_to_eager_steps(tmp_path, monkeypatch, caplog, failure):
+    import torch
+
+    def refusing_compile(network, *args, **kwargs):
+        raise RuntimeError("torch.compile is not supported on this platform")
+
+    config = replace(TINY, iterations=2, val_every=2, validation_fraction=0.0)
+    fit(replace(config, compile=False), tmp_path / "eager")
+    monkeypatch.setattr(torch, "compile", _failing_compile if failure == "first_step" else refusing_compile)
+    with caplog.at_level("WARNING", logger="biounet.training.train"):
+        result = fit(replace(config, compile=True), tmp_path / "fallback")
+    assert result.steps == 2
+    notes = [r.getMessage() for r in caplog.records if "torch.compile failed" in r.getMessage()]
+    assert len(notes) == 1 and "\n" not in notes[0] and "eager steps" in notes[0]  # one line, once
+    assert ("No working C++ compiler" if failure == "first_step" else "not supported on this platform") in notes[0]
+    # the failed step changed nothing: the run is the eager run
+    assert _max_difference(_weights(tmp_path / "eager"), _weights(tmp_path / "fallback")) == 0.0
+
+
+def test_compile_auto_compiles_a_long_cpu_run(tmp_path, monkeypatch, caplog):
+    import torch
+
+    compiled: list[object] = []
+    monkeypatch.setattr(torch, "compile", lambda network, *a, **k: compiled.append(network) or network)
+    long_run = replace(TINY, iterations=None, time_budget_s=600.0, validation_fraction=0.0)
+    with caplog.at_level("WARNING", logger="biounet.training.train"):
+        fit(long_run, tmp_path / "long", device="cpu", stop_after=1)
+    assert len(compiled) == 1 and "compile auto" in caplog.text
+    fit(replace(TINY, iterations=1, validation_fraction=0.0), tmp_path / "short", device="cpu")  # iterations: eager
+    assert len(compiled) == 1

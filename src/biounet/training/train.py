@@ -64,7 +64,14 @@ from biounet.inference.instances import InstanceParams
 from biounet.inference.segments import EXTRA as SEGMENTS_EXTRA
 from biounet.inference.segments import SegmentParams
 from biounet.training.augment import sample_window
-from biounet.training.config import TrainConfig, read_config_toml, resolve_pixel_size, resolve_target, write_config_toml
+from biounet.training.config import (
+    TrainConfig,
+    read_config_toml,
+    resolve_compile,
+    resolve_pixel_size,
+    resolve_target,
+    write_config_toml,
+)
 from biounet.training.distributed import Distributed, agree, barrier, init_distributed, rank_device
 from biounet.training.events import Progress, StepEvent, ValidationEvent
 from biounet.training.loss import distance_loss, weighted_cross_entropy
@@ -500,8 +507,10 @@ def _train_loop(state: RunState, config: TrainConfig, run_dir: Path, split: Spli
     network: torch.nn.Module = state.model
     if group.world_size > 1:
         network = DistributedDataParallel(state.model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:  # the training steps only: validation and batch-norm recalibration run the module itself
-        network = torch.compile(network)  # type: ignore[assignment]
+    compiled, note = resolve_compile(config, device.type, world_size=group.world_size)
+    if note is not None and group.is_main:
+        logger.warning("%s", note)
+    steps = CompiledSteps(network, compiled=compiled)  # validation and batch-norm recalibration run the module
     state.model.train()
     losses: list[float] = []
     clock = time.perf_counter() - state.elapsed_s
@@ -509,7 +518,7 @@ def _train_loop(state: RunState, config: TrainConfig, run_dir: Path, split: Spli
     with _Interrupt() as interrupt:
         for batch in _loader(config, split, group, state.step):
             lr = learning_rate(config, state.step, _progress(config, state.step, state.elapsed_s))
-            losses.append(train_step(network, state.optimizer, batch, config=config, device=device, lr=lr))
+            losses.append(steps(state.optimizer, batch, config=config, device=device, lr=lr))
             state.step, steps_this_call, window_steps = state.step + 1, steps_this_call + 1, window_steps + 1
             state.elapsed_s = time.perf_counter() - clock
             done = agree(_budget_spent(config, state.step, state.elapsed_s), group)
@@ -530,6 +539,48 @@ def _train_loop(state: RunState, config: TrainConfig, run_dir: Path, split: Spli
                     save_last(state, config, run_dir, split)
                 return interrupt.signal or 0
     return None
+
+
+class CompiledSteps:
+    """Training steps (:func:`train_step`) through ``torch.compile`` where asked, on the module (eager) otherwise
+    or once compilation fails: then one warning line says why, and the same batch is stepped eagerly.
+
+    A compilation error leaves the optimizer and weights as they were (it comes before the optimizer step, and
+    :func:`train_step` zeroes the gradients before the backward pass), so the run goes on as an eager run would.
+    Errors that are not compilation errors propagate (an eager step raises them anew).
+    """
+
+    def __init__(self, network: torch.nn.Module, *, compiled: bool) -> None:
+        self.eager = network
+        self.network = network
+        if compiled:
+            import torch._dynamo  # its errors are what a failed compilation raises
+
+            try:
+                self.network = torch.compile(network)  # type: ignore[assignment]
+            except RuntimeError as err:  # torch.compile itself refuses (unsupported Python or platform)
+                self._fall_back(err)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether the next step runs through ``torch.compile``."""
+        return self.network is not self.eager
+
+    def __call__(self, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...], *, config: TrainConfig,
+                 device: torch.device, lr: float) -> float:
+        if self.compiled:
+            try:
+                return train_step(self.network, optimizer, batch, config=config, device=device, lr=lr)
+            except torch._dynamo.exc.TorchDynamoException as err:  # compilation failed (no C++ compiler, ...)
+                self._fall_back(err)
+        return train_step(self.eager, optimizer, batch, config=config, device=device, lr=lr)
+
+    def _fall_back(self, err: Exception) -> None:
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [""]
+        cause = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]  # "backend='inductor' raised:" + why
+        logger.warning("torch.compile failed (%s: %s); training goes on with eager steps", type(err).__name__,
+                       cause[:300])
+        self.network = self.eager
 
 
 def finish_run(state: RunState, config: TrainConfig, run_dir: Path, split: Split, device: torch.device) -> None:
