@@ -87,4 +87,9 @@ def object_probability(instances: npt.NDArray[np.integer]) -> npt.NDArray[np.flo
     return cell_distance(instances)
 
 
-__all__ = ["N_RAYS", "object_probability", "ray_angles", "star_distances"]
+def star_targets(instances: npt.NDArray[np.integer], n_rays: int = N_RAYS) -> npt.NDArray[np.float32]:
+    """``(H, W, 1 + n_rays)``: the object probability, then the radial distances, of one (augmented) label tile."""
+    return np.concatenate([object_probability(instances)[..., None], star_distances(instances, n_rays)], axis=-1)
+
+
+__all__ = ["N_RAYS", "object_probability", "ray_angles", "star_distances", "star_targets"]

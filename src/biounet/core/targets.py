@@ -10,6 +10,9 @@ representations of cell segmentation:
   along every outline and contact; the border term sits on the boundary pixels between two cells' interiors.
 - ``distance``: the paper's classes plus, per cell, the Euclidean distance to its outline divided by the cell's
   largest distance (in [0, 1]), regressed by an extra output channel.
+- ``stardist``: the ``boundary`` classes plus StarDist's object probability and radial distances
+  (:mod:`biounet.core.starconvex`), computed on each augmented tile from the instance ids carried through
+  augmentation (a rotation turns the rays).
 
 Non-cell tasks (ISBI 2012 membranes, multi-class labels) keep their classes; the border term then separates the
 given instances (the cells between the membranes). NumPy/SciPy only.
@@ -33,8 +36,10 @@ from scipy import ndimage
 from biounet.core.samples import IGNORE
 from biounet.core.weights import border_weights, class_balance_weights, separation_borders
 
-TARGETS: tuple[str, ...] = ("paper", "boundary", "distance")
+TARGETS: tuple[str, ...] = ("paper", "boundary", "distance", "stardist")
 TASKS: tuple[str, ...] = ("cells", "membranes", "classes")
+STAR_LIKE_BOUNDARY: tuple[str, ...] = ("boundary", "stardist")
+"""Targets whose classes are background / interior / boundary (``stardist`` adds its outputs to those)."""
 BOUNDARY_CLASS = 2
 """Class id of the boundary band in the ``boundary`` target (0 background, 1 interior)."""
 
@@ -53,12 +58,15 @@ class TrainingTargets:
         The instances whose borders the border term measures ``d1``, ``d2`` to (separated cells, interiors).
     distance : float32 or None
         Normalised distance to the cell outline (``distance`` target only), 0 on background.
+    star_ids : int32 or None
+        The instance ids the star-convex outputs are computed from after augmentation (``stardist`` target only).
     """
 
     classes: npt.NDArray[np.int64]
     weights: npt.NDArray[np.float32]
     cells: npt.NDArray[np.int32]
     distance: npt.NDArray[np.float32] | None = None
+    star_ids: npt.NDArray[np.int32] | None = None
 
 
 def task_of(classes: npt.NDArray[np.integer], instances: npt.NDArray[np.integer]) -> str:
@@ -161,7 +169,7 @@ def target_classes(
     if task_of(classes, instances) != "cells":
         return classes, np.asarray(instances, dtype=np.int32)
     valid = classes != IGNORE
-    if target == "boundary":
+    if target in STAR_LIKE_BOUNDARY:
         band = boundary_band(instances, boundary_px=boundary_px)
         taught = np.where(band, BOUNDARY_CLASS, (instances > 0).astype(np.int64))
         cells = np.where(band, 0, instances)
@@ -238,13 +246,15 @@ def training_targets(
         weights = np.where(taught == IGNORE, 0.0, 1.0).astype(np.float32)
     weights = weights + border_weights(cells, w0=w0, sigma_px=sigma_px)
     weights[taught == IGNORE] = 0.0
-    distance = cell_distance(cells) if target == "distance" and task_of(classes, instances) == "cells" else None
-    return TrainingTargets(taught, weights.astype(np.float32), cells, distance)
+    is_cells = task_of(classes, instances) == "cells"
+    distance = cell_distance(cells) if target == "distance" and is_cells else None
+    star_ids = np.asarray(instances, dtype=np.int32) if target == "stardist" and is_cells else None
+    return TrainingTargets(taught, weights.astype(np.float32), cells, distance, star_ids)
 
 
 def num_target_classes(task: str, target: str, dataset_classes: int) -> int:
-    """Classes a network must predict: 3 for the ``boundary`` target of cells, else the dataset's."""
-    return 3 if task == "cells" and target == "boundary" else dataset_classes
+    """Classes a network must predict: 3 for the ``boundary`` and ``stardist`` targets of cells, else the dataset's."""
+    return 3 if task == "cells" and target in STAR_LIKE_BOUNDARY else dataset_classes
 
 
 def class_names(task: str, target: str, num_classes: int) -> list[str]:
@@ -254,7 +264,7 @@ def class_names(task: str, target: str, num_classes: int) -> list[str]:
     (['background', 'interior', 'boundary'], ['cell', 'membrane'])
     """
     if task == "cells":
-        return ["background", "interior", "boundary"] if target == "boundary" else ["background", "cell"]
+        return ["background", "interior", "boundary"] if target in STAR_LIKE_BOUNDARY else ["background", "cell"]
     if task == "membranes":
         return ["cell", "membrane"]
     return [f"class{k}" for k in range(num_classes)]
@@ -263,6 +273,7 @@ def class_names(task: str, target: str, num_classes: int) -> list[str]:
 __all__ = [
     "BOUNDARY_CLASS",
     "IGNORE",
+    "STAR_LIKE_BOUNDARY",
     "TARGETS",
     "TASKS",
     "TrainingTargets",

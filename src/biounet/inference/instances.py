@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from biounet.core.targets import BOUNDARY_CLASS, TARGETS
 from biounet.core.weights import nearest_two_distances
+from biounet.inference.polygons import MASKS, StarParams, star_instances
 from biounet.inference.segments import SegmentParams, segments_from_membranes
 
 
@@ -39,20 +40,32 @@ class InstanceParams:
         Instances smaller than this are dropped (noise).
     seed_threshold : float
         ``boundary``: interior probability above which a pixel seeds a cell; ``distance``: the predicted
-        normalised distance above which a pixel seeds a cell.
+        normalised distance above which a pixel seeds a cell; ``stardist``: the object probability above which
+        a pixel proposes a polygon.
     watershed : bool
         ``paper`` only: also split merged cells by a seeded watershed on the distance transform.
+    overlap_threshold : float
+        ``stardist`` only: polygon suppression's overlap (:class:`biounet.inference.polygons.StarParams`).
+    masks : str
+        ``stardist`` only: ``watershed`` (each detection's mask grown over the predicted foreground) or
+        ``polygons`` (StarDist's own masks).
     """
 
     min_size_px: int = 16
     seed_threshold: float = 0.5
     watershed: bool = False
+    overlap_threshold: float = 0.4
+    masks: str = "watershed"
 
     def __post_init__(self) -> None:
         if self.min_size_px < 0:
             raise ValueError(f"min_size_px must be >= 0, got {self.min_size_px}")
         if not 0.0 <= self.seed_threshold <= 1.0:
             raise ValueError(f"seed_threshold must be in [0, 1], got {self.seed_threshold}")
+        if not 0.0 < self.overlap_threshold < 1.0:
+            raise ValueError(f"overlap_threshold must be in (0, 1), got {self.overlap_threshold}")
+        if self.masks not in MASKS:
+            raise ValueError(f"masks must be one of {MASKS}, got {self.masks!r}")
 
 
 def _check_mask(mask: npt.NDArray[np.bool_], name: str) -> None:
@@ -229,7 +242,13 @@ MEMBRANES = "membranes"
 
 def split_outputs(probs: npt.NDArray[np.float32], target: str,
                   ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
-    """Class probabilities and, for a ``distance`` model, its distance map (the last channel)."""
+    """Class probabilities and, for a ``distance`` model, its distance map (the last channel); for a ``stardist``
+    model, its object probability and radial distances ``(1 + n_rays, H, W)``."""
+    if target == "stardist":
+        if probs.shape[0] < BOUNDARY_CLASS + 5:
+            raise ValueError(f"a stardist model predicts 3 classes, an object probability and rays, got "
+                             f"{probs.shape[0]} channels")
+        return probs[: BOUNDARY_CLASS + 1], probs[BOUNDARY_CLASS + 1:]
     if target == "distance":
         if probs.shape[0] < 3:
             raise ValueError(f"a distance model predicts classes and a distance map, got {probs.shape[0]} channels")
@@ -253,12 +272,14 @@ def instances_from_probabilities(
     params = params or InstanceParams()
     if not isinstance(params, InstanceParams):
         raise TypeError(f"target {target!r} takes InstanceParams, got {type(params).__name__}")
-    if target == "distance" and distance is None:
+    if target in ("distance", "stardist") and distance is None:
         probs, distance = split_outputs(probs, target)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if probs.ndim != 3:
         raise ValueError(f"probs must be (K, H, W), got shape {probs.shape}")
+    if target == "stardist":
+        return _star_instances(probs, distance, params)
     if target == "boundary":
         if probs.shape[0] != BOUNDARY_CLASS + 1:
             raise ValueError(f"a boundary model predicts 3 classes, got {probs.shape[0]}")
@@ -305,6 +326,20 @@ def _split_by_watershed(mask: npt.NDArray[np.bool_], min_distance_px: int) -> np
     return np.asarray(watershed(-distance, markers, mask=mask), dtype=np.int32)
 
 
+def _star_instances(probs: npt.NDArray[np.float32], star: npt.NDArray[np.float32] | None,
+                    params: InstanceParams) -> npt.NDArray[np.int32]:
+    """A stardist model's instances: polygons kept by suppression, drawn or grown over the predicted foreground
+    (interior or boundary) by a watershed on the boundary probability; objects under ``min_size_px`` dropped."""
+    if star is None or star.ndim != 3 or star.shape[0] < 4:
+        raise ValueError("the stardist target needs the object probability and radial distances")
+    star_params = StarParams(prob_threshold=min(max(params.seed_threshold, 1e-3), 1 - 1e-3),
+                             overlap_threshold=params.overlap_threshold, masks=params.masks)
+    foreground = probs[1] + probs[BOUNDARY_CLASS] > probs[0]
+    labels = star_instances(star[0], np.moveaxis(star[1:], 0, -1), star_params, foreground=foreground,
+                            elevation=probs[BOUNDARY_CLASS])
+    return _sequential(_drop_small(labels, params.min_size_px))
+
+
 def _segments(probs: npt.NDArray[np.float32] | None, params: InstanceParams | SegmentParams | None,
               ) -> npt.NDArray[np.int32]:
     if probs is None or probs.ndim != 3 or probs.shape[0] != 2:
@@ -338,7 +373,7 @@ def post_processing_of(payload: Mapping[str, Any], name: str = "the model",
 
 def needs_probabilities(target: str | None) -> bool:
     """Whether the instances of a ``target`` are made from the probabilities (not from the class labels alone)."""
-    return target in ("distance", MEMBRANES)
+    return target in ("distance", "stardist", MEMBRANES)
 
 
 def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.NDArray[np.float32] | None, *,
@@ -354,7 +389,7 @@ def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.N
         raise TypeError(f"target {target!r} takes InstanceParams, got {type(params).__name__}")
     if watershed:
         params = replace(params, watershed=True)
-    if target == "distance" and probabilities is not None:
+    if target in ("distance", "stardist") and probabilities is not None:
         return instances_from_probabilities(probabilities, target=target, params=params)
     return instances_from_labels(labels, target=target, params=params)
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numba
 import numpy as np
 import numpy.typing as npt
-from skimage.draw import polygon as draw_polygon
 from skimage.segmentation import watershed
 
 from biounet.core.starconvex import ray_angles
@@ -70,14 +70,112 @@ class StarParams:
             raise ValueError(f"masks must be one of {MASKS}, got {self.masks!r}")
 
 
+@numba.njit(cache=True, nogil=True)
+def _inside(qy: float, qx: float, dist: npt.NDArray[np.float32], sin: npt.NDArray[np.float64],
+            cos: npt.NDArray[np.float64]) -> bool:  # pragma: no cover - compiled
+    """Whether the point ``(qy, qx)``, relative to the centre, lies in the star polygon of ``dist``: inside the
+    triangle of the centre and the two vertices of its angular sector (edges included)."""
+    if qy == 0.0 and qx == 0.0:
+        return True
+    n = dist.size
+    step = 2 * np.pi / n
+    angle = np.arctan2(qy, qx)
+    if angle < 0:
+        angle += 2 * np.pi
+    k = int(angle / step) % n
+    k1 = (k + 1) % n
+    ay, ax = dist[k] * sin[k], dist[k] * cos[k]
+    by, bx = dist[k1] * sin[k1], dist[k1] * cos[k1]
+    ey, ex = by - ay, bx - ax
+    centre_side = ex * (-ay) - ey * (-ax)
+    if centre_side == 0.0:  # a degenerate sector: nothing but the centre
+        return False
+    return (ex * (qy - ay) - ey * (qx - ax)) * centre_side >= 0.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _box(cy: int, cx: int, dist: npt.NDArray[np.float32], sin: npt.NDArray[np.float64],
+         cos: npt.NDArray[np.float64], height: int, width: int) -> tuple[int, int, int, int]:  # pragma: no cover
+    """The polygon's bounding box ``y0, x0, y1, x1`` (end exclusive), clipped to the image."""
+    ys, xs = dist * sin, dist * cos
+    return (max(cy + int(np.floor(ys.min())), 0), max(cx + int(np.floor(xs.min())), 0),
+            min(cy + int(np.ceil(ys.max())) + 1, height), min(cx + int(np.ceil(xs.max())) + 1, width))
+
+
+@numba.njit(cache=True, nogil=True)
+def _overlap(i: int, j: int, centres: npt.NDArray[np.int64], dists: npt.NDArray[np.float32],
+             boxes: npt.NDArray[np.int64], sin: npt.NDArray[np.float64],
+             cos: npt.NDArray[np.float64]) -> int:  # pragma: no cover - compiled
+    """Pixels inside polygon ``i`` (and, for ``j >= 0``, inside polygon ``j`` too)."""
+    y0, x0, y1, x1 = boxes[i, 0], boxes[i, 1], boxes[i, 2], boxes[i, 3]
+    if j >= 0:
+        y0, x0 = max(y0, boxes[j, 0]), max(x0, boxes[j, 1])
+        y1, x1 = min(y1, boxes[j, 2]), min(x1, boxes[j, 3])
+    count = 0
+    for y in range(y0, y1):
+        for x in range(x0, x1):
+            if _inside(y - centres[i, 0], x - centres[i, 1], dists[i], sin, cos) and (
+                    j < 0 or _inside(y - centres[j, 0], x - centres[j, 1], dists[j], sin, cos)):
+                count += 1
+    return count
+
+
+@numba.njit(cache=True, nogil=True)
+def _suppress(centres: npt.NDArray[np.int64], dists: npt.NDArray[np.float32], threshold: float, height: int,
+              width: int, sin: npt.NDArray[np.float64], cos: npt.NDArray[np.float64],
+              ) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
+    m = centres.shape[0]
+    boxes = np.zeros((m, 4), dtype=np.int64)
+    areas = np.zeros(m, dtype=np.int64)
+    kept = np.zeros(m, dtype=np.int64)
+    n_kept = 0
+    for i in range(m):
+        boxes[i] = _box(centres[i, 0], centres[i, 1], dists[i], sin, cos, height, width)
+        areas[i] = _overlap(i, -1, centres, dists, boxes, sin, cos)
+        if areas[i] == 0:
+            continue
+        suppressed = False
+        for position in range(n_kept):
+            j = kept[position]
+            if boxes[j, 0] >= boxes[i, 2] or boxes[j, 2] <= boxes[i, 0] or boxes[j, 1] >= boxes[i, 3] \
+                    or boxes[j, 3] <= boxes[i, 1]:
+                continue
+            if _overlap(i, j, centres, dists, boxes, sin, cos) > threshold * min(areas[i], areas[j]):
+                suppressed = True
+                break
+        if not suppressed:
+            kept[n_kept] = i
+            n_kept += 1
+    return kept[:n_kept]
+
+
+@numba.njit(cache=True, nogil=True)
+def _paint(labels: npt.NDArray[np.int32], centres: npt.NDArray[np.int64], dists: npt.NDArray[np.float32],
+           order: npt.NDArray[np.int64], sin: npt.NDArray[np.float64],
+           cos: npt.NDArray[np.float64]) -> None:  # pragma: no cover - compiled
+    height, width = labels.shape
+    for i in order:
+        y0, x0, y1, x1 = _box(centres[i, 0], centres[i, 1], dists[i], sin, cos, height, width)
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                if _inside(y - centres[i, 0], x - centres[i, 1], dists[i], sin, cos):
+                    labels[y, x] = i + 1
+
+
+def _trig(n_rays: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    angles = ray_angles(n_rays)
+    return np.sin(angles), np.cos(angles)
+
+
 def polygon_pixels(centre: npt.ArrayLike, distances: npt.ArrayLike, shape: tuple[int, int],
                    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
-    """Row and column indices of the pixels inside the polygon of ``distances`` around ``centre``, in ``shape``."""
-    dist = np.asarray(distances, dtype=np.float64)
-    angles = ray_angles(dist.size)
-    y = float(centre[0]) + dist * np.sin(angles)  # type: ignore[index]
-    x = float(centre[1]) + dist * np.cos(angles)  # type: ignore[index]
-    return draw_polygon(y, x, shape=shape)
+    """Row and column indices of the pixels whose centres lie inside the polygon of ``distances`` (vertex k at
+    ``centre + d_k (sin, cos)(2 pi k / n)``) around ``centre``, within ``shape``."""
+    dist = np.asarray(distances, dtype=np.float32)[None]
+    labels = np.zeros(shape, dtype=np.int32)
+    _paint(labels, np.asarray(centre, dtype=np.int64).reshape(1, 2), dist, np.zeros(1, np.int64),
+           *_trig(dist.shape[1]))
+    return np.nonzero(labels)
 
 
 def _candidates(prob: npt.NDArray[np.floating], distances: npt.NDArray[np.floating], threshold: float,
@@ -95,62 +193,35 @@ def suppress(prob: npt.NDArray[np.floating], distances: npt.NDArray[np.floating]
              params: StarParams = StarParams()) -> Polygons:
     """Greedy non-maximum suppression of the polygons proposed where ``prob > prob_threshold``, most probable
     first: a polygon is kept unless its intersection with a kept one exceeds ``overlap_threshold`` of the
-    smaller of the two areas. ``prob`` is ``(H, W)``, ``distances`` ``(H, W, n_rays)``.
+    smaller of the two areas (areas and intersections counted in pixels). ``prob`` is ``(H, W)``, ``distances``
+    ``(H, W, n_rays)``.
 
     Examples
     --------
     >>> prob = np.zeros((9, 9)); prob[4, 4], prob[4, 5] = 0.9, 0.8
     >>> dist = np.full((9, 9, 8), 3.0)
-    >>> suppress(prob, dist).centres.tolist()   # the second polygon overlaps the first almost entirely
+    >>> suppress(prob, dist, StarParams(grid=1)).centres.tolist()   # the second overlaps the first almost entirely
     [[4, 4]]
     """
     prob, distances = np.asarray(prob), np.asarray(distances)
     if prob.ndim != 2 or distances.shape[:2] != prob.shape or distances.ndim != 3:
         raise ValueError(f"prob must be (H, W) and distances (H, W, n_rays), got {prob.shape} and {distances.shape}")
     candidates = _candidates(prob, distances, params.prob_threshold, params.grid)
-    kept: list[int] = []
-    masks: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]] = []
-    boxes = np.zeros((len(candidates.scores), 4), dtype=np.int64)  # y0, x0, y1, x1 of the kept polygons
-    for index, (centre, dist) in enumerate(zip(candidates.centres, candidates.distances)):
-        rows, cols = polygon_pixels(centre, dist, prob.shape)
-        if rows.size == 0:
-            continue
-        box = np.array([rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
-        if kept and _overlaps_a_kept((rows, cols), box, boxes[: len(kept)], masks, params.overlap_threshold):
-            continue
-        boxes[len(kept)] = box
-        kept.append(index)
-        masks.append((rows, cols))
+    if len(candidates.scores) == 0:
+        return candidates
+    kept = _suppress(candidates.centres, candidates.distances, params.overlap_threshold, prob.shape[0],
+                     prob.shape[1], *_trig(distances.shape[2]))
     return Polygons(candidates.centres[kept], candidates.distances[kept], candidates.scores[kept])
 
 
-def _overlaps_a_kept(pixels: tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]], box: npt.NDArray[np.int64],
-                     boxes: npt.NDArray[np.int64], masks: list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]],
-                     threshold: float) -> bool:
-    """Whether the polygon of ``pixels`` (bounding ``box``) overlaps a kept polygon by more than ``threshold`` of
-    the smaller area; only kept polygons whose boxes meet ``box`` are compared."""
-    near = np.flatnonzero((boxes[:, 0] < box[2]) & (boxes[:, 2] > box[0]) & (boxes[:, 1] < box[3])
-                          & (boxes[:, 3] > box[1]))
-    if near.size == 0:
-        return False
-    inside = np.zeros((box[2] - box[0], box[3] - box[1]), dtype=bool)
-    inside[pixels[0] - box[0], pixels[1] - box[1]] = True
-    for other in near:
-        rows, cols = masks[other]
-        within = (rows >= box[0]) & (rows < box[2]) & (cols >= box[1]) & (cols < box[3])
-        inter = np.count_nonzero(inside[rows[within] - box[0], cols[within] - box[1]])
-        if inter > threshold * min(pixels[0].size, rows.size):
-            return True
-    return False
-
-
-def draw_polygons(polygons: Polygons, shape: tuple[int, int]) -> npt.NDArray[np.int32]:
-    """Instance labels ``1..k`` of the polygons, the least probable painted first so that the most probable
-    wins where two overlap (StarDist's ``polygons_to_label``)."""
+def draw_polygons(polygons: Polygons, shape: tuple[int, int], *, scale: float = 1.0) -> npt.NDArray[np.int32]:
+    """Instance labels ``1..k`` of the polygons (radii times ``scale``), the least probable painted first so that
+    the most probable wins where two overlap (StarDist's ``polygons_to_label``)."""
     labels = np.zeros(shape, dtype=np.int32)
-    for index in np.argsort(polygons.scores, kind="stable"):
-        rows, cols = polygon_pixels(polygons.centres[index], polygons.distances[index], shape)
-        labels[rows, cols] = index + 1
+    if len(polygons.scores):
+        order = np.argsort(polygons.scores, kind="stable").astype(np.int64)
+        distances = (polygons.distances * scale).astype(np.float32)
+        _paint(labels, polygons.centres.astype(np.int64), distances, order, *_trig(distances.shape[1]))
     return labels
 
 
@@ -163,11 +234,7 @@ def watershed_from_markers(polygons: Polygons, foreground: npt.NDArray[np.bool_]
     pixel-wise foreground instead of the polygon's straight edges. Markers are painted most probable last,
     and a marker's centre pixel always belongs to it, so a kept detection is never lost.
     """
-    shape = foreground.shape
-    markers = np.zeros(shape, dtype=np.int32)
-    for index in np.argsort(polygons.scores, kind="stable"):
-        rows, cols = polygon_pixels(polygons.centres[index], polygons.distances[index] * core, shape)
-        markers[rows, cols] = index + 1
+    markers = draw_polygons(polygons, foreground.shape, scale=core)
     centres = polygons.centres
     markers[centres[:, 0], centres[:, 1]] = np.arange(1, len(centres) + 1, dtype=np.int32)
     mask = np.asarray(foreground, dtype=bool) | (markers > 0)
