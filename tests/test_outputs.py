@@ -73,3 +73,22 @@ def test_instances_of_every_plane():
     assert count_cells(stack) == 3
     with pytest.raises(ValueError, match=r"labels must be \(Z, H, W\)"):
         instances_of(labels[0], None, target="paper", params=InstanceParams())
+
+
+def test_instances_and_rewritten_labels_keep_the_image_pixel_size(tmp_path):
+    from biounet.data.io import open_image, write_tiff
+    from biounet.data.omezarr import PixelSize
+    from biounet.inference.instances import MEMBRANES
+    from biounet.inference.outputs import write_instances
+
+    size = PixelSize(0.5, 0.65, "micrometer")
+    labels = np.zeros((40, 40), np.uint8)
+    labels[18:22, :] = 1  # a membrane across the image: two cells
+    probs = np.stack([1.0 - labels, labels]).astype(np.float32)
+    write_tiff(tmp_path / "a.tif", labels, labels=True, pixel_size=size)
+    write_tiff(tmp_path / "a_prob.tif", probs, pixel_size=size)
+    pytest.importorskip("elf.segmentation")
+    out, stack = write_instances(tmp_path / "a.tif", tmp_path / "a_prob.tif", MEMBRANES, SegmentParams(), False)
+    assert stack.max() == 2
+    assert open_image(out).pixel_size == size
+    assert open_image(tmp_path / "a.tif").pixel_size == size  # the boundaries replace the labels, metadata kept

@@ -22,7 +22,8 @@ AREA_FIELDS = frozenset({"min_size_px"})
 """Post-processing fields that are areas in pixels: divided by ``zoom_y * zoom_x`` at the image's scale."""
 LENGTH_FIELDS = frozenset({"sigma_seeds", "min_distance", "h"})
 """Post-processing fields that are lengths in pixels: divided by the mean zoom at the image's scale."""
-UNITLESS_FIELDS = frozenset({"seed_threshold", "watershed", "threshold", "bias", "membrane_threshold"})
+UNITLESS_FIELDS = frozenset({"seed_threshold", "watershed", "threshold", "bias", "membrane_threshold",
+                             "overlap_threshold", "masks"})
 """Post-processing fields without a unit of length (probabilities, normalised distances, switches): kept."""
 
 Params = TypeVar("Params")
@@ -126,10 +127,11 @@ def write_instances(labels_path: Path, probabilities_path: Path | None, target: 
     its labels match its segments."""
     import tifffile
 
-    from biounet.data.io import output_stem, read_labels, write_tiff
+    from biounet.data.io import open_image, output_stem, read_labels, write_tiff
     from biounet.inference.instances import MEMBRANES, needs_probabilities
 
     labels = read_labels(labels_path)
+    pixel_size = open_image(labels_path).pixel_size  # the image's, recorded with the labels
     probs = None
     if needs_probabilities(target) and probabilities_path is not None:  # only their instances need them
         probs = np.asarray(tifffile.imread(probabilities_path), dtype=np.float32)
@@ -138,10 +140,10 @@ def write_instances(labels_path: Path, probabilities_path: Path | None, target: 
     out = labels_path.with_name(output_stem(labels_path) + "_instances.tif")
     dtype = np.uint16 if stack.max(initial=0) < 2**16 else np.uint32
     single = len(stack) == 1
-    write_tiff(out, (stack[0] if single else stack).astype(dtype), labels=True)
+    write_tiff(out, (stack[0] if single else stack).astype(dtype), labels=True, pixel_size=pixel_size)
     if target == MEMBRANES:
         boundaries = segment_boundaries(stack)
-        write_tiff(labels_path, boundaries[0] if single else boundaries, labels=True)
+        write_tiff(labels_path, boundaries[0] if single else boundaries, labels=True, pixel_size=pixel_size)
     return out, stack
 
 

@@ -6,10 +6,7 @@ the labels and the weight map (nearest) are each resampled once, with the same m
 source are mirrored symmetrically (edge pixel repeated), like ``np.pad(mode="symmetric")`` in the overlap-tile
 strategy and ``mode="reflect"`` in :mod:`scipy.ndimage`. NumPy/SciPy only.
 
-References
-----------
-.. [1] Ronneberger, Fischer, Brox (2015). U-Net: Convolutional Networks for Biomedical Image Segmentation.
-   MICCAI. arXiv:1505.04597
+Reference: Ronneberger, Fischer, Brox (2015), U-Net, MICCAI, section 3.1 ("Data augmentation"); arXiv:1505.04597.
 """
 
 from __future__ import annotations

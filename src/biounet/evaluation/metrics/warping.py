@@ -144,12 +144,8 @@ def _splits_and_mergers(
     return int(splits), int(mergers)
 
 
-def warping_error(
-    membrane_prob: npt.NDArray[np.floating],
-    true_cells: npt.NDArray[np.bool_],
-    *,
-    thresholds: npt.ArrayLike = WARPING_THRESHOLDS,
-) -> WarpingScores:
+def warping_error(membrane_prob: npt.NDArray[np.floating], true_cells: npt.NDArray[np.bool_], *,
+                  thresholds: npt.ArrayLike = WARPING_THRESHOLDS) -> WarpingScores:
     """ISBI 2012 warping error, "minimum splits and mergers" variant of Jain et al. (2010), as in Fiji.
 
     Parameters
