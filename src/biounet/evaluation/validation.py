@@ -143,6 +143,9 @@ def instance_param_grid(target: str) -> list[InstanceParams]:
     sizes = (0, 16, 64, 256)
     if target == "paper":
         return [InstanceParams(min_size_px=s, watershed=w) for w, s in product((False, True), sizes)]
+    if target == "stardist":  # StarDist's optimize_thresholds searches the same two thresholds
+        return [InstanceParams(min_size_px=16, seed_threshold=p, overlap_threshold=o, masks=m)
+                for m, p, o in product(("watershed", "polygons"), (0.5, 0.3, 0.4, 0.6, 0.7), (0.4, 0.3, 0.5))]
     return [InstanceParams(min_size_px=s, seed_threshold=t) for t, s in product((0.5, 0.3, 0.4, 0.6, 0.7, 0.8), sizes)]
 
 

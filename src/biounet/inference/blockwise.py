@@ -30,7 +30,8 @@ across block faces (union-find, as the connected components of a graph of touchi
 :func:`scipy.ndimage.label` does on a whole plane. A second pass gives the gaps back
 (:func:`biounet.inference.instances.fill_gaps`, which looks only a few pixels away) on each block with a halo of
 :data:`FILL_HALO_PX` pixels. The result equals :func:`biounet.inference.instances.instances_from_labels` on the whole plane.
-The watershed split and the ``boundary`` target are not local to a block and are refused.
+The watershed split and the ``boundary``, ``distance`` and ``stardist`` targets are not local to a block and are
+refused.
 
 Dask (``distributed``) is an optional dependency (``pip install 'biounet[dask]'``), imported only when used.
 """
@@ -349,9 +350,10 @@ def _check_local_instances(predictor: Predictor, params: InstanceParams, target:
     if params.watershed:
         raise ValueError("blockwise instances do not support --watershed (a watershed is not local to a block); "
                          "predict without --dask, or without --watershed")
-    if target == "boundary" or (target is None and predictor.num_classes == 3):
-        raise ValueError("blockwise instances support the paper target (connected components of the "
-                         "foreground), not boundary classes; predict this model without --dask")
+    if target in ("boundary", "distance", "stardist") or (target is None and predictor.num_classes == 3):
+        raise ValueError(f"blockwise instances support the paper target (connected components of the "
+                         f"foreground), not the {target or 'boundary'} target's seeded split (not local to a "
+                         "block); predict this model without --dask")
 
 
 def _make_job(

@@ -29,7 +29,7 @@ from biounet.training.augment import AugmentConfig
 RECIPES: tuple[str, ...] = ("fast", "paper")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-TRAIN_TARGETS: tuple[str, ...] = ("auto", "paper", "boundary", "distance")
+TRAIN_TARGETS: tuple[str, ...] = ("auto", "paper", "boundary", "distance", "stardist")
 """Target representations training supports (:mod:`biounet.core.targets`); ``auto`` is resolved by
 :func:`resolve_target` once the data are loaded."""
 CELL_TARGET_SCORES: dict[float, dict[str, float]] = {
@@ -72,9 +72,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 20
     schedule: str = "cosine"  # or "constant"
-    target: str = "auto"  # auto | paper | boundary | distance (biounet.core.targets; auto: resolve_target)
+    target: str = "auto"  # auto | paper | boundary | distance | stardist (biounet.core.targets; auto: resolve_target)
     boundary_px: int = 2  # width of the boundary target's band
     distance_weight: float = 1.0  # distance target: weight of the distance map's squared error beside the CE
+    n_rays: int = 32  # stardist target: radial distances per pixel (StarDist's default)
+    ray_weight: float = 0.2  # stardist target: weight of the distances' error beside the probabilities' (StarDist's)
     w0: float = 10.0  # border term of eq. 2; 0 switches it off
     sigma_px: float = 5.0
     class_balance: bool = True  # w_c = 1 / (K' f_c); independent of the border term
@@ -98,6 +100,8 @@ class TrainConfig:
         if self.boundary_px < 1 or self.w0 < 0 or self.sigma_px <= 0:
             raise ValueError(f"boundary_px must be >= 1, w0 >= 0 and sigma_px > 0; got {self.boundary_px}, "
                              f"{self.w0}, {self.sigma_px}")
+        if self.n_rays < 3 or self.ray_weight < 0:
+            raise ValueError(f"n_rays must be >= 3 and ray_weight >= 0, got {self.n_rays} and {self.ray_weight}")
         if self.recipe not in RECIPES:
             raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -129,10 +133,11 @@ class TrainConfig:
             raise ValueError(f"tile size {self.tile} is not valid for a U-Net of depth {self.depth}; nearest valid "
                              f"tile sizes: {below} or {above}") from None
 
-    def model_config(self, in_channels: int, num_classes: int, *, distance: bool = False) -> ModelConfig:
+    def model_config(self, in_channels: int, num_classes: int, *, distance: bool = False,
+                     rays: int = 0) -> ModelConfig:
         return ModelConfig(in_channels=in_channels, num_classes=num_classes, depth=self.depth,
                            base_channels=self.base_channels, variant=self.variant, batch_norm=self.batch_norm,
-                           distance_channels=int(distance))
+                           distance_channels=int(distance), ray_channels=rays)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,7 +171,17 @@ def recipe_defaults(recipe: str) -> dict[str, Any]:
 def resolve_target(config: TrainConfig, task: str) -> tuple[TrainConfig, str | None]:
     """``target="auto"`` made concrete for a task: for instance-labelled cells the target that won the measurement
     nearest the run's budget (:func:`cell_target_for`), ``paper`` for everything else (where the targets
-    coincide). Returns the config and a note saying why (None if given)."""
+    coincide). Returns the config and a note saying why (None if given).
+
+    Raises
+    ------
+    ValueError
+        For ``stardist`` on labels that are not instance-labelled cells (its polygons outline single objects).
+    """
+    if config.target == "stardist" and task != "cells":
+        raise ValueError(f"--target stardist needs instance labels (one id per cell), but these labels are {task}"
+                         f"{' (a cell / membrane map)' if task == 'membranes' else ''}: give --label-kind "
+                         "instances for instance masks, or another --target")
     if config.target != "auto":
         return config, None
     if task == "cells":
@@ -175,7 +190,7 @@ def resolve_target(config: TrainConfig, task: str) -> tuple[TrainConfig, str | N
         return replace(config, target=target), (
             f"target {target}: for instance-labelled cells it scored best of the targets measured for "
             f"{budget_s / 60:.0f} min on 2 CPU cores, the measurement nearest this run's budget (held-out pooled SEG, "
-            f"mean of DIC-HeLa and synthetic nuclei: {shown}); --target paper|boundary|distance to choose")
+            f"mean of DIC-HeLa and synthetic nuclei: {shown}); --target paper|boundary|distance|stardist to choose")
     return replace(config, target="paper"), None
 
 

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["REDUCTIONS", "WeightedCrossEntropy", "distance_loss", "weighted_cross_entropy"]
+__all__ = ["REDUCTIONS", "WeightedCrossEntropy", "distance_loss", "star_loss", "weighted_cross_entropy"]
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
@@ -156,6 +156,46 @@ def distance_loss(predicted: torch.Tensor, target: torch.Tensor, annotated: torc
     if not bool(annotated.any()):
         return predicted.sum() * 0.0
     return ((predicted - target) ** 2)[annotated].mean()
+
+
+def star_loss(prob_logit: torch.Tensor, distances: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor, *,
+              ray_weight: float = 0.2) -> torch.Tensor:
+    """StarDist's loss: binary cross-entropy of the object probability, plus ``ray_weight`` times the mean
+    absolute error of the radial distances weighted by the true object probability (rays from near an object's
+    centre matter most; background rays not at all).
+
+    Parameters
+    ----------
+    prob_logit : (N, H, W) tensor
+        The network's object-probability channel, before the sigmoid.
+    distances : (N, n_rays, H, W) tensor
+        Predicted radial distances in pixels.
+    target : (N, H, W, 1 + n_rays) tensor
+        :func:`biounet.core.starconvex.star_targets` of the label tiles.
+    annotated : (N, H, W) bool tensor
+        Pixels with a label; the others do not count.
+
+    References
+    ----------
+    .. [1] Schmidt et al. (2018). MICCAI. doi:10.1007/978-3-030-00934-2_30 (``StarDist2D``: ``train_loss_weights
+           (1, 0.2)``, ``masked_loss_mae``)
+
+    Examples
+    --------
+    >>> target = torch.tensor([[[[1.0, 2.0, 2.0], [0.0, 0.0, 0.0]]]])   # (1, 1, 2, 3): a centre, a background px
+    >>> loss = star_loss(torch.tensor([[[9.0, -9.0]]]), torch.tensor([[[[3.0, 0.0]], [[2.0, 5.0]]]]), target,
+    ...                  torch.ones(1, 1, 2, dtype=torch.bool), ray_weight=1.0)
+    >>> round(float(loss), 3)   # BCE ~0.0001; |3 - 2| and |2 - 2| at the centre, weight 1: MAE 0.5
+    0.5
+    """
+    prob = target[..., 0]
+    if not bool(annotated.any()):
+        return prob_logit.sum() * 0.0 + distances.sum() * 0.0
+    bce = nn.functional.binary_cross_entropy_with_logits(prob_logit[annotated], prob[annotated])
+    weight = prob * annotated
+    error = (distances - target[..., 1:].permute(0, 3, 1, 2)).abs().mean(dim=1)
+    mae = (error * weight).sum() / weight.sum().clamp_min(1e-6)
+    return bce + ray_weight * mae
 
 
 class WeightedCrossEntropy(nn.Module):

@@ -40,6 +40,7 @@ from biounet.core.device import autocast, resolve_device
 from biounet.core.extras import MissingExtra, missing_message
 from biounet.core.model import UNet, output_size
 from biounet.core.samples import Sample
+from biounet.core.starconvex import star_targets
 from biounet.core.targets import (
     IGNORE,
     class_frequencies,
@@ -74,7 +75,7 @@ from biounet.training.config import (
 )
 from biounet.training.distributed import Distributed, agree, barrier, init_distributed, rank_device
 from biounet.training.events import Progress, StepEvent, ValidationEvent
-from biounet.training.loss import distance_loss, weighted_cross_entropy
+from biounet.training.loss import distance_loss, star_loss, weighted_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class PreparedSample:
     name: str
     image: npt.NDArray[np.float32]  # (H, W, C)
     classes: npt.NDArray[np.int64]  # (H, W), IGNORE for unannotated pixels
-    weights: npt.NDArray[np.float32]  # (H, W), or (H, W, 2) with the distance target's map as channel 1
+    weights: npt.NDArray[np.float32]  # (H, W), or (H, W, 2): the distance map or the stardist ids as channel 1
 
 
 def prepare_samples(samples: list[Sample], config: TrainConfig, num_classes: int) -> list[PreparedSample]:
@@ -104,7 +105,8 @@ def prepare_samples(samples: list[Sample], config: TrainConfig, num_classes: int
         targets = training_targets(classes, instances, num_classes=num_classes, target=config.target, w0=config.w0,
                                    sigma_px=config.sigma_px, class_balance=config.class_balance,
                                    frequencies=frequencies, boundary_px=config.boundary_px)
-        weights = targets.weights if targets.distance is None else np.stack([targets.weights, targets.distance], -1)
+        extra = targets.distance if targets.star_ids is None else targets.star_ids.astype(np.float32)
+        weights = targets.weights if extra is None else np.stack([targets.weights, extra], -1)
         prepared.append(PreparedSample(sample.name, sample.image, targets.classes, weights))
     return prepared
 
@@ -130,6 +132,14 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
     def __len__(self) -> int:
         return self.length
 
+    def _star_weights(self, weights: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``(h, w, 2 + n_rays)``: the pixel weights, then the star-convex targets of the tile's (augmented)
+        instance ids, which rode through augmentation as channel 1 (:func:`biounet.core.starconvex.star_targets`)."""
+        if weights.ndim != 3:
+            return weights  # not cells: no star-convex outputs
+        ids = np.rint(weights[..., 1]).astype(np.int32)
+        return np.concatenate([weights[..., :1], star_targets(ids, self.config.n_rays)], axis=-1)
+
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.config.seed, self.rank, step))
         images, labels, weights = [], [], []
@@ -141,7 +151,7 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
                                  out_tile=self.out_tile, center=center, config=self.config.augment, rng=rng)
             images.append(tile.image.transpose(2, 0, 1) if tile.image.ndim == 3 else tile.image[None])
             labels.append(tile.labels)
-            weights.append(tile.weights)
+            weights.append(self._star_weights(tile.weights) if self.config.target == "stardist" else tile.weights)
         return (torch.from_numpy(np.ascontiguousarray(np.stack(images), dtype=np.float32)),
                 torch.from_numpy(np.stack(labels).astype(np.int64)),
                 torch.from_numpy(np.stack(weights).astype(np.float32)))
@@ -235,7 +245,8 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
 def _new_state(config: TrainConfig, split: Split, device: torch.device) -> RunState:
     torch.manual_seed(config.seed)
     distance = config.target == "distance" and split.task == "cells"
-    model = UNet(config.model_config(split.in_channels, split.num_classes, distance=distance))
+    rays = config.n_rays if config.target == "stardist" and split.task == "cells" else 0
+    model = UNet(config.model_config(split.in_channels, split.num_classes, distance=distance, rays=rays))
     if config.init is not None:
         load_initial_weights(model, config.init)
     model = model.to(device)
@@ -314,7 +325,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, config.precision):
         logits = model(images)
-    loss = objective(logits.float(), labels.to(device), weights.to(device), distance_weight=config.distance_weight)
+    loss = objective(logits.float(), labels.to(device), weights.to(device), distance_weight=config.distance_weight,
+                     ray_weight=config.ray_weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -325,11 +337,18 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
 
 
 def objective(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
-              distance_weight: float = 1.0) -> torch.Tensor:
+              distance_weight: float = 1.0, ray_weight: float = 0.2) -> torch.Tensor:
     """Weighted cross-entropy (paper eq. 1); with a distance map as the weights' last channel ``(N, H, W, 2)``,
-    plus ``distance_weight`` times its squared error (the ``distance`` target, whose network has one more output)."""
+    plus ``distance_weight`` times its squared error (the ``distance`` target, whose network has one more output);
+    with star-convex targets ``(N, H, W, 2 + n_rays)``, plus StarDist's loss on the object probability and rays
+    (:func:`biounet.training.loss.star_loss`)."""
     if weights.ndim == labels.ndim:
         return weighted_cross_entropy(logits, labels, weights, ignore_index=IGNORE)
+    if weights.shape[-1] > 2:
+        classes = logits.shape[1] - (weights.shape[-1] - 1)
+        loss = weighted_cross_entropy(logits[:, :classes], labels, weights[..., 0], ignore_index=IGNORE)
+        return loss + star_loss(logits[:, classes], logits[:, classes + 1:], weights[..., 1:], labels != IGNORE,
+                                ray_weight=ray_weight)
     classes = logits.shape[1] - 1
     loss = weighted_cross_entropy(logits[:, :classes], labels, weights[..., 0], ignore_index=IGNORE)
     predicted = torch.sigmoid(logits[:, classes])

@@ -1,0 +1,97 @@
+"""The ``stardist`` target through the seams: instance ids ride through augmentation beside the labels, the star
+targets are made from them per tile, the loss sees only annotated pixels, and train -> predict -> evaluate hands
+the right arrays on."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+import biounet
+from biounet.cli import main
+from biounet.core.samples import IGNORE
+from biounet.core.starconvex import star_targets
+from biounet.data.synthetic import make_sample
+from biounet.training.config import TrainConfig, resolve_target
+from biounet.training.train import TileSampler, objective, prepare_samples
+
+TINY = {"target": "stardist", "depth": 2, "base_channels": 4, "tile": 92, "n_rays": 8}
+
+
+def _config(**changes) -> TrainConfig:
+    return TrainConfig(data="synthetic:cells", tile=92, depth=2, base_channels=4, batch_size=2, n_rays=8,
+                       target="stardist", iterations=1, **changes)
+
+
+def test_tiles_carry_star_targets_made_from_the_labels_own_pixels():
+    samples = [make_sample("cells", size=(96, 96), rng=seed) for seed in range(2)]
+    config = _config()
+    prepared = prepare_samples(samples, config, num_classes=3)
+    assert prepared[0].weights.shape == (96, 96, 2)  # pixel weights, instance ids
+    images, labels, weights = TileSampler(prepared, config, length=1)[0]
+    assert weights.shape == (2, *labels.shape[1:], 2 + 8)
+    prob = weights[..., 1].numpy()
+    # the object probability is positive exactly on the cells the labels teach (interior or boundary class)
+    assert np.array_equal(prob > 0, labels.numpy() > 0)
+    assert torch.all(weights[..., 2:][labels == 0] == 0)  # no rays on background
+
+
+def test_star_loss_ignores_unannotated_pixels_and_reaches_every_output():
+    torch.manual_seed(0)
+    ids = np.zeros((1, 12, 12), np.int32)
+    ids[0, 2:8, 2:8] = 1
+    star = torch.from_numpy(star_targets(ids[0], 8))[None]
+    weights = torch.cat([torch.ones(1, 12, 12, 1), star], dim=-1)
+    labels = torch.from_numpy((ids > 0).astype(np.int64))
+    labels[0, :, 10:] = IGNORE
+    logits = torch.randn(1, 3 + 1 + 8, 12, 12, requires_grad=True)
+    loss = objective(logits, labels, weights)
+    loss.backward()
+    grad = logits.grad.abs()
+    assert torch.all(grad[..., 10:] == 0)  # ignored columns: no gradient at all
+    assert grad[0, :3].sum() > 0 and grad[0, 3].sum() > 0 and grad[0, 4:].sum() > 0  # classes, prob, rays
+    changed = logits.detach().clone()
+    changed[..., 10:] += 5.0
+    assert torch.isclose(objective(changed, labels, weights), loss.detach())
+
+
+def test_stardist_needs_instance_labels():
+    with pytest.raises(ValueError, match="--target stardist needs instance labels.*membranes"):
+        resolve_target(_config(), "membranes")
+    assert resolve_target(_config(), "cells")[0].target == "stardist"
+
+
+@pytest.mark.slow
+def test_train_predict_evaluate_hands_on_star_outputs(tmp_path, capsys):
+    biounet.train("synthetic:cells,n=4,size=96x96,seed=0", tmp_path / "run", iterations=3,
+                  settings={**TINY, "val_every": 3})
+    payload = torch.load(tmp_path / "run" / "model.pt", weights_only=False)
+    assert payload["target"] == "stardist" and payload["model_config"]["ray_channels"] == 8
+    assert {"seed_threshold", "overlap_threshold", "masks"} <= set(payload["instance_params"])
+    sample = make_sample("cells", size=(96, 96), rng=7)
+    (tmp_path / "in").mkdir()
+    (tmp_path / "truth").mkdir()
+    tifffile.imwrite(tmp_path / "in" / "a.tif", (sample.image[..., 0] * 255).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "truth" / "a.tif", sample.instances.astype(np.int32))
+    assert main(["predict", str(tmp_path / "run" / "model.pt"), str(tmp_path / "in" / "a.tif"), "--out",
+                 str(tmp_path / "out"), "--instances", "--save-probabilities", "--quiet"]) == 0
+    probs = tifffile.imread(tmp_path / "out" / "a_prob.tif")
+    instances = tifffile.imread(tmp_path / "out" / "a_instances.tif")
+    assert probs.shape == (3 + 1 + 8, 96, 96)  # classes, object probability, rays
+    assert np.all(probs[4:] >= 0) and np.allclose(probs[:3].sum(0), 1, atol=1e-3)
+    assert instances.shape == (96, 96) and np.issubdtype(instances.dtype, np.integer)
+    # the instances are those of the saved outputs, made again here from them
+    from biounet.inference.instances import InstanceParams, instances_from_probabilities
+
+    again = instances_from_probabilities(probs, target="stardist", params=InstanceParams(**payload["instance_params"]))
+    assert np.array_equal(again > 0, instances > 0) and again.max() == instances.max()
+    capsys.readouterr()
+    assert main(["evaluate", "--pred", str(tmp_path / "out"), "--truth", str(tmp_path / "truth"), "--kind",
+                 "instances", "--json"]) == 0
+    pooled = json.loads(capsys.readouterr().out)["pooled"]
+    assert pooled["cells"] == len(np.unique(sample.instances)) - 1
+    assert pooled["predicted_cells"] == instances.max()
