@@ -94,10 +94,11 @@ def _add_schedule_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> 
     train.add_argument("--workers", type=int,
                        help="data-loading worker processes (default: measured: 0 on <= 2 cores, else cores/4, "
                        "at most 4)")
-    train.add_argument("--compile", action="store_true", default=None,
+    train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="run the training steps through torch.compile: faster steps after a one-off "
-                       "compilation (base 16 on the project's CPU: 1.17x after 46 s, so it pays for budgets over "
-                       "about 10 minutes); needs a C++ compiler on the CPU (default: off)")
+                       "compilation that pays for budgets over about 10 minutes; needs a C++ compiler on the CPU "
+                       "(default: auto: compiled for single-process CPU runs of 10 minutes or more, eager steps "
+                       "where compilation fails)")
     train.add_argument("--init", help="fine-tune: start from this trained model.pt; its network and normalisation "
                        "are kept, another class count replaces only the 1x1 head (default: none)")
     train.add_argument("--ignore-label", type=int, help="pairs layout: label value of unannotated pixels (paint a "
