@@ -51,8 +51,9 @@ from peers import parse_duration
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-CASES: tuple[str, ...] = ("dic", "nuclei", "isbi")
-TOOLS: tuple[str, ...] = ("biounet", "stardist", "cellpose")
+CASES: tuple[str, ...] = ("dic", "nuclei", "isbi", "dsb")
+TOOLS: tuple[str, ...] = ("biounet", "biounet-stardist", "stardist", "cellpose")
+"""``biounet``: every default; ``biounet-stardist``: the same with ``--target stardist``."""
 DEFAULT_RESULTS = REPO / "benchmarks" / "results" / "peers_table.json"
 DIC_HELD_OUT = ("002", "021", "034", "054", "067")
 DIC_PARTIAL = frozenset({"t067"})  # its gold truth labels 3 of the 18 cells (../shared/data/README.md)
@@ -180,7 +181,7 @@ def _number(value: Any, digits: int = 3) -> str:
 def prepare_case(name: str, work: Path) -> Case:
     """Build (once; reused while ``WORK/cases/NAME/done`` exists) the pairs folder, test images and truth of a case."""
     root = work / "cases" / name
-    builders = {"dic": _prepare_dic, "nuclei": _prepare_nuclei, "isbi": _prepare_isbi}
+    builders = {"dic": _prepare_dic, "nuclei": _prepare_nuclei, "isbi": _prepare_isbi, "dsb": _prepare_dsb}
     if not (root / "done").exists():
         if root.exists():
             shutil.rmtree(root)
@@ -228,6 +229,28 @@ def _prepare_nuclei(root: Path) -> None:
     for index, sample in enumerate(make_dataset("cells", 8, size=(256, 256), rng=1)):
         _write(root / "test" / f"nuclei_{index}.tif", sample.image[..., 0].astype(np.float32))
         _write(root / "truth" / f"nuclei_{index}.tif", sample.instances.astype(np.uint16))
+
+
+DSB_HELD_OUT_EVERY = 5
+"""``dsb``: every fifth image of ``dsb2018-fluo`` by sorted name is a test image (as ``experiments/nuclei.py``)."""
+
+
+def _prepare_dsb(root: Path) -> None:
+    import numpy as np
+
+    from biounet.data.io import read_image, read_labels
+
+    data = SHARED_DATA / "dsb2018-fluo"
+    names = sorted(path.name for path in (data / "images").iterdir())
+    for index, name in enumerate(names):
+        image = np.asarray(read_image(data / "images" / name))[..., 0]
+        labels = read_labels(data / "labels" / name)[0].astype(np.uint16)
+        if index % DSB_HELD_OUT_EVERY == 0:
+            _write(root / "test" / name, image)
+            _write(root / "truth" / name, labels)
+        else:
+            _write(root / "train" / "images" / name, image)
+            _write(root / "train" / "labels" / name, labels)
 
 
 def _prepare_isbi(root: Path) -> None:
@@ -321,7 +344,11 @@ def run_one(case: Case, budget_s: float, tool: str, work: Path, biounet_extra: S
     if run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True)
-    result = _biounet(case, budget_s, run, biounet_extra) if tool == "biounet" else _peer(tool, case, budget_s, run)
+    if tool.startswith("biounet"):
+        target = ["--target", tool.removeprefix("biounet-")] if tool != "biounet" else []
+        result = _biounet(case, budget_s, run, [*target, *biounet_extra])
+    else:
+        result = _peer(tool, case, budget_s, run)
     scores, evaluate_commands = _evaluate(case, run / "pred")
     return {"case": case.name, "budget_s": budget_s, "tool": tool, "scores": scores, **result,
             "commands": [*result["commands"], *evaluate_commands], "date": time.strftime("%Y-%m-%d %H:%M"),

@@ -284,7 +284,7 @@ def test_cellpose_count_masks():
 
 def test_parse_names():
     assert peers_table.parse_names("isbi, dic,isbi", peers_table.CASES, "--cases") == ["isbi", "dic"]
-    with pytest.raises(ValueError, match="--tools must be comma-separated names from biounet, stardist, cellpose"):
+    with pytest.raises(ValueError, match="--tools must be comma-separated names from biounet, biounet-stardist, stardist, cellpose"):
         peers_table.parse_names("biounet,omnipose", peers_table.TOOLS, "--tools")
     with pytest.raises(ValueError, match="got ''"):
         peers_table.parse_names("", peers_table.CASES, "--cases")
