@@ -124,7 +124,14 @@ def _overlap(i: int, j: int, centres: npt.NDArray[np.int64], dists: npt.NDArray[
 def _suppress(centres: npt.NDArray[np.int64], dists: npt.NDArray[np.float32], threshold: float, height: int,
               width: int, sin: npt.NDArray[np.float64], cos: npt.NDArray[np.float64],
               ) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
+    """Greedy suppression with the kept polygons filed by the bucket of their centre: two polygons can only
+    overlap when their centres are closer than twice the longest ray, so with buckets that wide a candidate is
+    compared with the kept polygons of the 3 x 3 buckets around its own, never with all of them."""
     m = centres.shape[0]
+    side = max(16, int(np.ceil(2 * dists.max())) + 1)
+    rows, cols = height // side + 1, width // side + 1
+    head = np.full(rows * cols, -1, dtype=np.int64)  # the last kept polygon filed in each bucket
+    below = np.full(m, -1, dtype=np.int64)  # the kept polygon filed before it in the same bucket
     boxes = np.zeros((m, 4), dtype=np.int64)
     areas = np.zeros(m, dtype=np.int64)
     kept = np.zeros(m, dtype=np.int64)
@@ -134,18 +141,23 @@ def _suppress(centres: npt.NDArray[np.int64], dists: npt.NDArray[np.float32], th
         areas[i] = _overlap(i, -1, centres, dists, boxes, sin, cos)
         if areas[i] == 0:
             continue
+        row, col = centres[i, 0] // side, centres[i, 1] // side
         suppressed = False
-        for position in range(n_kept):
-            j = kept[position]
-            if boxes[j, 0] >= boxes[i, 2] or boxes[j, 2] <= boxes[i, 0] or boxes[j, 1] >= boxes[i, 3] \
-                    or boxes[j, 3] <= boxes[i, 1]:
-                continue
-            if _overlap(i, j, centres, dists, boxes, sin, cos) > threshold * min(areas[i], areas[j]):
-                suppressed = True
-                break
+        for near_row in range(max(row - 1, 0), min(row + 2, rows)):
+            for near_col in range(max(col - 1, 0), min(col + 2, cols)):
+                j = head[near_row * cols + near_col]
+                while j >= 0 and not suppressed:
+                    if not (boxes[j, 0] >= boxes[i, 2] or boxes[j, 2] <= boxes[i, 0] or boxes[j, 1] >= boxes[i, 3]
+                            or boxes[j, 3] <= boxes[i, 1]):
+                        inter = _overlap(i, j, centres, dists, boxes, sin, cos)
+                        suppressed = inter > threshold * min(areas[i], areas[j])
+                    j = below[j]
         if not suppressed:
             kept[n_kept] = i
             n_kept += 1
+            bucket = row * cols + col
+            below[i] = head[bucket]
+            head[bucket] = i
     return kept[:n_kept]
 
 
