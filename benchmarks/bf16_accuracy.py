@@ -13,7 +13,8 @@ import json
 import numpy as np
 import torch
 
-from biounet.data.io import normalization_for, open_image
+from biounet.data.images import open_image
+from biounet.data.normalization import normalization_for
 from biounet.inference.predict import load_predictor, predict_image
 
 

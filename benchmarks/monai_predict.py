@@ -21,7 +21,7 @@ import torch
 from biounet.core.device import autocast
 from biounet.core.model import ModelConfig, UNet
 from biounet.data.checkpoint import load_checkpoint
-from biounet.data.io import normalize
+from biounet.data.normalization import normalize
 
 ROI, OVERLAP = 512, 0.25
 

@@ -201,7 +201,7 @@ def _write(path: Path, array: Any) -> None:
 def _prepare_dic(root: Path) -> None:
     import numpy as np
 
-    from biounet.data.io import read_image, read_labels
+    from biounet.data.images import read_image, read_labels
 
     data = SHARED_DATA / "DIC-C2DH-HeLa"
     gold = {p.stem.removeprefix("man_seg"): p for p in (data / "01_GT" / "SEG").glob("man_seg*.tif")}
@@ -238,7 +238,7 @@ DSB_HELD_OUT_EVERY = 5
 def _prepare_dsb(root: Path) -> None:
     import numpy as np
 
-    from biounet.data.io import read_image, read_labels
+    from biounet.data.images import read_image, read_labels
 
     data = SHARED_DATA / "dsb2018-fluo"
     names = sorted(path.name for path in (data / "images").iterdir())

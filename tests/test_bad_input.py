@@ -21,7 +21,8 @@ import tifffile
 import torch
 from PIL import Image
 
-import biounet.data.io
+import biounet.data.files
+import biounet.data.normalization
 import biounet.inference.predict
 from biounet.cli import main
 from biounet.core.model import ModelConfig, UNet, nearest_valid_sizes
@@ -116,13 +117,13 @@ def full_disk_at_write(monkeypatch, after: int = 0) -> list[str]:
 
 
 def full_disk_at_bytes(monkeypatch) -> None:
-    """Fail :func:`biounet.data.io.write_bytes` (checkpoints, exports) half-way with ENOSPC."""
+    """Fail :func:`biounet.data.files.write_bytes` (checkpoints, exports) half-way with ENOSPC."""
 
     def write_all(path, data):
         Path(path).write_bytes(data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(biounet.data.io, "_write_all", write_all)
+    monkeypatch.setattr(biounet.data.files, "_write_all", write_all)
 
 
 def crafted_tiff(path: Path, side: int = 100_000) -> Path:
@@ -291,10 +292,10 @@ def test_statistics_sample_reads_bounded_blocks(monkeypatch):
             return block
 
     array = np.arange(3000 * 3000, dtype=np.uint32).reshape(3000, 3000) % 251
-    source = biounet.data.io.ImageSource(Path("big.zarr"), Counting(array.astype(np.uint8)), (1, 3000, 3000, 1),
+    source = biounet.data.images.ImageSource(Path("big.zarr"), Counting(array.astype(np.uint8)), (1, 3000, 3000, 1),
                                     np.dtype(np.uint8), "YX")
-    monkeypatch.setattr(biounet.data.io, "STATS_BLOCK_BYTES", 100_000)
-    norm = biounet.data.io.normalization_for(source, 0, "minmax")
+    monkeypatch.setattr(biounet.data.normalization, "STATS_BLOCK_BYTES", 100_000)
+    norm = biounet.data.normalization.normalization_for(source, 0, "minmax")
     # step = ceil(sqrt(9e6 / 4e6)) = 2; 100000 // 3000 // 2 * 2 = 32 rows of 3000 bytes per read
     assert max(reads) == 32 * 3000 and norm.offset == (0.0,)
 
@@ -372,7 +373,7 @@ def test_output_folder_under_a_file(model, image, tmp_path, capsys):
 
 def test_read_only_output_folder(model, image, out, capsys, monkeypatch):
     before = snapshot(out)
-    monkeypatch.setattr(biounet.data.io.os, "access", lambda path, mode: False)  # what EROFS looks like to access()
+    monkeypatch.setattr(biounet.data.images.os, "access", lambda path, mode: False)  # what EROFS looks like to access()
     fails(capsys, ["predict", model, image, "--out", out], out, "not writable")
     monkeypatch.undo()
     unchanged(out, before)
@@ -569,7 +570,7 @@ def test_init_cannot_create_the_file(code, reason, out, capsys, monkeypatch):
     def mkstemp(*args, **kwargs):
         raise OSError(code, reason, str(out / ".m.pt.abc.tmp"))
 
-    monkeypatch.setattr(biounet.data.io.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(biounet.data.files.tempfile, "mkstemp", mkstemp)
     fails(capsys, ["init", "--base-channels", "4", "--depth", "2", "--out", out / "m.pt"], out / "m.pt", reason)
     unchanged(out, before)
 
@@ -612,7 +613,7 @@ def test_export_out_under_a_file(model, out, capsys):
 
 def test_save_checkpoint_error_names_the_file_not_the_temporary(model, out, monkeypatch):
     full_disk_at_bytes(monkeypatch)
-    with pytest.raises(biounet.data.io.OutputError, match="m.pt: cannot write") as err:
+    with pytest.raises(biounet.data.files.OutputError, match="m.pt: cannot write") as err:
         save_checkpoint(out / "m.pt", load_checkpoint(model))
     assert ".tmp" not in str(err.value)
 
@@ -633,7 +634,7 @@ def test_train_out_under_a_file(tmp_path, capsys):
 
 
 def test_train_out_read_only(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(biounet.data.io.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(biounet.data.images.os, "access", lambda path, mode: False)
     fails(capsys, ["train", "--data", tmp_path / "no-data-here", "--out", tmp_path / "run"], tmp_path / "run",
           "not writable")
     monkeypatch.undo()

@@ -247,7 +247,7 @@ def test_large_output_goes_through_disk_and_matches(model_path, tmp_path, rng):
 
 def test_big_multipage_stack_is_opened_lazily(tmp_path):
     """A stack over 64 MiB is read plane by plane through zarr, not loaded whole."""
-    from biounet.data.io import open_image
+    from biounet.data.images import open_image
 
     stack = np.zeros((3, 3000, 4000), np.uint16)  # 72 MB
     stack[2, 100:110, 200:210] = 7

@@ -18,7 +18,7 @@ from biounet.data.datasets import (
     split_samples,
     unannotated_cells,
 )
-from biounet.data.io import ImageError
+from biounet.data.images import ImageError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

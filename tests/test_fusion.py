@@ -101,7 +101,7 @@ def test_cli_predict_of_a_trained_model_equals_the_module(tmp_path):
 
     from biounet.cli import main
     from biounet.data.checkpoint import load_model
-    from biounet.data.io import write_tiff
+    from biounet.data.images import write_tiff
     from biounet.data.synthetic import make_sample
     from biounet.inference.predict import PredictOptions, predict_file
 

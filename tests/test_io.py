@@ -1,4 +1,4 @@
-"""File stems and atomic writing (biounet.data.io)."""
+"""File stems and atomic writing (biounet.data.files)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from biounet.data.checkpoint import save_checkpoint
-from biounet.data.io import atomic_path, files_by_stem, output_stem, write_text
+from biounet.data.files import atomic_path, files_by_stem, output_stem, write_text
 
 
 @pytest.mark.parametrize(

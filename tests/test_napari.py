@@ -42,7 +42,7 @@ pytest.importorskip("magicgui")
 import biounet
 from biounet.core.model import ModelConfig, UNet
 from biounet.data.checkpoint import model_payload, save_checkpoint
-from biounet.data.io import normalize
+from biounet.data.normalization import normalize
 from biounet.inference.instances import instances_from_foreground
 from biounet.integrations.napari import SegmentWidget, TrainWidget, sample_cells
 

@@ -10,7 +10,7 @@ import tifffile
 import zarr
 
 from biounet.cli import main
-from biounet.data.io import ImageError, open_image
+from biounet.data.images import ImageError, open_image
 from biounet.data.omezarr import (
     LabelImageWriter,
     LabelLayout,

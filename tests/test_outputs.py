@@ -76,7 +76,7 @@ def test_instances_of_every_plane():
 
 
 def test_instances_and_rewritten_labels_keep_the_image_pixel_size(tmp_path):
-    from biounet.data.io import open_image, write_tiff
+    from biounet.data.images import open_image, write_tiff
     from biounet.data.omezarr import PixelSize
     from biounet.inference.instances import MEMBRANES
     from biounet.inference.outputs import write_instances

@@ -11,7 +11,7 @@ import tifffile
 from PIL import Image
 
 from biounet.cli import main
-from biounet.data.io import PALETTE, read_labels, write_tiff
+from biounet.data.images import PALETTE, read_labels, write_tiff
 
 
 @pytest.fixture(scope="module")

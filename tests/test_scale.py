@@ -12,7 +12,8 @@ import torch
 from biounet.cli import main
 from biounet.core.model import ModelConfig, UNet
 from biounet.data.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from biounet.data.io import normalize, write_tiff
+from biounet.data.images import write_tiff
+from biounet.data.normalization import normalize
 from biounet.data.omezarr import PixelSize
 from biounet.data.scale import common_pixel_size, micrometres, parse_pixel_size, resample, scaled_shape, zoom_factors
 from biounet.inference.predict import PredictOptions, load_predictor, predict_files, predict_image

@@ -141,7 +141,7 @@ def test_segments_do_not_depend_on_the_tile_size(membrane_model):
 
 def _write_isbi_like(folder: Path, n: int) -> tuple[list[Path], Path]:
     """Synthetic membrane images (TIFF) and their truth as ISBI labels (255 = cell, 0 = membrane)."""
-    from biounet.data.io import write_tiff
+    from biounet.data.images import write_tiff
     from biounet.data.synthetic import make_sample
 
     (folder / "images").mkdir(parents=True)

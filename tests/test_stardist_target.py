@@ -16,8 +16,9 @@ from biounet.cli import main
 from biounet.core.samples import IGNORE
 from biounet.core.starconvex import star_targets
 from biounet.data.synthetic import make_sample
+from biounet.training.augment import sample_window
 from biounet.training.config import TrainConfig, resolve_target
-from biounet.training.train import TileSampler, objective, prepare_samples
+from biounet.training.train import PreparedSample, TileSampler, objective, prepare_samples
 
 TINY = {"target": "stardist", "depth": 2, "base_channels": 4, "tile": 92, "n_rays": 8}
 
@@ -95,3 +96,25 @@ def test_train_predict_evaluate_hands_on_star_outputs(tmp_path, capsys):
     pooled = json.loads(capsys.readouterr().out)["pooled"]
     assert pooled["cells"] == len(np.unique(sample.instances)) - 1
     assert pooled["predicted_cells"] == instances.max()
+
+
+def test_rays_stop_at_the_image_border_not_in_its_mirror_image():
+    """A tile reaching past the border reads a mirrored copy of the cell there, with the same id: the star
+    targets must still see two cells, so that a ray stops at the border as on the whole image."""
+    from biounet.training.augment import AugmentConfig
+
+    labels = np.zeros((40, 40), np.int64)
+    labels[0:6, 10:20] = 1  # a cell cut by the top border
+    sample = PreparedSample("edge", np.zeros((40, 40, 1), np.float32), (labels > 0).astype(np.int64),
+                            np.stack([np.ones((40, 40)), labels], -1).astype(np.float32))
+    config = _config(augment=AugmentConfig.disabled())
+    sampler = TileSampler([sample], config, length=1)
+    tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=92, out_tile=sampler.out_tile,
+                         center=(0.0, 15.0), config=config.augment, rng=0)
+    star = sampler._star_weights(tile.weights, tile.copies)
+    top = sampler.out_tile // 2  # the output row at source row 0 (the window's centre)
+    up = 6  # ray 6 of 8 points to -y
+    assert tile.labels[top - 1, sampler.out_tile // 2] == 1  # the mirror image of the cell is in the tile
+    assert star[top, sampler.out_tile // 2, 2 + up] == pytest.approx(0.5)  # ... but the ray stops at the border
+    whole = star_targets(labels.astype(np.int32), 8)
+    np.testing.assert_allclose(star[top:top + 6, top - 5:top + 5, 1:], whole[0:6, 10:20], atol=1e-6)

@@ -10,7 +10,7 @@ from skimage import measure
 
 from biounet.core.samples import IGNORE, Sample
 from biounet.data.datasets import load_dataset
-from biounet.data.io import PERCENTILES
+from biounet.data.normalization import PERCENTILES
 from biounet.data.synthetic import KINDS, make_dataset, make_sample, write_dataset
 
 

@@ -204,7 +204,7 @@ def test_cli_train_then_predict(tmp_path, capsys):
     assert "model.pt" in capsys.readouterr().out
     config = read_config_toml(tmp_path / "run" / "config.toml")
     assert (config.base_channels, config.iterations, config.recipe) == (4, 4, "fast")
-    from biounet.data.io import write_tiff
+    from biounet.data.images import write_tiff
     from biounet.data.synthetic import make_sample
 
     write_tiff(tmp_path / "img.tif", make_sample("cells", size=(60, 70), rng=5).image[..., 0])

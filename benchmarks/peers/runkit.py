@@ -27,7 +27,7 @@ PAIRS_IMAGE_DIR, PAIRS_LABEL_DIR = "images", "labels"
 
 
 def output_stem(path: str | os.PathLike[str]) -> str:
-    """The file name without its extension, as ``biounet predict`` names its outputs (``biounet.data.io.output_stem``).
+    """The file name without its extension, as ``biounet predict`` names its outputs (``biounet.data.files.output_stem``).
 
     >>> output_stem("data/t001.tif"), output_stem("a.b.png"), output_stem("x.ome.tif")
     ('t001', 'a.b', 'x')

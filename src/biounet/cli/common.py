@@ -123,7 +123,7 @@ def subcommand(subparsers: Any, name: str, text: str, example: str) -> argparse.
 
 def check_output_file(path: Path) -> None:
     """Check, creating nothing, that the file ``path`` can be written (its folder exists or can be made)."""
-    from biounet.data.io import check_creatable_dir
+    from biounet.data.files import check_creatable_dir
 
     if path.is_dir():
         raise CliError(f"{path}: is a directory; give a file name such as model.pt")

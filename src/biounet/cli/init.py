@@ -14,7 +14,7 @@ EXAMPLE = "example:\n  biounet init --out model.pt --base-channels 16"
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """The ``init`` subcommand and its options."""
     from biounet.core.model import PADDINGS, VARIANTS
-    from biounet.data.io import NORMALIZATIONS
+    from biounet.data.normalization import NORMALIZATIONS
 
     init = subcommand(subparsers, "init", "write a randomly initialised model", EXAMPLE)
     init.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
 
     from biounet.core.model import ModelConfig, UNet
     from biounet.data.checkpoint import model_payload, save_checkpoint
-    from biounet.data.io import NORMALIZATIONS
+    from biounet.data.normalization import NORMALIZATIONS
 
     if args.normalization not in NORMALIZATIONS:
         raise CliError(f"--normalization must be one of {NORMALIZATIONS}")

@@ -239,7 +239,7 @@ def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path
         raise ValueError(f"--out {args.out} is one OME-Zarr image; give one input, or an output folder")
     ome = [p for p in inputs if zarr_out or is_omezarr(p)]
     if ome:
-        from biounet.data.io import check_writable_dir
+        from biounet.data.files import check_writable_dir
         from biounet.inference.predict_omezarr import predict_to_omezarr
 
         if not zarr_out:
@@ -257,7 +257,7 @@ def _expand_inputs(inputs: Sequence[Path], pattern: str | None) -> list[Path]:
     """The input images: files as given, folders replaced by their image files (or those matching ``pattern``),
     in natural order; a ``.zarr`` folder is one image. Raises on missing paths, empty folders and shared stems."""
     from biounet.data.datasets import natural_key
-    from biounet.data.io import IMAGE_SUFFIXES
+    from biounet.data.files import IMAGE_SUFFIXES
     from biounet.inference.predict import check_output_stems
 
     missing = [str(p) for p in inputs if not p.exists()]
@@ -287,7 +287,8 @@ def _output_names(stem: str) -> tuple[str, ...]:
 
 def _check_not_overwriting(inputs: Sequence[Path], out_dir: Path) -> None:
     """Refuse an output folder where an output would replace one of the inputs (``--out`` = the image folder)."""
-    from biounet.data.io import open_image, output_stem
+    from biounet.data.files import output_stem
+    from biounet.data.images import open_image
 
     sources = {p.resolve() for p in inputs}
     for path in inputs:
@@ -307,7 +308,8 @@ def _require_roifile() -> None:
 
 def _write_overlays(image_path: Path, labels_path: Path) -> list[Path]:
     """``<stem>_overlay.png`` (``<stem>_z<N>_overlay.png`` per plane of a stack): outlines over the image."""
-    from biounet.data.io import open_image, output_stem, read_labels
+    from biounet.data.files import output_stem
+    from biounet.data.images import open_image, read_labels
     from biounet.evaluation.report import save_outlines
 
     source = open_image(image_path)

@@ -72,7 +72,7 @@ def _add_network_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> N
 
 
 def _add_schedule_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> None:
-    from biounet.data.io import NORMALIZATIONS
+    from biounet.data.normalization import NORMALIZATIONS
     from biounet.training.config import PRECISIONS
 
     train.add_argument("--tile", type=positive_int, help=f"input tile side (default: {d['tile']}, the paper's)")
@@ -140,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     """Train; exit code 0, or 128 + the signal's number when interrupted (130 for Ctrl-C, 143 for SIGTERM)."""
     from tqdm import tqdm
 
-    from biounet.data.io import check_creatable_dir
+    from biounet.data.files import check_creatable_dir
     from biounet.training.autoconfig import resolve_train_config
     from biounet.training.train import fit
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from biounet.core.model import ModelConfig, UNet
-from biounet.data.io import OutputError, write_bytes
+from biounet.data.files import OutputError, write_bytes
 
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_KIND = "biounet-checkpoint"
@@ -46,7 +46,7 @@ def weights_checksum(state: dict[str, torch.Tensor]) -> str:
 def save_checkpoint(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
     """Write ``payload`` (with ``format``, ``kind`` and the weights' checksum added) to ``path`` atomically:
     temporary file, then rename. An ``OSError`` (full disk, read-only file system) is raised as an
-    :class:`~biounet.data.io.OutputError` naming ``path``."""
+    :class:`~biounet.data.files.OutputError` naming ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ Four layouts (:data:`LAYOUTS`), detected from the path by :func:`detect_layout` 
   ``PATH/01_GT/SEG/man_segNNN.tif`` and silver truth ``PATH/01_ST/SEG/man_segNNN.tif`` instance labels.
 - ``"synthetic"``: ``"synthetic:KIND[,n=N][,size=H[xW]][,seed=S]"`` generates samples (:mod:`biounet.data.synthetic`).
 
-Every sample's image is normalised per plane with :mod:`biounet.data.io`'s ``normalization`` mode. Labels become class ids
+Every sample's image is normalised per plane with :mod:`biounet.data.normalization`'s mode. Labels become class ids
 (``IGNORE`` where unannotated) plus the instance ids that the weight map's border term needs.
 """
 
@@ -30,17 +30,9 @@ from scipy import ndimage
 from skimage import measure
 
 from biounet.core.samples import IGNORE, Sample
-from biounet.data.io import (
-    IMAGE_SUFFIXES,
-    NORMALIZATIONS,
-    ImageError,
-    ImageSource,
-    files_by_stem,
-    normalization_for,
-    open_image,
-    output_stem,
-    read_labels,
-)
+from biounet.data.files import IMAGE_SUFFIXES, files_by_stem, output_stem
+from biounet.data.images import ImageError, ImageSource, open_image, read_labels
+from biounet.data.normalization import NORMALIZATIONS, normalization_for
 from biounet.data.scale import PixelSizeUm, physical_micrometres
 from biounet.data.synthetic import KINDS, make_dataset
 
@@ -239,7 +231,7 @@ def load_dataset(
     layout : str, optional
         One of :data:`LAYOUTS`; detected with :func:`detect_layout` when None.
     normalization : str, optional
-        Intensity normalisation of :mod:`biounet.data.io` (``"percentile"``, ``"range"``, ``"minmax"``, ``"zscore"``),
+        Intensity normalisation of :mod:`biounet.data.normalization` (``"percentile"``, ``"range"``, ``"minmax"``, ``"zscore"``),
         computed per image plane.
     split : {"train", "test"}, optional
         ``"train"``: labeled samples. ``"test"``: images only, labels are not read (ISBI 2012 reads ``test/``,
@@ -279,9 +271,9 @@ def load_dataset(
     ValueError
         On an unknown layout, split, label kind or normalisation, an option the layout does not use, an empty
         dataset, images without labels, labels without images, label and image sizes that differ, or label values
-        outside the documented encoding. :class:`biounet.data.io.ImageError` (a ValueError) names an unreadable file.
+        outside the documented encoding. :class:`biounet.data.images.ImageError` (a ValueError) names an unreadable file.
     TypeError
-        From :mod:`biounet.data.io`, for pixels of an unsupported type.
+        From :mod:`biounet.data.images`, for pixels of an unsupported type.
     """
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")

@@ -8,7 +8,7 @@ and ``z`` axes folded into planes). :class:`LabelImageWriter` writes a label ima
 image's ``labels/`` group with ``image-label`` metadata, or as a new OME-Zarr of its own.
 
 Only zarr is needed (the layout is read and written directly); the ``ome-zarr`` package reads what is written here.
-This module imports nothing from biounet, so :mod:`biounet.data.io` can use it.
+This module imports nothing from biounet, so :mod:`biounet.data.images` can use it.
 
 References
 ----------

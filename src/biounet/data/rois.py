@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from biounet.core.extras import require
-from biounet.data.io import atomic_path
+from biounet.data.files import atomic_path
 
 
 def instance_outlines(instances: npt.NDArray[np.integer]) -> list[tuple[int, npt.NDArray[np.float64]]]:

@@ -10,7 +10,7 @@ Three kinds (:data:`KINDS`) stand in for the paper's three datasets:
 - ``"dic"``: DIC relief like DIC-HeLa: the directional derivative of a smooth height map of touching cells,
   a bright and a shadowed side per cell, plus noise. ``classes = instances > 0``.
 
-Images are normalised with :func:`biounet.data.io.normalize` (``"percentile"`` by default), as the loaders do, so they
+Images are normalised with :func:`biounet.data.normalization.normalize` (``"percentile"`` by default), as the loaders do, so they
 lie in about [0, 1]. Cell sizes are in pixels and do not scale with the image size; the cell count does.
 """
 
@@ -27,7 +27,9 @@ from scipy import ndimage
 from skimage import measure
 
 from biounet.core.samples import IGNORE, Sample
-from biounet.data.io import check_writable_dir, normalize, write_tiff
+from biounet.data.files import check_writable_dir
+from biounet.data.images import write_tiff
+from biounet.data.normalization import normalize
 
 KINDS: tuple[str, ...] = ("cells", "membranes", "dic")
 MIN_SIZE_PX = 16
@@ -52,7 +54,7 @@ def make_sample(
     rng : {numpy.random.Generator, int, None}, optional
         Seed or generator; the same seed gives the same sample.
     normalization : str, optional
-        :func:`biounet.data.io.normalize` mode applied to the rendered image.
+        :func:`biounet.data.normalization.normalize` mode applied to the rendered image.
 
     Returns
     -------

@@ -39,7 +39,8 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from biounet.core.callable_module import make_callable
-from biounet.data.io import IMAGE_SUFFIXES, output_stem, read_labels
+from biounet.data.files import IMAGE_SUFFIXES, output_stem
+from biounet.data.images import read_labels
 from biounet.evaluation import metrics
 
 KINDS: tuple[str, ...] = ("isbi2012", "ctc", "instances", "binary")

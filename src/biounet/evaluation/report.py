@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.data.io import PALETTE, atomic_path, write_png, write_text
+from biounet.data.files import atomic_path, write_text
+from biounet.data.images import PALETTE, write_png
 
 
 def to_gray_uint8(image: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -165,7 +166,7 @@ def plot_weight_map(
     weights : (H, W) ndarray of float
         The weight map the loss uses (``TrainingTargets.weights``).
     path : str or PathLike
-        Output PNG file; written atomically (:func:`biounet.data.io.atomic_path`).
+        Output PNG file; written atomically (:func:`biounet.data.files.atomic_path`).
 
     Returns
     -------
@@ -245,7 +246,7 @@ def save_overlay(path: str | os.PathLike[str], image: npt.NDArray[Any], labels: 
 
 def outlines(image: npt.NDArray[Any], labels: npt.NDArray[np.integer]) -> npt.NDArray[np.uint8]:
     """The image (8-bit grey, :func:`to_gray_uint8`) with the inner outline of every labelled region in its
-    :data:`~biounet.data.io.PALETTE` colour and nothing tinted, so the cells stay visible. ``image`` is ``(H, W)`` or
+    :data:`~biounet.data.images.PALETTE` colour and nothing tinted, so the cells stay visible. ``image`` is ``(H, W)`` or
     ``(H, W, C)``; ``labels`` ``(H, W)`` class or instance ids, 0 = background."""
     return overlay(image, labels, alpha=0.0)
 

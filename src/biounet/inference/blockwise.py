@@ -52,17 +52,9 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from biounet.core.extras import require
-from biounet.data.io import (
-    ImageSource,
-    Normalization,
-    atomic_path,
-    check_writable_dir,
-    label_dtype,
-    normalization_for,
-    open_image,
-    output_stem,
-    remove_tree,
-)
+from biounet.data.files import atomic_path, check_writable_dir, output_stem, remove_tree
+from biounet.data.images import ImageSource, label_dtype, open_image
+from biounet.data.normalization import Normalization, normalization_for
 from biounet.inference.instances import MEMBRANES, InstanceParams, fill_gaps
 from biounet.inference.predict import (
     PredictOptions,

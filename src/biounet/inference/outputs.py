@@ -127,7 +127,8 @@ def write_instances(labels_path: Path, probabilities_path: Path | None, target: 
     its labels match its segments."""
     import tifffile
 
-    from biounet.data.io import open_image, output_stem, read_labels, write_tiff
+    from biounet.data.files import output_stem
+    from biounet.data.images import open_image, read_labels, write_tiff
     from biounet.inference.instances import MEMBRANES, needs_probabilities
 
     labels = read_labels(labels_path)
@@ -150,7 +151,7 @@ def write_instances(labels_path: Path, probabilities_path: Path | None, target: 
 def write_rois(instances_path: Path, instances: npt.NDArray[np.integer]) -> Path:
     """``<stem>_rois.zip`` beside ``<stem>_instances.tif``: one ImageJ polygon ROI per cell of the ``(Z, H, W)``
     ``instances`` (:func:`biounet.data.rois.write_roi_zip`); returns the file."""
-    from biounet.data.io import output_stem
+    from biounet.data.files import output_stem
     from biounet.data.rois import write_roi_zip
 
     stem = output_stem(instances_path).removesuffix("_instances")

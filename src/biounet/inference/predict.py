@@ -39,21 +39,17 @@ import torch
 from biounet.core.device import autocast, resolve_device, resolve_precision
 from biounet.core.model import ModelConfig, UNet, nearest_valid_sizes, output_probabilities, output_size, smallest_tile
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
-from biounet.data.io import (
-    ImageSource,
+from biounet.data.files import (
     OutputError,
     check_creatable_dir,
     check_writable_dir,
     files_by_stem,
     format_size,
-    label_dtype,
-    normalization_for,
-    normalize,
-    open_image,
     output_stem,
     remove_tree,
-    write_tiff,
 )
+from biounet.data.images import ImageSource, label_dtype, open_image, write_tiff
+from biounet.data.normalization import normalization_for, normalize
 from biounet.data.scale import PixelSizeUm, micrometres, physical_micrometres, resample, scaled_shape, zoom_factors
 from biounet.inference.exported import OnnxPredictor
 from biounet.inference.fusion import FusedUNet, fusion_available, parameter_versions
@@ -392,7 +388,7 @@ class PredictResult:
 
 
 def check_output_stems(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
-    """The inputs of one prediction call by output stem (:func:`biounet.data.io.output_stem`).
+    """The inputs of one prediction call by output stem (:func:`biounet.data.files.output_stem`).
 
     Raises
     ------
@@ -449,7 +445,7 @@ def predict_file(
 ) -> PredictResult:
     """Segment every plane of the image at ``path``; write ``out_dir/<stem>.tif`` and, if asked, ``<stem>_prob.tif``.
 
-    ``<stem>`` is :func:`biounet.data.io.output_stem` of ``path``. ``progress(done, total)`` is called with tile
+    ``<stem>`` is :func:`biounet.data.files.output_stem` of ``path``. ``progress(done, total)`` is called with tile
     counts. Outputs are written only when the whole image is done, each to a temporary name first, so a failure
     leaves no partial file (:func:`predict_files` also rolls back the other outputs of a call).
     """
@@ -616,7 +612,7 @@ def plan_predictions(
 
     Checks, in order: distinct output stems (:func:`check_output_stems`), the output folder (a folder, or
     creatable, and writable), the memory budget against the machine's memory, then for each input: that it
-    opens as an image, its size from the header (:func:`biounet.data.io.check_plane_size`), its pixel type and
+    opens as an image, its size from the header (:func:`biounet.data.images.check_plane_size`), its pixel type and
     channels, and the memory of its tiles (:func:`check_tile_memory`); finally the free disk space for all
     outputs (uncompressed, plus the temporary arrays of large images).
 
@@ -695,7 +691,7 @@ def predict_files(
 class OutputStage:
     """A hidden folder inside ``out_dir`` that collects the outputs of one call until :meth:`commit` moves them
     into place; as a context manager it removes itself on exit, and turns an ``OSError`` on a file inside it
-    into an :class:`~biounet.data.io.OutputError` naming the output folder or file, never the staging path.
+    into an :class:`~biounet.data.files.OutputError` naming the output folder or file, never the staging path.
 
     Staging folders left by killed runs (their process is gone) are removed when a new stage is made.
     """
@@ -819,7 +815,7 @@ def predict_plane(
 def class_labels(outputs: npt.NDArray[np.float32], num_classes: int) -> npt.NDArray[np.integer]:
     """Class ids ``(..., H, W)`` of outputs ``(..., K', H, W)``: the arg-max over the first ``num_classes``
     channels (a ``distance`` model's last channel is its distance map, not a class), in
-    :func:`biounet.data.io.label_dtype`.
+    :func:`biounet.data.images.label_dtype`.
 
     >>> class_labels(np.array([[[0.4]], [[0.6]], [[0.9]]], np.float32), 2).tolist()
     [[1]]
@@ -844,7 +840,7 @@ def segment_image(
 ) -> Segmentation:
     """Outputs and class labels of one in-memory ``(H, W)`` or ``(H, W, C)`` image (API, napari, demo).
 
-    ``raw`` images are normalised first as the predictor expects (:func:`biounet.data.io.normalize`); otherwise
+    ``raw`` images are normalised first as the predictor expects (:func:`biounet.data.normalization.normalize`); otherwise
     the image must be normalised already. The tile side is :func:`tile_for`'s; ``progress(n)`` gets the tiles
     just done (:func:`predict_plane`).
 

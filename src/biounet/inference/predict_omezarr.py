@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.data.io import label_dtype, normalization_for, open_image
+from biounet.data.images import label_dtype, open_image
+from biounet.data.normalization import normalization_for
 from biounet.data.omezarr import LabelImageWriter, LabelLayout, LabelPlane, is_omezarr, open_ngff
 from biounet.inference.instances import MEMBRANES, InstanceParams, instances_from_labels
 from biounet.inference.predict import (
@@ -56,7 +57,7 @@ def predict_to_omezarr(
     predictor : Predictor
         The network and its tiling contract.
     path : path
-        Any image :func:`biounet.data.io.open_image` reads; an OME-Zarr is read lazily at its highest resolution.
+        Any image :func:`biounet.data.images.open_image` reads; an OME-Zarr is read lazily at its highest resolution.
     out : path, optional
         A new OME-Zarr (replaced if it exists) holding the label image. Without it, ``path`` must be an OME-Zarr
         image and the labels go into its ``labels/<name>`` group.

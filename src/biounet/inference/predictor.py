@@ -29,7 +29,7 @@ class Predictor(ABC):
     Attributes
     ----------
     normalization : str
-        Intensity normalisation the network expects (:data:`biounet.data.io.NORMALIZATIONS`).
+        Intensity normalisation the network expects (:data:`biounet.data.normalization.NORMALIZATIONS`).
     class_names : list of str
         One name per class.
     tta : bool

@@ -132,7 +132,7 @@ def predict_tiled(
     Parameters
     ----------
     read : callable
-        ``read(rows, cols) -> (h, w, C)`` float32 normalised pixels of the image region (see :mod:`biounet.data.io`).
+        ``read(rows, cols) -> (h, w, C)`` float32 normalised pixels of the image region (see :mod:`biounet.data.normalization`).
     shape : (int, int)
         Image height and width.
     predict : callable

@@ -36,7 +36,8 @@ from biounet._version import __version__
 from biounet.core.extras import require
 from biounet.core.model import ModelConfig, UNet, output_probabilities, smallest_input_size
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
-from biounet.data.io import NORMALIZATIONS, PERCENTILES, normalize, write_png
+from biounet.data.images import write_png
+from biounet.data.normalization import NORMALIZATIONS, PERCENTILES, normalize
 from biounet.inference.exported import ignore_tracer_warnings
 from biounet.inference.predict import TorchPredictor, predict_image
 from biounet.integrations.export import ONNX_OPSET, export_metadata
@@ -75,7 +76,7 @@ class ProbabilityUNet(UNet):
 def preprocessing_for(normalization: str, input_dtype: str) -> list[Any]:
     """The bioimage.io preprocessing steps that compute biounet's intensity normalisation ``normalization``.
 
-    biounet normalises each plane and channel on its own (:mod:`biounet.data.io`), so statistics are taken per sample
+    biounet normalises each plane and channel on its own (:mod:`biounet.data.normalization`), so statistics are taken per sample
     and channel over the spatial axes ``y, x``:
 
     - ``percentile``: ``scale_range`` with percentiles 1 and 99.8 (linear interpolation, as ``np.percentile``);
@@ -113,7 +114,7 @@ def preprocessing_for(normalization: str, input_dtype: str) -> list[Any]:
     if dtype.kind not in "ui":
         raise ValueError(f"normalization 'range' needs an integer or float input dtype, got {input_dtype!r}")
     info = np.iinfo(dtype)
-    span = float(info.max) - float(info.min)  # biounet.data.io: (x - min) / (max - min)
+    span = float(info.max) - float(info.min)  # biounet.data.normalization: (x - min) / (max - min)
     scale = spec.ScaleLinearDescr(kwargs=spec.ScaleLinearKwargs(gain=1.0 / span, offset=(0 - float(info.min)) / span))
     return [to_float, scale, to_float]
 
@@ -139,7 +140,7 @@ def export_package(
         A ``.zip`` file, or a folder that does not exist yet or is empty. Written atomically: a failure leaves
         nothing behind.
     normalization : str
-        The checkpoint's intensity normalisation (one of :data:`biounet.data.io.NORMALIZATIONS`); becomes the
+        The checkpoint's intensity normalisation (one of :data:`biounet.data.normalization.NORMALIZATIONS`); becomes the
         package's preprocessing (:func:`preprocessing_for`).
     class_names : sequence of str, optional
         One per class: the output channel names.
@@ -306,7 +307,7 @@ def _test_tensors(
     raw = np.stack(channels).astype(np.uint8)  # (C, S, S): an 8-bit microscope image
     if metadata["normalization"] != "range":
         raw = raw.astype(np.float32)  # the package takes any image as float32; range needs the integer type
-    normalised = normalize(np.moveaxis(raw, 0, -1), metadata["normalization"])  # biounet.data.io, as predict does
+    normalised = normalize(np.moveaxis(raw, 0, -1), metadata["normalization"])  # biounet.data.normalization, as predict does
     x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(normalised, -1, 0)))[None]
     with torch.inference_mode():
         probabilities = network(x).numpy().astype(np.float32)

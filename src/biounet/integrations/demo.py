@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from biounet.data.datasets import load_dataset
-from biounet.data.io import write_png, write_tiff
+from biounet.data.images import write_png, write_tiff
 from biounet.data.synthetic import make_dataset, write_dataset
 from biounet.evaluation import metrics
 from biounet.evaluation.report import overlay, plot_weight_map, side_by_side, to_gray_uint8

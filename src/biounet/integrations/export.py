@@ -32,7 +32,8 @@ from biounet.core.model import (
     smallest_tile,
 )
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
-from biounet.data.io import NORMALIZATIONS, OutputError, write_bytes
+from biounet.data.files import OutputError, write_bytes
+from biounet.data.normalization import NORMALIZATIONS
 from biounet.inference.exported import (
     EXPORT_FORMAT_VERSION,
     EXTRA,
@@ -60,7 +61,7 @@ def export_metadata(
     model : UNet
         The network.
     normalization : str
-        Intensity normalisation the network was trained with, one of :data:`biounet.data.io.NORMALIZATIONS`.
+        Intensity normalisation the network was trained with, one of :data:`biounet.data.normalization.NORMALIZATIONS`.
     class_names : sequence of str, optional
         One name per class; ``class0, class1, ...`` when omitted.
     export_format : str

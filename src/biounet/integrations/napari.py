@@ -192,7 +192,8 @@ def write_pair(image: npt.NDArray[Any], labels: npt.NDArray[Any], out_dir: str |
     ValueError
         If the image is not 2-D single-channel, the labels' shape differs, or nothing is painted.
     """
-    from biounet.data.io import check_writable_dir, write_tiff
+    from biounet.data.files import check_writable_dir
+    from biounet.data.images import write_tiff
 
     image, labels = np.asarray(image), np.asarray(labels)
     if image.ndim != 2:

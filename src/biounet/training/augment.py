@@ -42,11 +42,14 @@ class Displacement(NamedTuple):
 
 
 class AugmentedSample(NamedTuple):
-    """An augmented training sample; ``weights`` is None when no weight map was given."""
+    """An augmented training sample; ``weights`` is None when no weight map was given. ``copies`` (from
+    :func:`sample_window`) numbers the mirror copy of the source each label pixel was read from, 0 for the image
+    itself: a cell touching the image border and its mirror image carry one id but are two copies."""
 
     image: npt.NDArray[np.float32]
     labels: npt.NDArray[np.integer]
     weights: npt.NDArray[np.float32] | None
+    copies: npt.NDArray[np.int64] | None = None
 
 
 def _check_range(name: str, values: tuple[float, float], *, low: float, low_open: bool = False) -> None:
@@ -220,6 +223,18 @@ def _nearest_flat_index(src_y: np.ndarray, src_x: np.ndarray, shape: tuple[int, 
     rows *= shape[1]
     rows += cols
     return rows
+
+
+def _mirror_copies(src_y: np.ndarray, src_x: np.ndarray, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
+    """Which mirror copy of the source the nearest pixel lies in: 0 inside the image, a distinct number for each
+    reflection across its borders (the copies :func:`_nearest_flat_index` folds back into the image).
+
+    >>> _mirror_copies(np.array([[-1.0, 0.0, 2.0, 3.0]]), np.zeros((1, 4)), (3, 3)).tolist()
+    [[-3, 0, 0, 3]]
+    """
+    rows = np.floor(src_y + 0.5).astype(np.int64) // shape[0]
+    cols = np.floor(src_x + 0.5).astype(np.int64) // shape[1]
+    return rows * 3 + cols  # copies of a tile reach at most one image size beyond each border
 
 
 def _take(array: np.ndarray, flat_index: npt.NDArray[np.intp]) -> np.ndarray:
@@ -472,7 +487,10 @@ def sample_window(
             coords[axis] += matrix[axis, 0] * field.dy
             coords[axis] += matrix[axis, 1] * field.dx
     whole = not elastic and sin in (-1.0, 0.0, 1.0) and all(float(v).is_integer() for v in origin)
+    inner = (slice(margin[0], margin[0] + out_shape[0]), slice(margin[1], margin[1] + out_shape[1]))
+    copies = _mirror_copies(coords[0][inner], coords[1][inner], labels.shape)
     sample = _resample(image, labels, weights, coords, margin, out_shape, 0 if whole else config.image_order)
+    sample = sample._replace(copies=copies)
     if config.gray_prob and rng.random() < config.gray_prob:
         sample = sample._replace(image=_vary_gray(sample.image, config, rng))
     return sample

@@ -22,7 +22,8 @@ from typing import Any
 from biounet.core.device import COMPUTE_PRECISIONS as PRECISIONS
 from biounet.core.model import ModelConfig, nearest_valid_sizes, output_size
 from biounet.data.datasets import LABEL_KINDS
-from biounet.data.io import NORMALIZATIONS, write_text
+from biounet.data.files import write_text
+from biounet.data.normalization import NORMALIZATIONS
 from biounet.data.scale import PixelSizeUm, common_pixel_size, micrometres
 from biounet.training.augment import AugmentConfig
 

@@ -51,7 +51,7 @@ from biounet.core.targets import (
 )
 from biounet.data.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
 from biounet.data.datasets import detect_layout, load_dataset, split_samples
-from biounet.data.io import write_text
+from biounet.data.files import write_text
 from biounet.evaluation.validation import (
     HIGHER_IS_BETTER,
     choose_instance_params,
@@ -132,13 +132,19 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
     def __len__(self) -> int:
         return self.length
 
-    def _star_weights(self, weights: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _star_weights(self, weights: npt.NDArray[np.float32], copies: npt.NDArray[np.int64] | None,
+                      ) -> npt.NDArray[np.float32]:
         """``(h, w, 2 + n_rays)``: the pixel weights, then the star-convex targets of the tile's (augmented)
-        instance ids, which rode through augmentation as channel 1 (:func:`biounet.core.starconvex.star_targets`)."""
+        instance ids, which rode through augmentation as channel 1 (:func:`biounet.core.starconvex.star_targets`).
+        A cell and its mirror images beyond the image border are told apart (``copies``), so a ray stops at the
+        border as it does on the whole image, where StarDist measures it."""
         if weights.ndim != 3:
             return weights  # not cells: no star-convex outputs
-        ids = np.rint(weights[..., 1]).astype(np.int32)
-        return np.concatenate([weights[..., :1], star_targets(ids, self.config.n_rays)], axis=-1)
+        ids = np.rint(weights[..., 1]).astype(np.int64)
+        if copies is not None:
+            _, ids = np.unique(np.where(ids > 0, ids * 64 + (copies % 64) + 1, 0), return_inverse=True)
+            ids = ids.reshape(weights.shape[:2])
+        return np.concatenate([weights[..., :1], star_targets(ids.astype(np.int32), self.config.n_rays)], axis=-1)
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.config.seed, self.rank, step))
@@ -151,7 +157,8 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
                                  out_tile=self.out_tile, center=center, config=self.config.augment, rng=rng)
             images.append(tile.image.transpose(2, 0, 1) if tile.image.ndim == 3 else tile.image[None])
             labels.append(tile.labels)
-            weights.append(self._star_weights(tile.weights) if self.config.target == "stardist" else tile.weights)
+            star = self.config.target == "stardist"
+            weights.append(self._star_weights(tile.weights, tile.copies) if star else tile.weights)
         return (torch.from_numpy(np.ascontiguousarray(np.stack(images), dtype=np.float32)),
                 torch.from_numpy(np.stack(labels).astype(np.int64)),
                 torch.from_numpy(np.stack(weights).astype(np.float32)))
@@ -666,7 +673,7 @@ def _post_processing(model: UNet, config: TrainConfig, split: Split, device: tor
 
 
 def _remove_orphan_temp_files(run_dir: Path) -> None:
-    """Temporary files of atomic writes that a killed run left (``.NAME.*.tmp``, see :func:`biounet.data.io.atomic_path`)."""
+    """Temporary files of atomic writes that a killed run left (``.NAME.*.tmp``, see :func:`biounet.data.files.atomic_path`)."""
     for path in run_dir.glob(".*.tmp"):
         path.unlink(missing_ok=True)
         logger.info("removed %s, left by a killed run", path)

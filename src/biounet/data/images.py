@@ -1,29 +1,11 @@
-"""Reading images lazily, normalising intensities, naming files by stem, and writing files atomically.
-
-Every image is seen as a stack of planes, ``(Z, H, W, C)`` channel-last: a PNG is ``(1, H, W, C)``, a multi-page
-TIFF ``(pages, H, W, C)``. TIFF and zarr inputs are opened lazily (:class:`ImageSource`) so that an image larger
-than memory is read one region at a time.
-
-Intensity normalisation (``normalization=``), applied per plane and per channel, is part of a model's contract and
-is stored in its checkpoint:
-
-- ``"range"``: integer images are divided by their dtype's maximum (uint8 by 255, uint16 by 65535); signed integers
-  are shifted to start at 0 first; float images are used as they are.
-- ``"percentile"``: ``(x - p1) / (p99.8 - p1)`` with percentiles of the plane (robust to 12-bit data in 16-bit
-  files and to different microscope settings). The default.
-- ``"minmax"``: ``(x - min) / (max - min)`` over the plane.
-- ``"zscore"``: ``(x - mean) / std`` over the plane.
-
-Statistics of a plane larger than ``STATS_MAX_PIXELS`` are taken on a regular subsample of its rows and columns.
-"""
+"""Images read lazily and written tiled: every image is a stack of planes, ``(Z, H, W, C)`` channel-last (a PNG is
+``(1, H, W, C)``, a multi-page TIFF ``(pages, H, W, C)``); TIFF and zarr inputs are opened lazily
+(:class:`ImageSource`) so that an image larger than memory is read one region at a time."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,48 +13,33 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-NORMALIZATIONS: tuple[str, ...] = ("percentile", "range", "minmax", "zscore")
+from biounet.data.files import TIFF_SUFFIXES, atomic_path, format_size
+
 PALETTE = np.array(
     [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
      [227, 119, 194], [188, 189, 34], [23, 190, 207]], dtype=np.uint8,
 )
 """Distinct colours for class or instance ids 1, 2, ... (tab10 without grey), as RGB bytes; 0 stays black."""
-PERCENTILES: tuple[float, float] = (1.0, 99.8)
-STATS_MAX_PIXELS = 4_000_000
-STATS_BLOCK_BYTES = 32 * 2**20
-"""Largest block of raw pixels read at once while sampling a plane for its statistics."""
+
+
 MAX_PLANE_PIXELS = 2**32
 """Largest plane accepted (65536 x 65536 pixels): a size sanity limit checked on the header, before any pixel is
 read, so that a damaged or crafted header cannot make prediction allocate or run without bound."""
+
+
 MAX_EAGER_BYTES = 2**30
 """Largest image read whole into memory (PNG, JPEG and other formats without lazy access)."""
+
+
 MAX_CHUNK_BYTES = 256 * 2**20
 """Largest strip or tile of a TIFF read lazily: reading any region decodes the whole strip or tile."""
-TIFF_SUFFIXES = (".tif", ".tiff")
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + PIL_SUFFIXES + (".zarr", ".npy")
-COMPOUND_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.zarr")
-"""Two-part extensions that :func:`output_stem` removes whole (OME-TIFF and OME-Zarr)."""
+
+
 _SUPPORTED_KINDS = "biu f"  # numpy dtype kinds: bool (labels only), int, uint, float
 
 
 class ImageError(ValueError):
     """An input file that cannot be used as an image; the message names the file and the problem."""
-
-
-class OutputError(OSError):
-    """A file or folder that could not be written. ``str()`` names the user's path (never a temporary file) and
-    the operating system's reason, so the CLI can show it as one line."""
-
-    def __init__(self, path: str | os.PathLike[str], err: OSError, action: str = "cannot write") -> None:
-        reason = err.strerror or str(err) or type(err).__name__
-        super().__init__(err.errno, f"{path}: {action} ({reason})")
-        self.path = Path(path)
-        self.action = action
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return str(self.strerror)
 
 
 def label_dtype(num_classes: int) -> np.dtype[Any]:
@@ -82,19 +49,6 @@ def label_dtype(num_classes: int) -> np.dtype[Any]:
     (dtype('uint8'), dtype('uint16'))
     """
     return np.dtype(np.uint8 if num_classes <= 256 else np.uint16)
-
-
-def format_size(nbytes: float) -> str:
-    """A byte count for messages: ``1.5 GiB``, ``37 GiB``, ``512 MiB``.
-
-    >>> format_size(1536 * 2**20), format_size(2**20), format_size(100)
-    ('1.5 GiB', '1 MiB', '100 B')
-    """
-    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if nbytes >= size:
-            value = nbytes / size
-            return f"{value:.1f} {unit}".replace(".0 ", " ") if value < 10 else f"{value:.0f} {unit}"
-    return f"{int(nbytes)} B"
 
 
 @dataclass
@@ -430,210 +384,6 @@ def read_labels(path: str | os.PathLike[str]) -> npt.NDArray[np.int64]:
     return labels.astype(np.int64)
 
 
-# --- file stems -------------------------------------------------------------------------------------------------
-
-
-def output_stem(path: str | os.PathLike[str]) -> str:
-    """The file name without its final extension: what outputs are named after and images and labels pair by.
-
-    Everything but the last extension is kept, so names with dots stay distinct (``a.b.c.tif`` -> ``a.b.c``) and
-    hidden files keep their leading dot. The two-part extensions of :data:`COMPOUND_SUFFIXES` (``.ome.tif``,
-    ``.ome.tiff``, ``.ome.zarr``, any case) are removed whole.
-
-    >>> output_stem("a.b.c.tif"), output_stem(".hidden.tif"), output_stem("x.ome.tif"), output_stem("data/t001")
-    ('a.b.c', '.hidden', 'x', 't001')
-    """
-    name = Path(path).name
-    for suffix in COMPOUND_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return Path(name).stem
-
-
-def files_by_stem(paths: Iterable[str | os.PathLike[str]]) -> dict[str, Path]:
-    """Files keyed by their :func:`output_stem`, in the given order.
-
-    Raises
-    ------
-    ValueError
-        If two files have the same stem (``x.tif`` and ``x.png``); the message names both.
-    """
-    stems: dict[str, Path] = {}
-    for path in map(Path, paths):
-        stem = output_stem(path)
-        if stem in stems:
-            raise ValueError(f"two files with the stem {stem!r}: {stems[stem]}, {path}")
-        stems[stem] = path
-    return stems
-
-
-# --- intensity normalisation ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """Per-channel affine map ``(x - offset) / scale`` computed for one plane (see the module docstring)."""
-
-    offset: tuple[float, ...]
-    scale: tuple[float, ...]
-
-    def apply(self, block: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
-        """Normalise a raw ``(h, w, C)`` block to float32; rejects NaN and Inf."""
-        out = block.astype(np.float32)
-        if out.dtype.kind == "f" and block.dtype.kind == "f" and not np.all(np.isfinite(out)):
-            raise ValueError("image contains NaN or Inf pixels")
-        out -= np.asarray(self.offset, dtype=np.float32)
-        out /= np.asarray(self.scale, dtype=np.float32)
-        return out
-
-
-def _subsample(source: ImageSource, plane: int) -> npt.NDArray[Any]:
-    step = max(1, int(np.ceil(np.sqrt(source.height * source.width / STATS_MAX_PIXELS))))
-    if step == 1:
-        return source.read_plane(plane)
-    row_bytes = source.width * source.channels * source.dtype.itemsize
-    block = max(1, STATS_BLOCK_BYTES // max(row_bytes, 1) // step) * step  # rows per read, a multiple of step
-    rows = []
-    for top in range(0, source.height, block):  # bounded memory: at most STATS_BLOCK_BYTES (or one row) a read
-        strip = source.read(plane, slice(top, min(top + block, source.height)))
-        rows.append(np.asarray(strip[::step, ::step]))
-    return np.concatenate(rows)
-
-
-def normalization_for(source: ImageSource, plane: int = 0, mode: str = "percentile") -> Normalization:
-    """Compute the normalisation of one plane of ``source`` (see the module docstring for ``mode``)."""
-    if mode not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {mode!r}")
-    dtype = source.dtype
-    channels = source.channels
-    if mode == "range":
-        if dtype.kind in "ui":
-            info = np.iinfo(dtype)
-            return Normalization((float(info.min),) * channels, (float(info.max) - float(info.min),) * channels)
-        if dtype.kind == "b":
-            return Normalization((0.0,) * channels, (1.0,) * channels)
-        sample = _subsample(source, plane)
-        _check_finite(source, sample)
-        return Normalization((0.0,) * channels, (1.0,) * channels)
-    sample = _subsample(source, plane).reshape(-1, channels).astype(np.float64)
-    _check_finite(source, sample)
-    if mode == "percentile":
-        low, high = np.percentile(sample, PERCENTILES, axis=0)
-    elif mode == "minmax":
-        low, high = sample.min(axis=0), sample.max(axis=0)
-    else:
-        low, std = sample.mean(axis=0), sample.std(axis=0)
-        high = low + std
-    scale = np.where(high - low > 1e-12, high - low, 1.0)  # a constant plane maps to 0, not to NaN
-    return Normalization(tuple(float(v) for v in low), tuple(float(v) for v in scale))
-
-
-def _check_finite(source: ImageSource, sample: npt.NDArray[Any]) -> None:
-    if sample.dtype.kind == "f" and not np.all(np.isfinite(sample)):
-        raise ValueError(f"{source.path}: image contains NaN or Inf pixels")
-
-
-def normalize(image: npt.NDArray[Any], mode: str = "percentile") -> npt.NDArray[np.float32]:
-    """Normalise an in-memory ``(H, W)`` or ``(H, W, C)`` image to float32 (see the module docstring)."""
-    if image.ndim not in (2, 3):
-        raise ValueError(f"image must be (H, W) or (H, W, C), got shape {image.shape}")
-    array = image if image.ndim == 3 else image[..., None]
-    source = ImageSource(Path("<array>"), array, (1, *array.shape), array.dtype, "YXC")  # type: ignore[arg-type]
-    _check_dtype(source.path, source.dtype)
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError("image contains NaN or Inf pixels")
-    out = normalization_for(source, 0, mode).apply(array)
-    return out if image.ndim == 3 else out[..., 0]
-
-
-# --- atomic writing ---------------------------------------------------------------------------------------------
-
-
-def check_writable_dir(path: str | os.PathLike[str]) -> Path:
-    """Create ``path`` if needed and check that files can be written in it."""
-    path = check_creatable_dir(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{path}: cannot create output directory ({err.strerror})") from err
-    if not path.is_dir():
-        raise ValueError(f"{path}: output path exists and is not a directory")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: output directory is not writable")
-    return path
-
-
-def check_creatable_dir(path: str | os.PathLike[str]) -> Path:
-    """Check, without creating anything, that ``path`` is a writable directory or could be created as one.
-
-    Raises
-    ------
-    ValueError
-        If ``path`` is a file, lies under a file, or its nearest existing folder is not writable (read-only file
-        system, no permission); the message names ``path``.
-    """
-    path = Path(path)
-    if path.exists():
-        if not path.is_dir():
-            raise ValueError(f"{path}: output path exists and is not a directory")
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise ValueError(f"{path}: output directory is not writable")
-        return path
-    parent = path.absolute().parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"{path}: cannot create output directory ({parent} is a file)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{path}: cannot create output directory ({parent} is not writable)")
-    return path
-
-
-def _temp_path(path: Path) -> Path:
-    """A new hidden temporary file beside ``path``, with the permissions a plain ``open`` would give it."""
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as err:  # read-only file system, no permission, full disk, parent not a folder
-        raise OutputError(path, err) from err
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(name, 0o666 & ~umask)
-    return Path(name)
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Write a file atomically: yield a temporary path beside ``path`` to write to.
-
-    When the block succeeds the temporary file replaces ``path`` (one rename in the same directory, so readers see
-    the old file or the new one, never a partial one); when it raises, the temporary file is removed and an
-    existing ``path`` is left as it was. An ``OSError`` while writing or renaming (full disk, read-only file
-    system) becomes an :class:`OutputError` naming ``path``, not the temporary file.
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> target = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
-    >>> with atomic_path(target) as tmp:
-    ...     _ = tmp.write_text("done")
-    >>> target.read_text(), [p.name for p in target.parent.iterdir()]
-    ('done', ['notes.txt'])
-    """
-    path = Path(path)
-    tmp = _temp_path(path)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OutputError:
-        raise
-    except OSError as err:
-        raise OutputError(path, err) from err
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-
-
 def write_tiff(path: str | os.PathLike[str], data: Any, *, tile: int = 256, labels: bool = False,
                pixel_size: Any = None) -> Path:
     """Write ``data`` (numpy or zarr array, 2-D to 4-D) to a TIFF atomically (:func:`atomic_path`).
@@ -701,28 +451,6 @@ def _tiles(data: Any, tile: int) -> Iterator[npt.NDArray[Any]]:
                 yield block
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to a file atomically (:func:`atomic_path`); a full disk is an :class:`OutputError` naming
-    ``path``, and leaves neither a partial file nor a temporary one."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        _write_all(tmp, data)
-    return path
-
-
-def _write_all(path: Path, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
-
-
-def write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a text file atomically (:func:`atomic_path`)."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-    return path
-
-
 def write_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8]) -> Path:
     """Write an 8-bit ``(H, W)`` or ``(H, W, 3)`` picture atomically."""
     from PIL import Image
@@ -733,6 +461,4 @@ def write_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8]) -> Path:
     return path
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a temporary directory tree, ignoring a missing one."""
-    shutil.rmtree(path, ignore_errors=True)
+__all__ = ['MAX_CHUNK_BYTES', 'MAX_EAGER_BYTES', 'MAX_PLANE_PIXELS', 'PALETTE', 'ImageError', 'ImageSource', 'check_plane_size', 'label_dtype', 'open_image', 'read_image', 'read_labels', 'read_stack', 'write_png', 'write_tiff']
