@@ -10,6 +10,7 @@ it to ``--results``.
 
     python experiments/nuclei.py --time-budget 10m --targets auto,stardist
     python experiments/nuclei.py --iterations 20 --targets stardist --limit-test 4    # a smoke run
+    python experiments/nuclei.py --time-budget 10m --targets stardist --extra "--ray-weight 0.05"
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def split_folders(out: Path, *, limit_test: int | None = None) -> tuple[Path, Pa
     return folders
 
 
-def run_target(target: str, train: Path, test: Path, run: Path, limit: list[str]) -> dict[str, Any]:
+def run_target(target: str, train: Path, test: Path, run: Path, limit: list[str],
+               extra: list[str]) -> dict[str, Any]:
     """Train one target, predict the test images with ``--instances``, evaluate; the pooled scores."""
     shutil.rmtree(run, ignore_errors=True)
     with Timer() as timer:
-        biounet("train", "--data", str(train), "--out", str(run), "--target", target, *limit, "-q")
+        biounet("train", "--data", str(train), "--out", str(run), "--target", target, *limit, *extra, "-q")
     pred = run / "pred"
     images = sorted(str(path) for path in (test / "images").iterdir())
     biounet("predict", str(run / "model.pt"), *images, "--out", str(pred), "--instances", "-q")
@@ -69,6 +71,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/nuclei"))
     parser.add_argument("--limit-test", type=int, default=None, help="score only this many test images (smoke)")
     parser.add_argument("--results", type=Path, default=None, help="also write the summary JSON here")
+    parser.add_argument("--extra", default="", help="more biounet train flags, space separated")
     args = parser.parse_args()
     if not DATA.is_dir():
         raise SystemExit(f"{DATA}: the DSB2018 nuclei are not here (see ../shared/data/README.md)")
@@ -76,7 +79,8 @@ def main() -> None:
     train, test = split_folders(args.out, limit_test=args.limit_test)
     rows = []
     for target in args.targets.split(","):
-        row = {"limit": " ".join(limit), **run_target(target, train, test, args.out / f"dsb_{target}", limit)}
+        row = {"limit": " ".join(limit), "extra": args.extra,
+               **run_target(target, train, test, args.out / f"dsb_{target}", limit, args.extra.split())}
         emit(row)
         rows.append(row)
     summary = {"experiment": "nuclei", "data": "dsb2018-fluo, every 5th image held back", "hardware": hardware(),

@@ -110,7 +110,14 @@ def _add_target_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> No
 
     train.add_argument("--target", choices=TRAIN_TARGETS,
                        help="what cells are taught as: paper (background gaps between touching cells), boundary "
-                       f"(interior + boundary band) (default: {d['target']})")
+                       "(interior + boundary band), distance (paper + a distance map), stardist (boundary + "
+                       "object probability and radial distances, polygons kept by suppression); auto picks by "
+                       f"the run's budget (default: {d['target']})")
+    train.add_argument("--rays", type=positive_int, dest="n_rays",
+                       help=f"stardist target: radial distances per pixel (default: {d['n_rays']})")
+    train.add_argument("--ray-weight", type=float,
+                       help=f"stardist target: weight of the rays' error beside the probability's (default: "
+                       f"{d['ray_weight']}, StarDist's)")
     train.add_argument("--boundary-px", type=positive_int,
                        help=f"boundary target: band width in px (default: {d['boundary_px']})")
     train.add_argument("--w0", type=float,
