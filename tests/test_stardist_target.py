@@ -110,7 +110,7 @@ def test_rays_stop_at_the_image_border_not_in_its_mirror_image():
     config = _config(augment=AugmentConfig.disabled())
     sampler = TileSampler([sample], config, length=1)
     tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=92, out_tile=sampler.out_tile,
-                         center=(0.0, 15.0), config=config.augment, rng=0)
+                         center=(0.0, 15.0), config=config.augment, rng=0, mirror_copies=True)
     star = sampler._star_weights(tile.weights, tile.copies)
     top = sampler.out_tile // 2  # the output row at source row 0 (the window's centre)
     up = 6  # ray 6 of 8 points to -y

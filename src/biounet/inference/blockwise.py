@@ -55,7 +55,7 @@ from biounet.core.extras import require
 from biounet.data.files import atomic_path, check_writable_dir, output_stem, remove_tree
 from biounet.data.images import ImageSource, label_dtype, open_image
 from biounet.data.normalization import Normalization, normalization_for
-from biounet.inference.instances import MEMBRANES, InstanceParams, fill_gaps
+from biounet.inference.instances import MEMBRANES, SEEDED_BY_OUTPUTS, InstanceParams, fill_gaps
 from biounet.inference.predict import (
     PredictOptions,
     Segmentation,
@@ -342,7 +342,7 @@ def _check_local_instances(predictor: Predictor, params: InstanceParams, target:
     if params.watershed:
         raise ValueError("blockwise instances do not support --watershed (a watershed is not local to a block); "
                          "predict without --dask, or without --watershed")
-    if target in ("boundary", "distance", "stardist") or (target is None and predictor.num_classes == 3):
+    if target in ("boundary", *SEEDED_BY_OUTPUTS) or (target is None and predictor.num_classes == 3):
         raise ValueError(f"blockwise instances support the paper target (connected components of the "
                          f"foreground), not the {target or 'boundary'} target's seeded split (not local to a "
                          "block); predict this model without --dask")

@@ -238,6 +238,8 @@ def instances_from_distance(
 
 MEMBRANES = "membranes"
 """The post-processing name of a membrane model (its checkpoint's ``task``): segments of its class-1 map."""
+SEEDED_BY_OUTPUTS: tuple[str, ...] = ("distance", "stardist")
+"""Targets whose instances need the outputs beyond the classes (the distance map; the probability and rays)."""
 
 
 def split_outputs(probs: npt.NDArray[np.float32], target: str,
@@ -272,7 +274,7 @@ def instances_from_probabilities(
     params = params or InstanceParams()
     if not isinstance(params, InstanceParams):
         raise TypeError(f"target {target!r} takes InstanceParams, got {type(params).__name__}")
-    if target in ("distance", "stardist") and distance is None:
+    if target in SEEDED_BY_OUTPUTS and distance is None:
         probs, distance = split_outputs(probs, target)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -373,7 +375,7 @@ def post_processing_of(payload: Mapping[str, Any], name: str = "the model",
 
 def needs_probabilities(target: str | None) -> bool:
     """Whether the instances of a ``target`` are made from the probabilities (not from the class labels alone)."""
-    return target in ("distance", "stardist", MEMBRANES)
+    return target in (*SEEDED_BY_OUTPUTS, MEMBRANES)
 
 
 def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.NDArray[np.float32] | None, *,
@@ -389,13 +391,14 @@ def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.N
         raise TypeError(f"target {target!r} takes InstanceParams, got {type(params).__name__}")
     if watershed:
         params = replace(params, watershed=True)
-    if target in ("distance", "stardist") and probabilities is not None:
+    if target in SEEDED_BY_OUTPUTS and probabilities is not None:
         return instances_from_probabilities(probabilities, target=target, params=params)
     return instances_from_labels(labels, target=target, params=params)
 
 
 __all__ = [
     "MEMBRANES",
+    "SEEDED_BY_OUTPUTS",
     "InstanceParams",
     "fill_gaps",
     "instances_from_boundary",

@@ -38,7 +38,7 @@ from biounet.core.model import ModelConfig, UNet, output_probabilities, smallest
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
 from biounet.data.images import write_png
 from biounet.data.normalization import NORMALIZATIONS, PERCENTILES, normalize
-from biounet.inference.exported import ignore_tracer_warnings
+from biounet.inference.exported import EXTRA, ignore_tracer_warnings
 from biounet.inference.predict import TorchPredictor, predict_image
 from biounet.integrations.export import ONNX_OPSET, export_metadata
 
@@ -318,7 +318,7 @@ def _write_weights(network: ProbabilityUNet, stage: Path, example: torch.Tensor,
     """Write the state dict, TorchScript and ONNX weights into ``stage``; return the ``WeightsDescr``."""
     from bioimageio.spec.model import v0_5 as spec
 
-    onnx = require("onnx", "ONNX weights", extra="export")
+    onnx = require("onnx", "ONNX weights", extra=EXTRA)
     torch_version = spec.Version(torch.__version__.split("+")[0])
     torch.save(network.state_dict(), stage / "weights.pt")
     with warnings.catch_warnings():

@@ -404,6 +404,7 @@ def sample_window(
     center: tuple[float, float],
     config: AugmentConfig,
     rng: np.random.Generator | int | None = None,
+    mirror_copies: bool = False,
 ) -> AugmentedSample:
     """Cut an augmented training tile: an image window with context and its centred label/weight window.
 
@@ -427,6 +428,8 @@ def sample_window(
         What to apply; :meth:`AugmentConfig.disabled` gives a plain crop.
     rng : numpy.random.Generator or int, optional
         Random source or seed.
+    mirror_copies : bool
+        Also number, in ``copies``, the mirror copy of the source each label pixel comes from (star targets).
 
     Returns
     -------
@@ -488,7 +491,7 @@ def sample_window(
             coords[axis] += matrix[axis, 1] * field.dx
     whole = not elastic and sin in (-1.0, 0.0, 1.0) and all(float(v).is_integer() for v in origin)
     inner = (slice(margin[0], margin[0] + out_shape[0]), slice(margin[1], margin[1] + out_shape[1]))
-    copies = _mirror_copies(coords[0][inner], coords[1][inner], labels.shape)
+    copies = _mirror_copies(coords[0][inner], coords[1][inner], labels.shape) if mirror_copies else None
     sample = _resample(image, labels, weights, coords, margin, out_shape, 0 if whole else config.image_order)
     sample = sample._replace(copies=copies)
     if config.gray_prob and rng.random() < config.gray_prob:

@@ -149,15 +149,16 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.config.seed, self.rank, step))
         images, labels, weights = [], [], []
+        star = self.config.target == "stardist"
         for _ in range(self.config.batch_size):
             sample = self.samples[rng.choice(len(self.samples), p=self.sample_p)]
             height, width = sample.classes.shape
             center = (rng.uniform(0, height), rng.uniform(0, width))
             tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=self.config.tile,
-                                 out_tile=self.out_tile, center=center, config=self.config.augment, rng=rng)
+                                 out_tile=self.out_tile, center=center, config=self.config.augment, rng=rng,
+                                 mirror_copies=star)
             images.append(tile.image.transpose(2, 0, 1) if tile.image.ndim == 3 else tile.image[None])
             labels.append(tile.labels)
-            star = self.config.target == "stardist"
             weights.append(self._star_weights(tile.weights, tile.copies) if star else tile.weights)
         return (torch.from_numpy(np.ascontiguousarray(np.stack(images), dtype=np.float32)),
                 torch.from_numpy(np.stack(labels).astype(np.int64)),

@@ -178,6 +178,7 @@ class _InstanceOverlaps(NamedTuple):
     iou: npt.NDArray[np.float64]  # per pair: |T & P| / |T | P|, > 0
     overlap: npt.NDArray[np.int64]  # per pair: |T & P|
     true_size: npt.NDArray[np.int64]  # per pair: |T|
+    pred_sizes: npt.NDArray[np.int64]  # per predicted object: |P|, n_pred values
 
 
 def _check_object_thresholds(thresholds: npt.ArrayLike) -> npt.NDArray[np.float64]:
@@ -219,6 +220,7 @@ def _instance_overlaps(pred_instances: npt.ArrayLike, true_instances: npt.ArrayL
         iou=overlap / union.astype(np.float64),
         overlap=overlap.astype(np.int64),
         true_size=true_sizes[true_of_pair],
+        pred_sizes=pred_sizes[has_pred_bg:],
     )
 
 
@@ -405,10 +407,8 @@ def object_errors(pred_instances: npt.NDArray[np.integer], true_instances: npt.N
     merged &= ~matched_true
     pieces = np.bincount(overlaps.true_index[share >= 0.2], minlength=overlaps.n_true)
     split = (pieces >= 2) & ~matched_true & ~merged
-    pred = np.asarray(pred_instances)
-    pred_sizes = np.unique(pred[pred > 0], return_counts=True)[1]
     on_truth = np.bincount(overlaps.pred_index, weights=overlaps.overlap, minlength=overlaps.n_pred)
-    spurious = ~matched_pred & (on_truth < 0.5 * pred_sizes)
+    spurious = ~matched_pred & (on_truth < 0.5 * overlaps.pred_sizes)
     missed = int(np.count_nonzero(~matched_true)) - int(merged.sum()) - int(split.sum())
     return ObjectErrors(int(merged.sum()), int(split.sum()), missed, int(spurious.sum()))
 
