@@ -12,6 +12,7 @@ Reference: Ronneberger, Fischer, Brox (2015), U-Net, MICCAI, section 3.1 ("Data 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -26,6 +27,7 @@ __all__ = [
     "augment_sample",
     "elastic_deform",
     "elastic_displacement",
+    "sample_volume_window",
     "sample_window",
 ]
 
@@ -136,11 +138,17 @@ class AugmentConfig:
         )
 
 
+def _sizes(value: int | tuple[int, ...], name: str, ndim: int = 2) -> tuple[int, ...]:
+    """``ndim`` positive ints from one int (repeated) or a sequence of them."""
+    sizes = (value,) * ndim if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(sizes) != ndim or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in sizes):
+        kind = {2: "pair", 3: "triple"}.get(ndim, f"{ndim}-tuple")
+        raise ValueError(f"{name} must be a positive int or a {kind} of positive ints, got {value}")
+    return tuple(int(v) for v in sizes)
+
+
 def _pair(value: int | tuple[int, int], name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in pair):
-        raise ValueError(f"{name} must be a positive int or a pair of positive ints, got {value}")
-    return int(pair[0]), int(pair[1])
+    return _sizes(value, name, 2)
 
 
 def _grid_basis(length: int, grid: int) -> npt.NDArray[np.float64]:
@@ -216,13 +224,14 @@ def _reflect(index: npt.NDArray[np.intp], size: int) -> npt.NDArray[np.intp]:
     return np.where(index >= size, 2 * size - 1 - index, index)
 
 
-def _nearest_flat_index(src_y: np.ndarray, src_x: np.ndarray, shape: tuple[int, ...]) -> npt.NDArray[np.intp]:
-    """Flat (row-major) index of the nearest source pixel, mirrored into the image."""
-    rows = _reflect(np.floor(src_y + 0.5).astype(np.intp), shape[0])
-    cols = _reflect(np.floor(src_x + 0.5).astype(np.intp), shape[1])
-    rows *= shape[1]
-    rows += cols
-    return rows
+def _nearest_flat_index(coords: Sequence[np.ndarray], shape: tuple[int, ...]) -> npt.NDArray[np.intp]:
+    """Flat (row-major) index of the nearest source pixel (or voxel), mirrored into the image; one coordinate
+    array per axis of ``shape``."""
+    flat = _reflect(np.floor(coords[0] + 0.5).astype(np.intp), shape[0])
+    for axis in range(1, len(coords)):
+        flat *= shape[axis]
+        flat += _reflect(np.floor(coords[axis] + 0.5).astype(np.intp), shape[axis])
+    return flat
 
 
 def _mirror_copies(src_y: np.ndarray, src_x: np.ndarray, shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
@@ -237,38 +246,40 @@ def _mirror_copies(src_y: np.ndarray, src_x: np.ndarray, shape: tuple[int, ...])
     return rows * 3 + cols  # copies of a tile reach at most one image size beyond each border
 
 
-def _take(array: np.ndarray, flat_index: npt.NDArray[np.intp]) -> np.ndarray:
-    """``array[rows, cols]`` from a flat index; trailing (channel) axes are kept."""
-    height, width = array.shape[:2]
-    return np.take(array.reshape(height * width, *array.shape[2:]), flat_index, axis=0)
+def _take(array: np.ndarray, flat_index: npt.NDArray[np.intp], ndim: int = 2) -> np.ndarray:
+    """``array[rows, cols]`` (``ndim`` spatial axes) from a flat index; trailing (channel) axes are kept."""
+    spatial = array.shape[:ndim]
+    return np.take(array.reshape(math.prod(spatial), *array.shape[ndim:]), flat_index, axis=0)
 
 
-def _sample_spline(image: np.ndarray, coords: np.ndarray, order: int) -> npt.NDArray[np.float32]:
-    """Spline interpolation of order 1 or 3 at ``coords`` (2, h, w); ``coords`` is shifted in place."""
+def _sample_spline(
+    image: np.ndarray, coords: np.ndarray, order: int, dtype: type[np.floating] = np.float64
+) -> npt.NDArray[np.float32]:
+    """Spline interpolation of order 1 or 3 at ``coords`` (n, *window) over the first n axes of ``image``;
+    trailing axes are channels. The spline is computed in ``dtype``; ``coords`` is shifted in place."""
     # Crop (with mirroring) the source region the map reaches, so the spline prefilter costs O(tile), not
     # O(source image).
+    ndim = coords.shape[0]
     pad = _SPLINE_PAD if order > 1 else 1
-    top = math.floor(coords[0].min()) - pad
-    left = math.floor(coords[1].min()) - pad
-    bottom, right = math.ceil(coords[0].max()) + pad + 1, math.ceil(coords[1].max()) + pad + 1
-    if top >= 0 and left >= 0 and bottom <= image.shape[0] and right <= image.shape[1]:
-        region = image[top:bottom, left:right].astype(np.float64)  # inside: a slice is cheaper
+    starts = [math.floor(coords[axis].min()) - pad for axis in range(ndim)]
+    stops = [math.ceil(coords[axis].max()) + pad + 1 for axis in range(ndim)]
+    if all(a >= 0 and b <= size for a, b, size in zip(starts, stops, image.shape)):
+        region = image[tuple(slice(a, b) for a, b in zip(starts, stops))].astype(dtype, copy=False)  # a slice: cheaper
     else:
-        rows = _reflect(np.arange(top, bottom), image.shape[0])
-        cols = _reflect(np.arange(left, right), image.shape[1])
-        region = image[np.ix_(rows, cols)].astype(np.float64)
-    coords[0] -= top
-    coords[1] -= left
-    channels = region[..., None] if region.ndim == 2 else region
+        axes = [_reflect(np.arange(a, b), size) for a, b, size in zip(starts, stops, image.shape)]
+        region = image[np.ix_(*axes)].astype(dtype, copy=False)
+    for axis in range(ndim):
+        coords[axis] -= starts[axis]
+    channels = region[..., None] if region.ndim == ndim else region
     out = np.empty((*coords.shape[1:], channels.shape[-1]), np.float32)
     for channel in range(channels.shape[-1]):
         values = channels[..., channel]
         if order > 1:
-            values = ndimage.spline_filter(values, order=order, mode="reflect")
+            values = ndimage.spline_filter(values, order=order, mode="reflect", output=dtype)
         out[..., channel] = ndimage.map_coordinates(
             values, coords, order=order, mode="reflect", prefilter=False, output=np.float32
         )
-    return out[..., 0] if image.ndim == 2 else out
+    return out[..., 0] if image.ndim == ndim else out
 
 
 def _vary_gray(image: npt.NDArray[np.float32], config: AugmentConfig, rng: np.random.Generator) -> np.ndarray:
@@ -324,11 +335,11 @@ def _resample(
     ``coords`` is overwritten.
     """
     inner = (slice(margin[0], margin[0] + out_shape[0]), slice(margin[1], margin[1] + out_shape[1]))
-    label_index = _nearest_flat_index(coords[0][inner], coords[1][inner], labels.shape)
+    label_index = _nearest_flat_index([coords[0][inner], coords[1][inner]], labels.shape)
     labels_out = _take(labels, label_index)
     weights_out = None if weights is None else _take(weights, label_index).astype(np.float32)
     if order == 0:
-        image_out = _take(image, _nearest_flat_index(coords[0], coords[1], labels.shape)).astype(np.float32)
+        image_out = _take(image, _nearest_flat_index(coords, labels.shape)).astype(np.float32)
     else:
         image_out = _sample_spline(image, coords, order)
     return AugmentedSample(image_out, labels_out, weights_out)
@@ -551,3 +562,186 @@ def augment_sample(
         config=config,
         rng=rng,
     )
+
+
+# --- volumes (Cicek et al. 2016) -------------------------------------------------------------------------------
+
+
+def _random_volume_displacement(
+    shape: tuple[int, ...], sigma_px: float, grid: int, rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    """(3, Z, Y, X) float32 field: Gaussian vectors (std ``sigma_px``) on a ``grid``^3 lattice spanning the window,
+    tricubically interpolated (a tensor product of :func:`_grid_basis`). Draws ``(3, grid, grid, grid)`` nodes,
+    the z component first."""
+    nodes = rng.normal(0.0, sigma_px, size=(3, grid, grid, grid)).astype(np.float32)
+    depth, rows, cols = (_grid_basis(length, grid).astype(np.float32) for length in shape)
+    field = np.empty((3, *shape), np.float32)
+    for component, node in enumerate(nodes):  # contract x, then y, then z: the last step costs Z*Y*X*grid
+        along_x = np.einsum("ijk,xk->ijx", node, cols)
+        along_y = np.einsum("ijx,yj->iyx", along_x, rows)
+        np.einsum("iyx,zi->zyx", along_y, depth, out=field[component])
+    return field
+
+
+def _check_volume(image: np.ndarray, classes: np.ndarray, weights: np.ndarray | None) -> None:
+    for name, array in (("image", image), ("classes", classes), ("weights", weights)):
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
+    if image.ndim != 4 or not (np.issubdtype(image.dtype, np.number) and np.isrealobj(image)):
+        raise ValueError(f"image must be a real (Z, Y, X, C) array, got shape {image.shape} {image.dtype}")
+    if not np.issubdtype(classes.dtype, np.integer):
+        raise TypeError(f"classes must be an integer array, got dtype {classes.dtype}")
+    if classes.shape != image.shape[:3]:
+        raise ValueError(f"classes {classes.shape} must have the image's (Z, Y, X) {image.shape[:3]}")
+    if weights is not None and (weights.shape[:3] != classes.shape or weights.ndim > 4):
+        raise ValueError(f"weights {weights.shape} must be (Z, Y, X) or (Z, Y, X, E) with (Z, Y, X) = {classes.shape}")
+    if weights is not None and not np.issubdtype(weights.dtype, np.number):
+        raise TypeError(f"weights must be a numeric array, got dtype {weights.dtype}")
+    if classes.size == 0:
+        raise ValueError(f"image must not be empty, got shape {image.shape}")
+
+
+def _volume_spacing(spacing: Sequence[float] | None) -> npt.NDArray[np.float64]:
+    if spacing is None:
+        return np.ones(3)
+    values = np.asarray(spacing, dtype=np.float64)
+    if values.shape != (3,) or not np.all(np.isfinite(values) & (values > 0)):
+        raise ValueError(f"spacing must be three finite positive numbers (z, y, x), got {spacing}")
+    return values
+
+
+def _volume_transform(
+    config: AugmentConfig, spacing: npt.NDArray[np.float64], rng: np.random.Generator
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Draw flips (z, y, x), a transposition of (y, x) (only when the in-plane pixel is square), the in-plane angle
+    and the shift. Returns the physical map ``rotation @ transposition @ flips`` (3, 3) and the shift in voxels."""
+    flips = rng.choice([-1.0, 1.0], size=3) if config.flip else np.ones(3)
+    transpose = config.flip and spacing[1] == spacing[2] and rng.random() < 0.5
+    angle = math.radians(rng.uniform(-config.rotation_deg, config.rotation_deg)) if config.rotation_deg else 0.0
+    shift = rng.uniform(-config.shift_px, config.shift_px, size=3) if config.shift_px else np.zeros(3)
+    cos, sin = _snap(math.cos(angle)), _snap(math.sin(angle))
+    rotation = np.array([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
+    swap = np.eye(3)[[0, 2, 1]] if transpose else np.eye(3)
+    return rotation @ swap @ np.diag(flips), shift / spacing
+
+
+def _volume_coords(
+    in_shape: tuple[int, ...], origin: npt.NDArray[np.float64], matrix: npt.NDArray[np.float64]
+) -> npt.NDArray[np.float32]:
+    """(3, *in_shape) float32 source coordinates ``origin + matrix @ p`` of the window voxels ``p`` (relative to
+    the window centre ``in_shape // 2``), built by broadcasting one vector per axis."""
+    steps = [np.arange(size, dtype=np.float64) - size // 2 for size in in_shape]
+    coords = np.empty((3, *in_shape), np.float32)
+    for axis in range(3):
+        along_z = origin[axis] + matrix[axis, 0] * steps[0]
+        plane = matrix[axis, 1] * steps[1][:, None] + matrix[axis, 2] * steps[2][None, :]
+        np.add(along_z[:, None, None], plane[None], out=coords[axis])
+    return coords
+
+
+def _check_window(
+    in_shape: tuple[int, ...], out_shape: tuple[int, ...], center: Sequence[float], shape: tuple[int, ...]
+) -> None:
+    if any(i < o or (i - o) % 2 for i, o in zip(in_shape, out_shape)):
+        raise ValueError(f"in_shape - out_shape must be even and >= 0 per axis, got {in_shape} - {out_shape}")
+    if len(center) != len(shape) or not all(0 <= float(c) < size for c, size in zip(center, shape)):
+        bounds = " x ".join(f"[0, {size})" for size in shape)
+        raise ValueError(f"center must lie in the volume {bounds}, got {center}")
+
+
+def sample_volume_window(
+    image: npt.NDArray[np.number],
+    classes: npt.NDArray[np.integer],
+    weights: npt.NDArray[np.floating] | None = None,
+    *,
+    in_shape: int | tuple[int, int, int],
+    out_shape: int | tuple[int, int, int],
+    center: tuple[float, float, float],
+    config: AugmentConfig,
+    rng: np.random.Generator | int | None = None,
+    spacing: tuple[float, float, float] | None = None,
+) -> AugmentedSample:
+    """Cut an augmented 3D training window: the volume counterpart of :func:`sample_window` (Cicek et al. 2016).
+
+    Parameters
+    ----------
+    image : (Z, Y, X, C) ndarray
+        Source volume; only the region the window reaches is read (and mirrored where needed).
+    classes : (Z, Y, X) ndarray of int
+        Source labels (``IGNORE = -1`` is kept like any other value).
+    weights : (Z, Y, X) or (Z, Y, X, E) ndarray of float, optional
+        Source weight map(s), cut like the labels.
+    in_shape, out_shape : int or (int, int, int)
+        Image window (network input) and label window (network output), centred in it, so
+        ``in_shape - out_shape`` must be even and >= 0 per axis.
+    center : (float, float, float)
+        Source voxel ``(z, y, x)`` at window index ``in_shape // 2``; inside the volume. Flips and rotation turn
+        about it.
+    config : AugmentConfig
+        The 2D settings, read in in-plane pixels: ``elastic_sigma_px``, ``shift_px`` and ``elastic_grid`` (nodes
+        per axis, paper: 3) act in all three axes, ``rotation_deg`` in the (y, x) plane only, ``flip`` mirrors
+        each axis and, when ``spacing`` y == x, transposes (y, x). :meth:`AugmentConfig.disabled` gives a crop.
+    rng : numpy.random.Generator or int, optional
+        Random source or seed.
+    spacing : (float, float, float), optional
+        Voxel size relative to the in-plane pixel, e.g. ``(2.24, 1, 1)``; default isotropic. The transform is
+        physical: a z displacement of ``d`` in-plane pixels moves ``d / spacing[0]`` slices.
+
+    Returns
+    -------
+    AugmentedSample
+        ``image`` (*in_shape, C) float32, spline of order ``config.image_order`` in float32 (an exact lookup when
+        the map moves by whole voxels); ``labels`` (*out_shape), same dtype, and ``weights`` (*out_shape[, E])
+        float32, both nearest neighbour from the same source voxel. Gray values vary as in 2D.
+
+    Raises
+    ------
+    TypeError
+        If an input is not an ndarray, ``classes`` not integer, ``weights`` not numeric or ``config`` not an
+        AugmentConfig.
+    ValueError
+        If the shapes disagree, ``in_shape - out_shape`` is odd or negative, ``center`` lies outside the volume
+        or ``spacing`` is not three positive numbers.
+
+    Notes
+    -----
+    Window voxel ``p`` (relative to the centre) reads the source at ``center + shift + S^-1 M (S p + d(p))``, with
+    ``S = diag(spacing)``, ``M`` rotation @ transposition @ flips and ``d`` the elastic field (in in-plane pixels)
+    over the window; mirrored beyond the volume (``np.pad(mode="symmetric")``). Draws, in order: flips (z, y, x),
+    transposition, angle, shift, elastic, gray values.
+
+    References
+    ----------
+    .. [1] Cicek, Abdulkadir, Lienkamp, Brox, Ronneberger (2016). 3D U-Net. MICCAI, section 2. arXiv:1606.06650
+    """
+    if not isinstance(config, AugmentConfig):
+        raise TypeError(f"config must be an AugmentConfig, got {type(config).__name__}")
+    _check_volume(image, classes, weights)
+    in_shape, out_shape = _sizes(in_shape, "in_shape", 3), _sizes(out_shape, "out_shape", 3)
+    _check_window(in_shape, out_shape, center, classes.shape)
+    scale = _volume_spacing(spacing)
+    rng = np.random.default_rng(rng)
+    physical, shift = _volume_transform(config, scale, rng)
+    matrix = np.vectorize(_snap)(physical * scale[None, :] / scale[:, None])  # S^-1 M S, for voxel steps
+    origin = np.array([float(c) for c in center]) + shift
+    coords = _volume_coords(in_shape, origin, matrix)
+    elastic = config.elastic_sigma_px > 0 and rng.random() < config.elastic_prob
+    if elastic:
+        field = _random_volume_displacement(in_shape, config.elastic_sigma_px, config.elastic_grid, rng)
+        for (axis, component), factor in np.ndenumerate(physical / scale[:, None]):  # S^-1 M d
+            if factor:
+                coords[axis] += np.float32(factor) * field[component]
+    whole = not elastic and np.all(np.isin(matrix, (-1.0, 0.0, 1.0))) and all(v.is_integer() for v in origin)
+    margin = [(i - o) // 2 for i, o in zip(in_shape, out_shape)]
+    inner = tuple(slice(m, m + o) for m, o in zip(margin, out_shape))
+    index = _nearest_flat_index([c[inner] for c in coords], classes.shape)
+    labels_out = _take(classes, index, 3)
+    weights_out = None if weights is None else _take(weights, index, 3).astype(np.float32)
+    if whole:
+        image_out = _take(image, _nearest_flat_index(coords, classes.shape), 3).astype(np.float32)
+    else:
+        image_out = _sample_spline(image, coords, config.image_order, np.float32)
+    sample = AugmentedSample(image_out, labels_out, weights_out)
+    if config.gray_prob and rng.random() < config.gray_prob:
+        sample = sample._replace(image=_vary_gray(sample.image, config, rng))
+    return sample
