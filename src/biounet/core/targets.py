@@ -15,13 +15,20 @@ representations of cell segmentation:
   augmentation (a rotation turns the rays).
 
 Non-cell tasks (ISBI 2012 membranes, multi-class labels) keep their classes; the border term then separates the
-given instances (the cells between the membranes). NumPy/SciPy only.
+given instances (the cells between the membranes).
+
+Volumes: every target but ``stardist`` (2D only) takes (Z, Y, X) labels, with ``spacing`` the voxel size relative to
+the in-plane pixel (e.g. ``(2.24, 1, 1)``); distances are then physical, and ``sigma_px`` and ``boundary_px`` stay
+in in-plane pixels. Unannotated voxels (:data:`IGNORE`) get weight 0, so a volume painted on a few slices trains
+the network (Cicek et al. 2016). NumPy/SciPy only.
 
 References
 ----------
 .. [1] Ronneberger, Fischer, Brox (2015). U-Net. MICCAI, section 3 and eq. 2. arXiv:1505.04597
 .. [2] Chen et al. (2016). DCAN: deep contour-aware networks for accurate gland segmentation. CVPR.
    (three-class interior/boundary targets)
+.. [3] Cicek et al. (2016). 3D U-Net: Learning Dense Volumetric Segmentation from Sparse Annotation. MICCAI.
+   arXiv:1606.06650
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from biounet.core.samples import IGNORE
-from biounet.core.weights import border_weights, class_balance_weights, separation_borders
+from biounet.core.weights import border_weights, check_spacing, class_balance_weights, separation_borders
 
 TARGETS: tuple[str, ...] = ("paper", "boundary", "distance", "stardist")
 TASKS: tuple[str, ...] = ("cells", "membranes", "classes")
@@ -46,7 +53,7 @@ BOUNDARY_CLASS = 2
 
 @dataclass(frozen=True)
 class TrainingTargets:
-    """The arrays the loss sees for one image, all (H, W).
+    """The arrays the loss sees for one image, all (H, W), or all (Z, Y, X) for a volume.
 
     Attributes
     ----------
@@ -96,8 +103,22 @@ def task_of(classes: npt.NDArray[np.integer], instances: npt.NDArray[np.integer]
     return "classes"
 
 
-def boundary_band(instances: npt.NDArray[np.integer], *, boundary_px: int = 2) -> npt.NDArray[np.bool_]:
+def _band_radii(ndim: int, boundary_px: int, spacing: Sequence[float] | None) -> tuple[int, ...]:
+    """Per axis, the band's half-width in pixels/voxels: ``boundary_px`` in-plane pixels, at least 1 voxel."""
+    steps = check_spacing(spacing, ndim)
+    if steps is None:
+        return (boundary_px,) * ndim
+    return tuple(max(1, round(boundary_px / v)) for v in steps)
+
+
+def boundary_band(
+    instances: npt.NDArray[np.integer], *, boundary_px: int = 2, spacing: Sequence[float] | None = None
+) -> npt.NDArray[np.bool_]:
     """Cell pixels within ``boundary_px`` (chessboard distance) of a pixel that is not the same cell.
+
+    On a (Z, Y, X) volume with ``spacing`` (voxel size relative to the in-plane pixel), the window reaches
+    ``max(1, round(boundary_px / spacing))`` voxels along each axis, so the band is about ``boundary_px`` in-plane
+    pixels thick in every direction and never thinner than one voxel.
 
     Examples
     --------
@@ -106,7 +127,7 @@ def boundary_band(instances: npt.NDArray[np.integer], *, boundary_px: int = 2) -
     """
     if boundary_px < 1:
         raise ValueError(f"boundary_px must be >= 1, got {boundary_px}")
-    size = 2 * boundary_px + 1
+    size = tuple(2 * r + 1 for r in _band_radii(instances.ndim, boundary_px, spacing))
     foreground = instances > 0
     sentinel = np.iinfo(np.int64).max
     ids = instances.astype(np.int64)
@@ -116,10 +137,14 @@ def boundary_band(instances: npt.NDArray[np.integer], *, boundary_px: int = 2) -
     return foreground & ((largest != ids) | (smallest != ids) | background_near)
 
 
-def cell_distance(instances: npt.NDArray[np.integer]) -> npt.NDArray[np.float32]:
+def cell_distance(
+    instances: npt.NDArray[np.integer], *, spacing: Sequence[float] | None = None
+) -> npt.NDArray[np.float32]:
     """Per cell, the Euclidean distance to its outline divided by the cell's largest such distance.
 
-    1 at each cell's centre (its most inward pixel), ``1 / max`` on its outline pixels, 0 on background.
+    1 at each cell's centre (its most inward pixel), ``1 / max`` on its outline pixels, 0 on background. Works on
+    (H, W) and (Z, Y, X); ``spacing`` (voxel size per axis relative to the in-plane pixel) makes the distance
+    physical before the normalisation.
 
     Examples
     --------
@@ -128,49 +153,66 @@ def cell_distance(instances: npt.NDArray[np.integer]) -> npt.NDArray[np.float32]
     """
     out = np.zeros(instances.shape, np.float32)
     ids = np.asarray(instances)
+    sampling = check_spacing(spacing, ids.ndim)
+    inner = (slice(1, -1),) * ids.ndim
     for index, box in enumerate(ndimage.find_objects(ids), start=1):
         if box is None:
             continue
         padded = np.pad(ids[box] == index, 1)
-        dist = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
+        dist = ndimage.distance_transform_edt(padded, sampling=sampling)[inner]
         top = dist.max()
         inside = ids[box] == index
         out[box][inside] = (dist[inside] / top).astype(np.float32)
     return out
 
 
+def _check_dims(instances: npt.NDArray[np.integer], target: str) -> None:
+    if instances.ndim not in (2, 3):
+        raise ValueError(f"labels must be (H, W) or (Z, Y, X), got shape {instances.shape}")
+    if target == "stardist" and instances.ndim == 3:
+        raise ValueError(f"the stardist target is 2D only; got a volume of shape {instances.shape}")
+
+
 def target_classes(
     classes: npt.NDArray[np.int64], instances: npt.NDArray[np.integer], *, target: str = "paper",
-    boundary_px: int = 2,
+    boundary_px: int = 2, spacing: Sequence[float] | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
     """The class map a target teaches and the cells its border term separates.
 
     Parameters
     ----------
-    classes : (H, W) int64
+    classes : (H, W) or (Z, Y, X) int64
         Class ids from the dataset, :data:`IGNORE` where unannotated.
-    instances : (H, W) int
+    instances : int, the shape of ``classes``
         Instance ids, 0 = none.
-    target : {"paper", "boundary", "distance"}
+    target : {"paper", "boundary", "distance", "stardist"}
         See the module docstring. For ``membranes`` and ``classes`` tasks (see :func:`task_of`) every target
-        keeps the classes and separates the given instances.
+        keeps the classes and separates the given instances. ``stardist`` is 2D only.
     boundary_px : int
-        Width of the ``boundary`` target's inner band.
+        Width of the ``boundary`` target's inner band, in in-plane pixels.
+    spacing : sequence of float, optional
+        Voxel size relative to the in-plane pixel (volumes), for the band's width along each axis.
 
     Returns
     -------
-    classes : (H, W) int64
+    classes : int64, the shape of ``classes``
         The taught classes, :data:`IGNORE` kept.
-    cells : (H, W) int32
+    cells : int32, the shape of ``classes``
         Instances for the border term (``d1``, ``d2``); the border term lives where ``cells == 0``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown target, labels that are not 2-D or 3-D, or the ``stardist`` target on a volume.
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    _check_dims(np.asarray(instances), target)
     if task_of(classes, instances) != "cells":
         return classes, np.asarray(instances, dtype=np.int32)
     valid = classes != IGNORE
     if target in STAR_LIKE_BOUNDARY:
-        band = boundary_band(instances, boundary_px=boundary_px)
+        band = boundary_band(instances, boundary_px=boundary_px, spacing=spacing)
         taught = np.where(band, BOUNDARY_CLASS, (instances > 0).astype(np.int64))
         cells = np.where(band, 0, instances)
     else:
@@ -201,25 +243,30 @@ def training_targets(
     classes: npt.NDArray[np.int64], instances: npt.NDArray[np.integer], *, num_classes: int,
     target: str = "paper", w0: float = 10.0, sigma_px: float = 5.0, class_balance: bool = True,
     frequencies: npt.NDArray[np.float64] | None = None, boundary_px: int = 2,
+    spacing: Sequence[float] | None = None,
 ) -> TrainingTargets:
     """Every array the loss sees for one labelled image (paper eq. 2 and the chosen target).
 
     Parameters
     ----------
-    classes, instances : (H, W) int
+    classes, instances : (H, W) or (Z, Y, X) int
         Dataset labels: class ids (:data:`IGNORE` where unannotated) and instance ids (0 = none).
     num_classes : int
         Classes the network predicts (3 for the ``boundary`` target of cells).
-    target : {"paper", "boundary", "distance"}
-        Target representation, see the module docstring.
+    target : {"paper", "boundary", "distance", "stardist"}
+        Target representation, see the module docstring; ``stardist`` is 2D only.
     w0, sigma_px : float
-        Border term ``w0 exp(-(d1 + d2)^2 / (2 sigma^2))``; ``w0 = 0`` switches it off.
+        Border term ``w0 exp(-(d1 + d2)^2 / (2 sigma^2))``; ``w0 = 0`` switches it off. ``sigma_px`` is in
+        in-plane pixels.
     class_balance : bool
         ``w_c = 1 / (K' f_c)`` if True, else ``w_c = 1``; independent of the border term.
     frequencies : (num_classes,) float, optional
         Dataset frequencies of the taught classes (:func:`class_frequencies`); this image's by default.
     boundary_px : int
-        Width of the ``boundary`` target's band.
+        Width of the ``boundary`` target's band, in in-plane pixels.
+    spacing : sequence of float, optional
+        For volumes, the voxel size relative to the in-plane pixel, e.g. ``(2.24, 1, 1)``: ``d1``, ``d2``, the
+        band and the distance map are physical. None: unit spacing.
 
     Returns
     -------
@@ -238,16 +285,16 @@ def training_targets(
     >>> bool(np.isclose(t.weights[0, 2], 1 + 10 * np.exp(-9 / 50)))
     True
     """
-    taught, cells = target_classes(classes, instances, target=target, boundary_px=boundary_px)
+    taught, cells = target_classes(classes, instances, target=target, boundary_px=boundary_px, spacing=spacing)
     if class_balance:
         weights = class_balance_weights(taught, num_classes=num_classes, frequencies=frequencies,
                                         ignore_index=IGNORE)
     else:
         weights = np.where(taught == IGNORE, 0.0, 1.0).astype(np.float32)
-    weights = weights + border_weights(cells, w0=w0, sigma_px=sigma_px)
+    weights = weights + border_weights(cells, w0=w0, sigma_px=sigma_px, spacing=spacing)
     weights[taught == IGNORE] = 0.0
     is_cells = task_of(classes, instances) == "cells"
-    distance = cell_distance(cells) if target == "distance" and is_cells else None
+    distance = cell_distance(cells, spacing=spacing) if target == "distance" and is_cells else None
     star_ids = np.asarray(instances, dtype=np.int32) if target == "stardist" and is_cells else None
     return TrainingTargets(taught, weights.astype(np.float32), cells, distance, star_ids)
 

@@ -2,12 +2,17 @@
 
 The weight map ``w(x) = w_c(x) + w0 * exp(-(d1(x) + d2(x))**2 / (2 sigma**2))`` balances the class frequencies
 (``w_c``) and forces the network to learn the thin background gaps between touching cells (the border term).
-The gaps themselves are cut into the instance labels by :func:`separation_borders`. NumPy/SciPy only.
+The gaps themselves are cut into the instance labels by :func:`separation_borders`. Every function takes 2-D
+(H, W) images and 3-D (Z, Y, X) volumes; the distances of a volume are physical through ``spacing`` (the voxel
+size relative to the in-plane pixel), as Cicek et al. (2016) train the 3D U-Net with the same weighted loss.
+NumPy/SciPy only.
 
 References
 ----------
 .. [1] Ronneberger, Fischer, Brox (2015). U-Net: Convolutional Networks for Biomedical Image Segmentation.
    MICCAI. arXiv:1505.04597
+.. [2] Cicek, Abdulkadir, Lienkamp, Brox, Ronneberger (2016). 3D U-Net: Learning Dense Volumetric Segmentation
+   from Sparse Annotation. MICCAI. arXiv:1606.06650
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from scipy import ndimage
 __all__ = [
     "BORDER_TRUNCATION",
     "border_weights",
+    "check_spacing",
     "class_balance_weights",
     "nearest_two_distances",
     "separation_borders",
@@ -39,8 +45,9 @@ are looked at. For ``w0 = 10`` the truncated values are below 1e-5, far below th
 def _check_label_image(array: np.ndarray, name: str) -> None:
     if not isinstance(array, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(array).__name__}")
-    if array.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (H, W), got shape {array.shape}")
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[0] >= 2)):
+        # A single-slice volume (1, H, W) is refused rather than guessed at: pass the slice itself.
+        raise ValueError(f"{name} must be 3-D (Z, Y, X) with Z >= 2 or 2-D (H, W), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"{name} must be an integer array, got dtype {array.dtype}")
 
@@ -51,21 +58,36 @@ def _check_instances(instances: np.ndarray) -> None:
         raise ValueError(f"instances must be >= 0 (0 = background, 1..N = cells), got minimum {instances.min()}")
 
 
+def check_spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
+    """A pixel/voxel size relative to the in-plane pixel as a tuple of ``ndim`` floats > 0; None stays None (unit).
+
+    >>> check_spacing([2.24, 1, 1], 3)
+    (2.24, 1.0, 1.0)
+    """
+    if spacing is None:
+        return None
+    values = tuple(float(v) for v in spacing)
+    if len(values) != ndim or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"spacing must be {ndim} finite values > 0 (one per axis), got {tuple(spacing)}")
+    return values
+
+
 def separation_borders(instances: npt.NDArray[np.integer]) -> npt.NDArray[np.integer]:
     """Cut a background gap between touching cells of an instance label image.
 
-    A pixel of cell ``k`` becomes background when its 8-neighbourhood (3x3 window) contains a pixel of another
-    cell. Both sides of a contact are removed, so touching cells end up separated by a gap of about 2 px that
-    is background in every 8-connected sense. Cells that do not touch are unchanged.
+    A pixel of cell ``k`` becomes background when its 8-neighbourhood (3x3 window; 3x3x3 in a volume) contains a
+    pixel of another cell. Both sides of a contact are removed, so touching cells end up separated by a gap of
+    about 2 px (2 voxels) that is background in every 8-connected (26-connected) sense. Cells that do not touch
+    are unchanged.
 
     Parameters
     ----------
-    instances : (H, W) ndarray of int
+    instances : (H, W) or (Z, Y, X) ndarray of int
         Instance label image; 0 is background, each cell has its own positive id.
 
     Returns
     -------
-    separated : (H, W) ndarray, same dtype as ``instances``
+    separated : ndarray of the same shape and dtype as ``instances``
         A new label image, equal to ``instances`` except that contact pixels are 0.
 
     Raises
@@ -73,7 +95,7 @@ def separation_borders(instances: npt.NDArray[np.integer]) -> npt.NDArray[np.int
     TypeError
         If ``instances`` is not an integer ndarray.
     ValueError
-        If ``instances`` is not 2-D or has negative ids.
+        If ``instances`` is not (H, W) or (Z >= 2, Y, X) or has negative ids.
 
     Notes
     -----
@@ -117,7 +139,7 @@ def class_balance_weights(
 
     Parameters
     ----------
-    classes : (H, W) ndarray of int
+    classes : (H, W) or (Z, Y, X) ndarray of int
         Class id of every pixel, in ``[0, num_classes)``, or ``ignore_index``.
     num_classes : int
         Number of classes ``K`` (2 for foreground/background). Must be >= 1.
@@ -129,7 +151,7 @@ def class_balance_weights(
 
     Returns
     -------
-    weights : (H, W) ndarray of float32
+    weights : ndarray of float32, the shape of ``classes``
         ``w_c(x) = 1 / (K' * f_{l(x)})`` for labelled pixels, 0 for ignored ones.
 
     Raises
@@ -137,7 +159,7 @@ def class_balance_weights(
     TypeError
         If ``classes`` is not an integer ndarray.
     ValueError
-        If ``classes`` is not 2-D, holds a value outside ``[0, num_classes)`` other than ``ignore_index``,
+        If ``classes`` is not (H, W) or (Z >= 2, Y, X), holds a value outside ``[0, num_classes)`` other than ``ignore_index``,
         ``num_classes < 1``, or ``frequencies`` has the wrong length, a negative or non-finite entry, sums to 0,
         or is 0 for a class that occurs in ``classes``.
 
@@ -196,13 +218,20 @@ def _truncation_distance(sigma_px: float) -> float:
 
 
 def nearest_two_distances(
-    instances: npt.NDArray[np.integer], *, max_distance_px: float
+    instances: npt.NDArray[np.integer],
+    *,
+    max_distance_px: float,
+    spacing: Sequence[float] | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Distances ``d1 <= d2`` from every pixel to the nearest and the second-nearest cell (eq. 2's d1, d2).
 
     Only cells closer than ``max_distance_px`` are looked at (farther ones give ``inf``): each cell's distance
     transform is computed on its bounding box grown by that distance, and the two smallest distances per pixel
-    are kept with running minima, so the cost is ``O(sum over cells of (cell size + 2 D)^2)``.
+    are kept with running minima, so the cost is ``O(sum over cells of (cell size + 2 D)^ndim)``.
+
+    ``instances`` is (H, W) or (Z, Y, X). ``spacing`` is the size of a pixel/voxel along each axis relative to
+    the in-plane pixel, e.g. ``(2.24, 1, 1)``; distances and ``max_distance_px`` are in those units (in-plane
+    pixels). None: unit spacing.
 
     Examples
     --------
@@ -211,6 +240,7 @@ def nearest_two_distances(
     ([[0.0, 1.0, 1.0, 0.0]], [[3.0, 2.0, 2.0, 3.0]])
     """
     _check_instances(instances)
+    sampling = check_spacing(spacing, instances.ndim)
     d1 = np.full(instances.shape, np.inf)
     d2 = np.full(instances.shape, np.inf)
     cell_ids = np.unique(instances)
@@ -218,38 +248,47 @@ def nearest_two_distances(
     # Consecutive ids keep find_objects' list short whatever the ids are.
     sequential = np.searchsorted(cell_ids, instances).astype(np.int32) + 1
     sequential[instances == 0] = 0
-    grow = math.ceil(max_distance_px)
-    height, width = instances.shape
+    steps = (1.0,) * instances.ndim if sampling is None else sampling
+    grow = [math.ceil(max_distance_px / step) for step in steps]
     for index, box in enumerate(ndimage.find_objects(sequential), start=1):
         if box is None:
             continue
-        rows = slice(max(box[0].start - grow, 0), min(box[0].stop + grow, height))
-        cols = slice(max(box[1].start - grow, 0), min(box[1].stop + grow, width))
-        dist = ndimage.distance_transform_edt(sequential[rows, cols] != index)
-        near1, near2 = d1[rows, cols], d2[rows, cols]  # views: updated in place
+        window = tuple(
+            slice(max(axis.start - g, 0), min(axis.stop + g, size))
+            for axis, g, size in zip(box, grow, instances.shape)
+        )
+        dist = ndimage.distance_transform_edt(sequential[window] != index, sampling=sampling)
+        near1, near2 = d1[window], d2[window]  # views: updated in place
         np.minimum(near2, np.maximum(near1, dist), out=near2)
         np.minimum(near1, dist, out=near1)
     return d1, d2
 
 
 def border_weights(
-    instances: npt.NDArray[np.integer], *, w0: float = 10.0, sigma_px: float = 5.0
+    instances: npt.NDArray[np.integer],
+    *,
+    w0: float = 10.0,
+    sigma_px: float = 5.0,
+    spacing: Sequence[float] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Separation border term ``w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` of eq. 2.
 
     Parameters
     ----------
-    instances : (H, W) ndarray of int
+    instances : (H, W) or (Z, Y, X) ndarray of int
         Instance label image; 0 is background, each cell has its own positive id. Touching cells should be
         separated first (:func:`separation_borders`), otherwise there is no background between them.
     w0 : float, optional
         Peak weight, >= 0. The paper uses 10.
     sigma_px : float, optional
-        Width of the term in pixels, > 0. The paper uses "approximately 5".
+        Width of the term in (in-plane) pixels, > 0. The paper uses "approximately 5".
+    spacing : sequence of float, optional
+        Pixel/voxel size along each axis relative to the in-plane pixel, e.g. ``(2.24, 1.0, 1.0)`` for a stack
+        whose slices are 2.24 pixels apart; ``d1``, ``d2`` are measured in those physical units. None: unit.
 
     Returns
     -------
-    weights : (H, W) ndarray of float32
+    weights : ndarray of float32, the shape of ``instances``
         The term on background pixels, 0 on cell pixels and everywhere if there are fewer than two cells.
 
     Raises
@@ -257,7 +296,8 @@ def border_weights(
     TypeError
         If ``instances`` is not an integer ndarray.
     ValueError
-        If ``instances`` is not 2-D or negative, ``w0 < 0`` or ``sigma_px <= 0``.
+        If ``instances`` is not (H, W) or (Z >= 2, Y, X) or is negative, ``w0 < 0``, ``sigma_px <= 0`` or
+        ``spacing`` is not one positive value per axis.
 
     Notes
     -----
@@ -266,13 +306,16 @@ def border_weights(
     ``exp(...) < BORDER_TRUNCATION`` (1e-6); elsewhere it is exact. Since ``d1 <= d2``, only cells closer than
     ``D = sigma_px * sqrt(2 ln 1e6)`` matter, so each cell's distance transform is computed on its bounding box
     grown by ``D``, and the two smallest distances per pixel are kept with running minima. The cost is
-    ``O(sum over cells of (cell size + 2D)^2)`` instead of ``O(cells * H * W)``.
+    ``O(sum over cells of (cell size + 2D)^2)`` instead of ``O(cells * H * W)`` (``^3`` in a volume, where the box
+    grows by ``D / spacing`` voxels along each axis).
 
     References
     ----------
     .. [1] Ronneberger, Fischer, Brox (2015). U-Net. MICCAI, eq. 2. arXiv:1505.04597
+    .. [2] Cicek et al. (2016). 3D U-Net. MICCAI, section 2 (the same weighted loss on volumes). arXiv:1606.06650
     """
     _check_instances(instances)
+    check_spacing(spacing, instances.ndim)
     if not (math.isfinite(w0) and w0 >= 0):
         raise ValueError(f"w0 must be finite and >= 0, got {w0}")
     if not (math.isfinite(sigma_px) and sigma_px > 0):
@@ -281,7 +324,7 @@ def border_weights(
     if w0 == 0:
         return out
     cutoff = _truncation_distance(sigma_px)
-    d1, d2 = nearest_two_distances(instances, max_distance_px=cutoff)
+    d1, d2 = nearest_two_distances(instances, max_distance_px=cutoff, spacing=spacing)
     total = d1 + d2
     keep = (total <= cutoff) & (instances == 0)
     out[keep] = w0 * np.exp(-(total[keep] ** 2) / (2.0 * sigma_px**2))
@@ -297,14 +340,15 @@ def weight_map_from_classes(
     sigma_px: float = 5.0,
     class_frequencies: Sequence[float] | npt.NDArray[np.floating] | None = None,
     ignore_index: int | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Weight map ``w = w_c + border term`` for a multi-class label image (eq. 2).
 
     Parameters
     ----------
-    classes : (H, W) ndarray of int
+    classes : (H, W) or (Z, Y, X) ndarray of int
         Class id per pixel in ``[0, num_classes)``, or ``ignore_index``.
-    instances : (H, W) ndarray of int, optional
+    instances : ndarray of int, the shape of ``classes``, optional
         Instance ids for the border term (0 = no cell), with touching cells already separated. Without it there
         is no border term.
     num_classes : int
@@ -315,10 +359,12 @@ def weight_map_from_classes(
         Data-set class frequencies for ``w_c``, see :func:`class_balance_weights`; per image by default.
     ignore_index : int, optional
         Class value of unlabelled pixels; their weight is 0 (both terms).
+    spacing : sequence of float, optional
+        Voxel size relative to the in-plane pixel for the border term's distances, see :func:`border_weights`.
 
     Returns
     -------
-    weights : (H, W) ndarray of float32
+    weights : ndarray of float32, the shape of ``classes``
         ``w_c(x) + w0 exp(-(d1 + d2)^2 / (2 sigma^2))``; the border term lives on pixels with ``instances == 0``.
 
     Raises
@@ -333,7 +379,7 @@ def weight_map_from_classes(
         _check_instances(instances)
         if instances.shape != classes.shape:
             raise ValueError(f"instances {instances.shape} and classes {classes.shape} must have the same shape")
-        weights += border_weights(instances, w0=w0, sigma_px=sigma_px)
+        weights += border_weights(instances, w0=w0, sigma_px=sigma_px, spacing=spacing)
         if ignore_index is not None:
             weights[classes == ignore_index] = 0.0
     return weights
@@ -346,12 +392,13 @@ def weight_map(
     sigma_px: float = 5.0,
     class_frequencies: Sequence[float] | npt.NDArray[np.floating] | None = None,
     ignore_mask: npt.NDArray[np.bool_] | None = None,
+    spacing: Sequence[float] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Pixel-wise loss weights of Ronneberger et al. (2015), eq. 2, for cell/background segmentation.
 
     Parameters
     ----------
-    instances : (H, W) ndarray of int
+    instances : (H, W) or (Z, Y, X) ndarray of int
         Instance label image; 0 is background, each cell has its own positive id. Pass the output of
         :func:`separation_borders` when cells touch: the training target is then ``instances > 0``.
     w0 : float, optional
@@ -360,12 +407,16 @@ def weight_map(
         Width of the border term in pixels (paper: about 5). Must be > 0.
     class_frequencies : sequence of 2 floats, optional
         Frequencies of (background, cell) over the data set; measured on this image by default.
-    ignore_mask : (H, W) ndarray of bool, optional
-        True for unlabelled pixels: weight 0, left out of the class frequencies.
+    ignore_mask : ndarray of bool, the shape of ``instances``, optional
+        True for unlabelled pixels: weight 0, left out of the class frequencies (Cicek et al.: a volume
+        annotated on a few slices trains with the unannotated voxels ignored).
+    spacing : sequence of float, optional
+        Voxel size relative to the in-plane pixel, e.g. ``(2.24, 1, 1)``; the distances ``d1``, ``d2`` are
+        physical, ``sigma_px`` stays in in-plane pixels. None: unit spacing.
 
     Returns
     -------
-    weights : (H, W) ndarray of float32
+    weights : ndarray of float32, the shape of ``instances``
         ``w_c(x) + w0 * exp(-(d1 + d2)**2 / (2 sigma**2))`` on background pixels and ``w_c(x)`` on cells, where
         ``w_c = 1 / (2 f_c)`` balances the two classes (mean 1 over the image).
 
@@ -411,4 +462,5 @@ def weight_map(
         sigma_px=sigma_px,
         class_frequencies=class_frequencies,
         ignore_index=ignore_index,
+        spacing=spacing,
     )

@@ -1,10 +1,14 @@
 """The training objective of Ronneberger et al. (2015), eq. 1: pixel-wise softmax cross-entropy weighted by the
 weight map ``w(x)`` (:mod:`biounet.core.weights`), at the network's output size, with an optional ignore label.
+Images (N, C, H, W) and volumes (N, C, Z, Y, X) alike: Cicek et al. (2016) train the 3D U-Net with the same loss,
+unannotated voxels ignored so that a few annotated slices suffice.
 
 References
 ----------
 .. [1] Ronneberger, Fischer, Brox (2015). U-Net: Convolutional Networks for Biomedical Image Segmentation.
    MICCAI. arXiv:1505.04597
+.. [2] Cicek et al. (2016). 3D U-Net: Learning Dense Volumetric Segmentation from Sparse Annotation. MICCAI.
+   arXiv:1606.06650
 """
 
 from __future__ import annotations
@@ -40,29 +44,30 @@ def weighted_cross_entropy(
 
     Parameters
     ----------
-    logits : (N, C, H, W) tensor of float
+    logits : (N, C, H, W) or (N, C, Z, Y, X) tensor of float
         Raw class scores (not probabilities) at the network's output size.
-    target : (N, H, W) tensor of int
+    target : (N, H, W) or (N, Z, Y, X) tensor of int
         Class ids in ``[0, C)``, or ``ignore_index``; cropped to the output size.
-    weights : (N, H, W) tensor of float, optional
+    weights : tensor of float, the shape of ``target``, optional
         Pixel-wise weights ``w(x) >= 0`` (e.g. :func:`biounet.core.weights.weight_map`), cropped like ``target``.
         All ones by default.
     ignore_index : int, optional
-        Target value of unlabelled pixels, which contribute nothing and are not counted. None: every target
-        value must be a class id.
+        Target value of unlabelled pixels, which contribute nothing (their logits get an exactly zero gradient)
+        and are not counted. None: every target value must be a class id.
     reduction : {"mean", "sum", "none"}, optional
         ``"mean"``: ``sum_x w(x) CE(x)`` divided by the number of labelled pixels (not by the sum of weights),
-        0 when no pixel is labelled. ``"sum"``: the sum. ``"none"``: the (N, H, W) map, 0 at ignored pixels.
+        0 when no pixel is labelled. ``"sum"``: the sum. ``"none"``: the per-pixel map (the shape of ``target``),
+        0 at ignored pixels.
 
     Returns
     -------
     loss : tensor
-        Scalar (or (N, H, W) for ``"none"``), float32 or the logits' dtype if wider.
+        Scalar (or the shape of ``target`` for ``"none"``), float32 or the logits' dtype if wider.
 
     Raises
     ------
     ValueError
-        If ``logits`` is not 4-D, ``target``/``weights`` do not have shape (N, H, W) of the logits (crop them to
+        If ``logits`` is not 4-D or 5-D, ``target``/``weights`` do not have its shape less C (crop them to
         the network output size), a target value is outside ``[0, C)`` and not ``ignore_index``, a labelled
         pixel has a negative or non-finite weight, or ``reduction`` is unknown.
     TypeError
@@ -88,8 +93,8 @@ def weighted_cross_entropy(
     _check_options(ignore_index, reduction)
     if not isinstance(logits, torch.Tensor) or not isinstance(target, torch.Tensor):
         raise TypeError(f"logits and target must be tensors, got {type(logits).__name__}, {type(target).__name__}")
-    if logits.ndim != 4:
-        raise ValueError(f"logits must be (N, C, H, W), got shape {tuple(logits.shape)}")
+    if logits.ndim not in (4, 5):
+        raise ValueError(f"logits must be (N, C, H, W), got shape {tuple(logits.shape)} (volumes: (N, C, Z, Y, X))")
     if not logits.is_floating_point():
         raise TypeError(f"logits must be floating point raw scores, got dtype {logits.dtype}")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
@@ -134,12 +139,12 @@ def distance_loss(predicted: torch.Tensor, target: torch.Tensor, annotated: torc
 
     Parameters
     ----------
-    predicted : (N, H, W) tensor
+    predicted : (N, H, W) or (N, Z, Y, X) tensor
         Distance in [0, 1] (the sigmoid of the network's distance channel).
-    target : (N, H, W) tensor
+    target : tensor, the shape of ``predicted``
         :func:`biounet.core.targets.cell_distance` of the separated cells (0 on background).
-    annotated : (N, H, W) bool tensor
-        Pixels with a label; the others do not count.
+    annotated : bool tensor, the shape of ``predicted``
+        Pixels with a label; the others contribute nothing, not even a gradient.
 
     Returns
     -------
@@ -230,7 +235,7 @@ class WeightedCrossEntropy(nn.Module):
         self.reduction: Reduction = reduction
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, C, H, W) logits, (N, H, W) target and weights -> loss; see :func:`weighted_cross_entropy`."""
+        """(N, C, [Z,] Y, X) logits, (N, [Z,] Y, X) target and weights -> loss; see :func:`weighted_cross_entropy`."""
         return weighted_cross_entropy(logits, target, weights, ignore_index=self.ignore_index, reduction=self.reduction)
 
     def extra_repr(self) -> str:
