@@ -1,6 +1,6 @@
 """Training and test samples from the dataset layouts the paper's experiments use, as normalised arrays.
 
-Four layouts (:data:`LAYOUTS`), detected from the path by :func:`detect_layout` and overridable with ``layout=``:
+Five layouts (:data:`ALL_LAYOUTS`), detected from the path by :func:`detect_layout` and overridable with ``layout=``:
 
 - ``"pairs"``: ``PATH/images/`` and ``PATH/labels/`` (also ``image/``, ``img/`` and ``label/``, ``masks/``), an image
   and its label file paired by file stem (``a.png`` with ``a.tif``).
@@ -10,8 +10,10 @@ Four layouts (:data:`LAYOUTS`), detected from the path by :func:`detect_layout` 
 - ``"ctc"``: the Cell Tracking Challenge (DIC-HeLa, PhC-U373): ``PATH/01/tNNN.tif`` frames, gold truth
   ``PATH/01_GT/SEG/man_segNNN.tif`` and silver truth ``PATH/01_ST/SEG/man_segNNN.tif`` instance labels.
 - ``"synthetic"``: ``"synthetic:KIND[,n=N][,size=H[xW]][,seed=S]"`` generates samples (:mod:`biounet.data.synthetic`).
+- ``"volumes"``: 3-D samples, one per volume (:mod:`biounet.data.volumes`): HDF5 files with datasets ``raw`` and
+  ``label`` (PlantSeg / ilastik), or a ``pairs`` folder whose TIFFs are 3-D stacks declaring a z axis.
 
-Every sample's image is normalised per plane with :mod:`biounet.data.normalization`'s mode. Labels become class ids
+Every 2-D sample's image is normalised per plane (a volume per volume) with :mod:`biounet.data.normalization`'s mode. Labels become class ids
 (``IGNORE`` where unannotated) plus the instance ids that the weight map's border term needs.
 """
 
@@ -22,43 +24,54 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 from skimage import measure
 
-from biounet.core.samples import IGNORE, Sample
+from biounet.core.samples import (
+    AUTO_MIN_CONNECTED_FRACTION,
+    AUTO_MIN_FEW_CELLS_IDS,
+    AUTO_MIN_INSTANCE_IDS,
+    BINARY_MASK_VALUE,
+    IGNORE,
+    LabelKindGuess,
+    Sample,
+    as_instances,
+    classes_and_instances,
+    guess_label_kind,
+)
 from biounet.data.files import IMAGE_SUFFIXES, files_by_stem, output_stem
-from biounet.data.images import ImageError, ImageSource, open_image, read_labels
+from biounet.data.images import (
+    PAIRS_IMAGE_DIRS,
+    PAIRS_LABEL_DIRS,
+    ImageError,
+    ImageSource,
+    image_files,
+    natural_key,
+    open_image,
+    pairs_folders,
+    read_labels,
+)
 from biounet.data.normalization import NORMALIZATIONS, normalization_for
 from biounet.data.scale import PixelSizeUm, physical_micrometres
 from biounet.data.synthetic import KINDS, make_dataset
+from biounet.data.volumes import hdf5_files, is_volume_stack_folder, load_volumes
 
 logger = logging.getLogger(__name__)
 
 LAYOUTS: tuple[str, ...] = ("pairs", "isbi2012", "ctc", "synthetic")
+"""The layouts of 2-D samples."""
+VOLUME_LAYOUTS: tuple[str, ...] = ("volumes",)
+"""The layouts of volumes (3-D samples, :mod:`biounet.data.volumes`)."""
+ALL_LAYOUTS: tuple[str, ...] = LAYOUTS + VOLUME_LAYOUTS
+"""Every layout :func:`detect_layout` returns and :func:`load_dataset` reads (``--layout`` choices)."""
 SPLITS: tuple[str, ...] = ("train", "test")
 LABEL_KINDS: tuple[str, ...] = ("auto", "classes", "instances")
-"""``pairs`` label encodings; ``"auto"`` picks one of the other two with :func:`guess_label_kind`."""
+"""``pairs`` and ``volumes`` label encodings; ``"auto"`` picks one of the other two with :func:`guess_label_kind`."""
 SYNTHETIC_PREFIX = "synthetic:"
-
-PAIRS_IMAGE_DIRS: tuple[str, ...] = ("images", "image", "img")
-PAIRS_LABEL_DIRS: tuple[str, ...] = ("labels", "label", "masks")
-BINARY_MASK_VALUE = 255
-"""In a ``pairs`` class label file whose values are a subset of {0, 255}, 255 is class 1 (a binary mask)."""
-
-AUTO_MIN_INSTANCE_IDS = 9
-"""``label_kind="auto"`` calls labels instance ids only when some image has at least this many non-zero ids (fewer
-could be class ids; training warns above 8 classes too)."""
-AUTO_MIN_CONNECTED_FRACTION = 0.95
-"""... and when at least this fraction of the ids (counted per image) is one 8-connected region each."""
-AUTO_MIN_FEW_CELLS_IDS = 4
-"""A few cells per image (a biologist's first annotated images): labels are also instance ids when some image has at
-least this many non-zero ids, all images together at least :data:`AUTO_MIN_INSTANCE_IDS`, and every id is one
-8-connected region in every image. Classes are rarely one region each in every image; two or three such values
-(nucleus and cytoplasm of one cell per image) stay ambiguous."""
 
 ISBI_CELL_VALUE = 255
 """ISBI 2012 label files are {0, 255}: 255 is cell interior, 0 is membrane."""
@@ -74,42 +87,16 @@ _CTC_SEQUENCE = re.compile(r"^\d+$")
 _EXPECTED_STRUCTURES = (
     "expected one of: 'pairs' (PATH/images/ + PATH/labels/, or image/ + label/, or img/ + masks/); "
     "'isbi2012' (PATH/train/image/ + PATH/train/label/ + PATH/test/image/, or PATH/train-volume.tif + "
-    "PATH/train-labels.tif); 'ctc' (PATH/01/tNNN.tif + PATH/01_GT/SEG/man_segNNN.tif); or 'synthetic:KIND'"
+    "PATH/train-labels.tif); 'ctc' (PATH/01/tNNN.tif + PATH/01_GT/SEG/man_segNNN.tif); 'volumes' (PATH/*.h5 "
+    "with datasets raw + label, one .h5 file, or 'pairs' of 3-D TIFF stacks with a z axis); or 'synthetic:KIND'"
 )
 
 
 # --- layout detection -------------------------------------------------------------------------------------------
 
 
-def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key that orders embedded numbers by value.
-
-    >>> sorted(["10.png", "2.png", "1.png"], key=natural_key)
-    ['1.png', '2.png', '10.png']
-    """
-    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
-
-
-def _image_files(folder: Path) -> list[Path]:
-    files = [
-        path for path in folder.iterdir()
-        if not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or path.is_dir())
-    ]
-    return sorted(files, key=lambda path: natural_key(path.name))
-
-
-def _pairs_dirs(root: Path) -> tuple[Path | None, Path | None]:
-    images = [root / name for name in PAIRS_IMAGE_DIRS if (root / name).is_dir()]
-    labels = [root / name for name in PAIRS_LABEL_DIRS if (root / name).is_dir()]
-    if len(images) > 1:
-        raise ValueError(f"{root}: several image folders {[p.name for p in images]}; keep one")
-    if len(labels) > 1:
-        raise ValueError(f"{root}: several label folders {[p.name for p in labels]}; keep one")
-    return (images[0] if images else None), (labels[0] if labels else None)
-
-
 def _numeric_slices(folder: Path) -> bool:
-    files = _image_files(folder) if folder.is_dir() else []
+    files = image_files(folder) if folder.is_dir() else []
     return bool(files) and all(output_stem(path).isdigit() for path in files)
 
 
@@ -141,27 +128,30 @@ def _ctc_location(root: Path) -> tuple[Path, tuple[str, ...] | None] | None:
 
 
 def detect_layout(path: str | os.PathLike[str]) -> str:
-    """Which of :data:`LAYOUTS` a dataset path has.
+    """Which of :data:`ALL_LAYOUTS` a dataset path has.
 
     Parameters
     ----------
     path : str or path-like
-        A dataset folder, or ``"synthetic:..."``. ISBI 2012 may also be given as its ``train``/``test`` folder and
-        a CTC dataset as one sequence folder (``PATH/01``).
+        A dataset folder, or ``"synthetic:..."``. ISBI 2012 may also be given as its ``train``/``test`` folder,
+        a CTC dataset as one sequence folder (``PATH/01``), and a ``volumes`` dataset as one ``.h5`` file.
 
     Returns
     -------
     layout : str
-        One of :data:`LAYOUTS`.
+        One of :data:`ALL_LAYOUTS`: ``"volumes"`` for an HDF5 file, a folder of HDF5 files (and no other layout's
+        folders), or a ``pairs`` folder whose TIFFs all declare a z axis (:func:`is_volume_stack_folder`);
+        ``"pairs"`` for one of 2-D images or of stacks without a z axis.
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ValueError
-        If ``path`` is not a folder, is empty or matches no layout; or if it is an ISBI 2012 split folder with
-        labels (``train/`` with ``image/`` + ``label/``), which is also a ``pairs`` folder with another label
-        encoding: pass ``layout=`` then (or give the ISBI 2012 root).
+        If ``path`` is not a folder (nor an HDF5 file), is empty or matches no layout; if it is an ISBI 2012 split
+        folder with labels (``train/`` with ``image/`` + ``label/``), which is also a ``pairs`` folder with another
+        label encoding: pass ``layout=`` then (or give the ISBI 2012 root); or if its ``pairs`` images mix 3-D stacks
+        and 2-D images.
 
     Examples
     --------
@@ -173,12 +163,14 @@ def detect_layout(path: str | os.PathLike[str]) -> str:
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"{root}: no such dataset folder")
+    if root.is_file() and hdf5_files(root):
+        return "volumes"
     if not root.is_dir():
         raise ValueError(f"{root}: a dataset must be a folder; {_EXPECTED_STRUCTURES}")
     if not any(not child.name.startswith(".") for child in root.iterdir()):
         raise ValueError(f"{root}: dataset folder is empty; {_EXPECTED_STRUCTURES}")
     isbi = _isbi_location(root)
-    images_dir, labels_dir = _pairs_dirs(root)
+    images_dir, labels_dir = pairs_folders(root)
     if isbi is not None:
         if isbi[1] is not None and labels_dir is not None:
             raise ValueError(
@@ -189,7 +181,9 @@ def detect_layout(path: str | os.PathLike[str]) -> str:
     if _ctc_location(root) is not None:
         return "ctc"
     if images_dir is not None:
-        return "pairs"
+        return "volumes" if is_volume_stack_folder(images_dir) else "pairs"
+    if hdf5_files(root):
+        return "volumes"
     raise ValueError(f"{root}: unrecognised dataset layout; {_EXPECTED_STRUCTURES}")
 
 
@@ -204,7 +198,10 @@ _OPTION_LAYOUTS: dict[str, tuple[Any, tuple[str, ...]]] = {
     "use_gt": (True, ("ctc",)),
     "use_silver": (False, ("ctc",)),
     "ignore_margin_px": (2.0, ("ctc",)),
+    "voxel_size_um": (None, ()),
 }
+_VOLUME_OPTIONS = ("label_kind", "allow_unlabeled", "voxel_size_um")
+"""The options of :data:`_OPTION_LAYOUTS` that the ``volumes`` layout reads too."""
 
 
 def load_dataset(
@@ -213,7 +210,7 @@ def load_dataset(
     layout: str | None = None,
     normalization: str = "percentile",
     split: str | None = None,
-    label_kind: str = "classes",
+    label_kind: str | None = None,
     num_classes: int | None = None,
     allow_unlabeled: bool = False,
     sequences: Sequence[str] | None = None,
@@ -221,23 +218,26 @@ def load_dataset(
     use_silver: bool = False,
     ignore_margin_px: float = 2.0,
     ignore_label: int | None = None,
+    voxel_size_um: Sequence[float] | None = None,
 ) -> list[Sample]:
-    """Load every 2-D sample of a dataset, images normalised, in natural file order.
+    """Load every 2-D sample (or every volume) of a dataset, images normalised, in natural file order.
 
     Parameters
     ----------
     path : str or path-like
         Dataset folder (see the module docstring) or ``"synthetic:KIND[,n=N][,size=H[xW]][,seed=S]"``.
     layout : str, optional
-        One of :data:`LAYOUTS`; detected with :func:`detect_layout` when None.
+        One of :data:`ALL_LAYOUTS`; detected with :func:`detect_layout` when None. ``"volumes"`` is read by
+        :func:`biounet.data.volumes.load_volumes`: one 3-D sample per volume.
     normalization : str, optional
         Intensity normalisation of :mod:`biounet.data.normalization` (``"percentile"``, ``"range"``, ``"minmax"``, ``"zscore"``),
-        computed per image plane.
+        computed per image plane (per volume for ``volumes``).
     split : {"train", "test"}, optional
         ``"train"``: labeled samples. ``"test"``: images only, labels are not read (ISBI 2012 reads ``test/``,
         CTC gives every frame). Default ``"train"``, or the split folder ``path`` names (``isbi2012/test``).
     label_kind : {"classes", "instances", "auto"}, optional
-        ``pairs`` only. ``"classes"``: label files hold class ids ``0..K-1``; a file whose values are a subset of
+        ``pairs`` and ``volumes`` only; default (None) ``"classes"`` for ``pairs``, ``"auto"`` for ``volumes``
+        (PlantSeg labels are instance ids). ``"classes"``: label files hold class ids ``0..K-1``; a file whose values are a subset of
         {0, 255} is a binary mask (255 is class 1); instances are the 4-connected components of each class > 0.
         ``"instances"``: label files hold instance ids (0 = background) and ``classes = instances > 0``.
         ``"auto"``: one of the two for the whole dataset, chosen by :func:`guess_label_kind` from all label files
@@ -258,11 +258,13 @@ def load_dataset(
         ``ctc`` only: gold truth is partial (DIC-HeLa ``man_seg067`` labels 3 cells), so where a gold-truth frame
         also has silver truth, pixels that are silver foreground, in no gold cell and farther than this from every
         gold cell become :data:`IGNORE` instead of being taught as background.
+    voxel_size_um : (float, float, float), optional
+        ``volumes`` only: the ``(z, y, x)`` voxel size in micrometres of every volume, overriding the files' metadata.
 
     Returns
     -------
     samples : list of Sample
-        One per image plane (a multi-page image gives one sample per page).
+        One per image plane (a multi-page image gives one sample per page); one per volume for ``volumes``.
 
     Raises
     ------
@@ -275,28 +277,20 @@ def load_dataset(
     TypeError
         From :mod:`biounet.data.images`, for pixels of an unsupported type.
     """
-    if layout is not None and layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
-    if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if label_kind not in LABEL_KINDS:
-        raise ValueError(f"label_kind must be one of {LABEL_KINDS}, got {label_kind!r}")
-    if num_classes is not None and num_classes < 1:
-        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if ignore_margin_px < 0:
-        raise ValueError(f"ignore_margin_px must be >= 0, got {ignore_margin_px}")
+    _check_values(layout, normalization, split, label_kind, num_classes, ignore_margin_px)
     if layout is None:
         layout = detect_layout(path)
-    given = {
-        "label_kind": label_kind, "num_classes": num_classes, "allow_unlabeled": allow_unlabeled,
+    _check_layout_options(layout, {
+        "label_kind": label_kind or "classes", "num_classes": num_classes, "allow_unlabeled": allow_unlabeled,
         "sequences": sequences, "use_gt": use_gt, "use_silver": use_silver, "ignore_margin_px": ignore_margin_px,
-    }
-    for option, (default, layouts) in _OPTION_LAYOUTS.items():
-        if given[option] != default and layout not in layouts:
-            raise ValueError(f"{option}={given[option]!r} applies to the {layouts} layout(s), not to {layout!r}")
-
+        "voxel_size_um": None if voxel_size_um is None else tuple(voxel_size_um),
+    })
+    if layout == "volumes" and ignore_label is not None:
+        raise ValueError(f"ignore_label={ignore_label!r} applies to the ('pairs',) layout, not to 'volumes'")
+    if layout == "volumes":
+        return load_volumes(path, normalization=normalization, voxel_size_um=voxel_size_um,
+                            label_kind=label_kind or "auto", split=split or "train", allow_unlabeled=allow_unlabeled)
+    label_kind = label_kind or "classes"
     if layout == "synthetic":
         return _load_synthetic(os.fspath(path), normalization, split or "train")
     root = Path(path)
@@ -318,6 +312,34 @@ def load_dataset(
         raise ValueError(f"{root}: no samples found for layout {layout!r}, split {split or 'train'!r}")
     logger.info("loaded %d %s samples from %s", len(samples), layout, root)
     return samples
+
+
+def _check_values(layout: str | None, normalization: str, split: str | None, label_kind: str | None,
+                  num_classes: int | None, ignore_margin_px: float) -> None:
+    """Refuse an unknown layout, normalisation, split or label kind, and out-of-range numbers."""
+    if layout is not None and layout not in ALL_LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS} or {VOLUME_LAYOUTS}, got {layout!r}")
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if label_kind is not None and label_kind not in LABEL_KINDS:
+        raise ValueError(f"label_kind must be one of {LABEL_KINDS}, got {label_kind!r}")
+    if num_classes is not None and num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if ignore_margin_px < 0:
+        raise ValueError(f"ignore_margin_px must be >= 0, got {ignore_margin_px}")
+
+
+def _check_layout_options(layout: str, given: dict[str, Any]) -> None:
+    """Refuse an option (one of :data:`_OPTION_LAYOUTS`, given a value other than its default) that the layout
+    does not use."""
+    for option, (default, layouts) in _OPTION_LAYOUTS.items():
+        volumes = option in _VOLUME_OPTIONS
+        if given[option] != default and layout not in layouts and not (volumes and layout == "volumes"):
+            where = (f"the {layouts} layout(s) and to volumes" if layouts else "the 'volumes' layout") if volumes \
+                else f"the {layouts} layout(s)"
+            raise ValueError(f"{option}={given[option]!r} applies to {where}, not to {layout!r}")
 
 
 def _normalized_plane(source: ImageSource, plane: int, normalization: str) -> npt.NDArray[np.float32]:
@@ -359,20 +381,6 @@ def _unlabeled(name: str, image: npt.NDArray[np.float32], pixel_size_um: PixelSi
     return Sample(name, image, None, None, pixel_size_um)
 
 
-def _instances_of_classes(classes: npt.NDArray[np.int64]) -> npt.NDArray[np.int32]:
-    """4-connected components of each class > 0, numbered 1..N across classes (touching classes stay apart)."""
-    foreground = np.where(classes > 0, classes, 0)
-    return np.asarray(measure.label(foreground, background=0, connectivity=1), dtype=np.int32)
-
-
-def _as_instances(labels: npt.NDArray[np.int64], path: Path) -> npt.NDArray[np.int32]:
-    if labels.size and (labels.min() < 0 or labels.max() > np.iinfo(np.int32).max):
-        raise ValueError(
-            f"{path}: instance ids must be in 0..{np.iinfo(np.int32).max}, got {labels.min()}..{labels.max()}"
-        )
-    return labels.astype(np.int32)
-
-
 # pairs
 
 
@@ -380,10 +388,10 @@ def _load_pairs(
     root: Path, normalization: str, split: str, label_kind: str, num_classes: int | None, allow_unlabeled: bool,
     ignore_label: int | None = None,
 ) -> list[Sample]:
-    images_dir, labels_dir = _pairs_dirs(root)
+    images_dir, labels_dir = pairs_folders(root)
     if images_dir is None:
         raise FileNotFoundError(f"{root}: no image folder; expected one of {PAIRS_IMAGE_DIRS}")
-    images = files_by_stem(_image_files(images_dir))
+    images = files_by_stem(image_files(images_dir))
     if not images:
         raise ValueError(f"{images_dir}: no image files ({', '.join(IMAGE_SUFFIXES)}); the dataset is empty")
     labels: dict[str, Path] = {}
@@ -393,7 +401,7 @@ def _load_pairs(
                 f"{root}: no label folder; expected one of {PAIRS_LABEL_DIRS} (or pass allow_unlabeled=True)"
             )
         if labels_dir is not None:
-            labels = files_by_stem(_image_files(labels_dir))
+            labels = files_by_stem(image_files(labels_dir))
         missing = [path for stem, path in images.items() if stem not in labels]
         if missing and not allow_unlabeled:
             raise ValueError(
@@ -428,7 +436,8 @@ def _load_pairs(
             if stem not in labels_of:
                 samples.append(_unlabeled(name, image, sizes[stem]))
                 continue
-            classes, instances = _pairs_labels(labels_of[stem][z], labels[stem], label_kind, num_classes)
+            classes, instances = classes_and_instances(labels_of[stem][z], label_kind, source=labels[stem],
+                                                               num_classes=num_classes)
             if stem in unannotated:
                 classes = np.where(unannotated[stem][z], IGNORE, classes).astype(np.int64)
             samples.append(Sample(name, image, classes, instances, sizes[stem]))
@@ -445,151 +454,8 @@ def _guess_pairs_label_kind(labels_of: dict[str, npt.NDArray[np.int64]], labels_
     return guess.kind
 
 
-class LabelKindGuess(NamedTuple):
-    """Result of :func:`guess_label_kind`."""
-
-    kind: str  # "classes" or "instances"
-    reason: str  # one line saying why, for a log
-
-
-def guess_label_kind(labels_list: Sequence[npt.NDArray[np.integer]]) -> LabelKindGuess:
-    """Whether a dataset's label images hold class ids or instance ids, decided from all of them together.
-
-    Parameters
-    ----------
-    labels_list : sequence of ndarray of int
-        The label images of one dataset (each 2-D, or N-D for volumes), as read from their files.
-
-    Returns
-    -------
-    LabelKindGuess
-        ``(kind, reason)``: ``kind`` is ``"classes"`` or ``"instances"`` (the ``label_kind`` values of
-        :func:`load_dataset`), ``reason`` a sentence saying why.
-
-    Raises
-    ------
-    ValueError
-        If ``labels_list`` is empty, a label is negative, or the labels are ambiguous (see Notes); the message
-        says to pass ``label_kind`` (``--label-kind``) explicitly.
-    TypeError
-        If a label image is not of integer dtype.
-
-    Notes
-    -----
-    Ids are counted per image: an (image, id) pair is one cell if the id is one 8-connected region there. In this
-    order:
-
-    1. ``"classes"`` if every image is a binary mask: its values lie within {0, 1} or within {0, 255} (read as
-       class 1, as ``label_kind="classes"`` does).
-    2. ``"instances"`` if some image has at least :data:`AUTO_MIN_INSTANCE_IDS` non-zero ids and at least
-       :data:`AUTO_MIN_CONNECTED_FRACTION` of all (image, id) pairs are one 8-connected region each: one id
-       per cell, touching cells or not, consecutive (Cellpose) or not (napari label layers).
-    3. ``"instances"`` for a few cells per image (:data:`AUTO_MIN_FEW_CELLS_IDS`): some image has at least that
-       many ids, the images together at least :data:`AUTO_MIN_INSTANCE_IDS`, and every id is one region in every
-       image. Ids that are single regions across images are cells, not classes.
-    4. Otherwise ambiguous: a few values (e.g. 3 semantic classes, or a few cells in one image), or many ids
-       that are not one region each.
-
-    Examples
-    --------
-    >>> guess_label_kind([np.array([[0, 255], [255, 0]])]).kind
-    'classes'
-    >>> cells = np.kron(np.arange(16).reshape(4, 4), np.ones((3, 3), dtype=int))   # 15 touching squares
-    >>> guess_label_kind([cells])
-    LabelKindGuess(kind='instances', reason='up to 15 ids per image, 100% of them one connected region each')
-    >>> few = np.kron(np.arange(6).reshape(2, 3), np.ones((3, 3), dtype=int))   # 5 cells in each of 2 images
-    >>> guess_label_kind([few, few]).reason
-    '10 ids in 2 images, up to 5 per image, every one a single connected region: a few cells per image'
-    """
-    if len(labels_list) == 0:
-        raise ValueError("labels_list is empty: no label images to look at")
-    stats = _label_stats(labels_list)
-    if stats.binary:
-        return LabelKindGuess("classes", f"binary masks, values {sorted(stats.values)}")
-    fraction = stats.single / stats.ids  # not binary, so some image has a non-zero id
-    summary = f"up to {stats.max_ids} ids per image, {fraction:.0%} of them one connected region each"
-    if stats.max_ids >= AUTO_MIN_INSTANCE_IDS and fraction >= AUTO_MIN_CONNECTED_FRACTION:
-        return LabelKindGuess("instances", summary)
-    if stats.max_ids >= AUTO_MIN_FEW_CELLS_IDS and stats.ids >= AUTO_MIN_INSTANCE_IDS and stats.single == stats.ids:
-        return LabelKindGuess("instances", f"{stats.ids} ids in {len(labels_list)} images, up to {stats.max_ids} per "
-                              "image, every one a single connected region: a few cells per image")
-    shown = sorted(stats.values)
-    raise ValueError(
-        f"cannot tell class ids from instance ids: values {shown[:10]}{'...' if len(shown) > 10 else ''} in "
-        f"{len(labels_list)} label image(s), {summary} (instances need >= {AUTO_MIN_INSTANCE_IDS} ids in some "
-        f"image, >= {AUTO_MIN_CONNECTED_FRACTION:.0%} of them one region each; or >= {AUTO_MIN_INSTANCE_IDS} ids "
-        f"in all images, >= {AUTO_MIN_FEW_CELLS_IDS} in some, every one a single region); pass "
-        f"label_kind='classes' (--label-kind classes: each value is a class 0..K-1) or label_kind='instances' "
-        f"(--label-kind instances: each value > 0 is one object)"
-    )
-
-
-class _LabelStats(NamedTuple):
-    """What :func:`guess_label_kind` counts over a dataset's label images."""
-
-    values: set[int]  # every value seen, 0 included
-    binary: bool  # every image's values within {0, 1} or within {0, 255}
-    ids: int  # (image, non-zero id) pairs
-    single: int  # ... of which the id is one 8-connected region in that image
-    max_ids: int  # the most non-zero ids in one image
-
-
-def _label_stats(labels_list: Sequence[npt.NDArray[np.integer]]) -> _LabelStats:
-    """Count values, binary masks and (image, id) regions; raise on non-integer or negative labels."""
-    values_seen: set[int] = set()
-    binary, n_ids, n_single, max_ids = True, 0, 0, 0
-    for index, labels in enumerate(labels_list):
-        array = np.asarray(labels)
-        if not np.issubdtype(array.dtype, np.integer):
-            raise TypeError(f"labels_list[{index}] must be an integer label image, got dtype {array.dtype}")
-        values = np.unique(array)
-        if values.size and values[0] < 0:
-            raise ValueError(f"labels_list[{index}] has the negative label {values[0]}; labels must be >= 0")
-        value_set = set(values.tolist())
-        values_seen |= value_set
-        binary = binary and (value_set <= {0, 1} or value_set <= {0, BINARY_MASK_VALUE})
-        regions_per_id = _regions_per_id(array)
-        n_ids += regions_per_id.size
-        n_single += int(np.count_nonzero(regions_per_id == 1))
-        max_ids = max(max_ids, int(regions_per_id.size))
-    return _LabelStats(values_seen, binary, n_ids, n_single, max_ids)
-
-
-def _regions_per_id(labels: npt.NDArray[np.integer]) -> npt.NDArray[np.int64]:
-    """Number of 8-connected (fully connected in N-D) regions of each non-zero id, in ascending id order."""
-    regions = measure.label(labels, background=0, connectivity=labels.ndim)  # same-valued connected regions
-    _, first_pixel = np.unique(regions.reshape(-1), return_index=True)
-    region_ids = labels.reshape(-1)[first_pixel]
-    region_ids = region_ids[region_ids != 0]  # drop the background region
-    return np.unique(region_ids, return_counts=True)[1].astype(np.int64)
-
-
 def _plane_name(stem: str, plane: int, planes: int) -> str:
     return stem if planes == 1 else f"{stem}/{plane}"
-
-
-def _pairs_labels(
-    labels: npt.NDArray[np.int64], path: Path, label_kind: str, num_classes: int | None
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
-    if label_kind == "instances":
-        instances = _as_instances(labels, path)
-        classes = (instances > 0).astype(np.int64)
-        if num_classes is not None and num_classes < 2 and instances.any():
-            raise ValueError(f"{path}: instance labels give 2 classes but num_classes={num_classes}")
-        return classes, instances
-    values = np.unique(labels)
-    if values.size and values[0] < 0:
-        raise ValueError(f"{path}: negative class id {values[0]}; class ids must be 0..K-1")
-    if set(values.tolist()) <= {0, BINARY_MASK_VALUE}:  # a binary mask saved as 0/255
-        classes = (labels == BINARY_MASK_VALUE).astype(np.int64)
-    else:
-        classes = labels
-    if num_classes is not None and classes.max(initial=0) >= num_classes:
-        raise ValueError(
-            f"{path}: class id {classes.max()} out of range for num_classes={num_classes} "
-            f"(values found: {values[:10].tolist()}{'...' if values.size > 10 else ''})"
-        )
-    return classes, _instances_of_classes(classes)
 
 
 # isbi2012
@@ -613,14 +479,14 @@ def _load_isbi(root: Path, normalization: str, split: str | None, allow_unlabele
                                  allow_unlabeled)
     if not slices_dir.is_dir():
         raise FileNotFoundError(f"{root}: ISBI 2012 {split!r} data not found: neither {slices_dir} nor {volume}")
-    images = files_by_stem(_image_files(slices_dir))
+    images = files_by_stem(image_files(slices_dir))
     if not images:
         raise ValueError(f"{slices_dir}: no image files; the dataset is empty")
     labels: dict[str, Path] = {}
     if split == "train":
         labels_dir = root / split / "label"
         if labels_dir.is_dir():
-            labels = files_by_stem(_image_files(labels_dir))
+            labels = files_by_stem(image_files(labels_dir))
         missing = [path for stem, path in images.items() if stem not in labels]
         if missing and not allow_unlabeled:
             raise ValueError(
@@ -773,7 +639,7 @@ def _load_ctc_sequence(
 def _ctc_instances(path: Path, image_path: Path, shape: tuple[int, int, int]) -> npt.NDArray[np.int32]:
     stack = read_labels(path)
     _check_size(image_path, shape, path, stack.shape)
-    return _as_instances(stack[0], path)
+    return as_instances(stack[0], path)
 
 
 def unannotated_cells(
@@ -888,3 +754,30 @@ def split_samples(
     train = [sample for index, sample in enumerate(samples) if index not in chosen]
     validation = [sample for index, sample in enumerate(samples) if index in chosen]
     return train, validation
+
+
+__all__ = [
+    "ALL_LAYOUTS",
+    "AUTO_MIN_CONNECTED_FRACTION",
+    "AUTO_MIN_FEW_CELLS_IDS",
+    "AUTO_MIN_INSTANCE_IDS",
+    "BINARY_MASK_VALUE",
+    "ISBI_CELL_CLASS",
+    "ISBI_CELL_VALUE",
+    "ISBI_MEMBRANE_CLASS",
+    "ISBI_VOLUMES",
+    "LABEL_KINDS",
+    "LAYOUTS",
+    "PAIRS_IMAGE_DIRS",
+    "PAIRS_LABEL_DIRS",
+    "SPLITS",
+    "SYNTHETIC_PREFIX",
+    "VOLUME_LAYOUTS",
+    "LabelKindGuess",
+    "detect_layout",
+    "guess_label_kind",
+    "load_dataset",
+    "natural_key",
+    "split_samples",
+    "unannotated_cells",
+]

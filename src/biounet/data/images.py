@@ -1,10 +1,19 @@
 """Images read lazily and written tiled: every image is a stack of planes, ``(Z, H, W, C)`` channel-last (a PNG is
-``(1, H, W, C)``, a multi-page TIFF ``(pages, H, W, C)``); TIFF and zarr inputs are opened lazily
-(:class:`ImageSource`) so that an image larger than memory is read one region at a time."""
+``(1, H, W, C)``, a multi-page TIFF ``(pages, H, W, C)``); TIFF, zarr and HDF5 inputs are opened lazily
+(:class:`ImageSource`) so that an image larger than memory is read one region at a time.
+
+A stack is a volume (:attr:`ImageSource.dims` 3: its planes are a spatial z axis, with a voxel size) when the file
+says so: an HDF5 file (dataset ``raw``, the PlantSeg / ilastik convention), or a TIFF whose metadata declares a z
+axis of 2 or more planes (ImageJ ``slices``, OME ``SizeZ``, or tifffile's ``axes`` with a ``Z``). Other stacks
+(multi-page TIFFs without a z axis, time series) are planes to segment one by one (``dims`` 2).
+"""
 
 from __future__ import annotations
 
+import math
 import os
+import re
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +22,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from biounet.data.files import TIFF_SUFFIXES, atomic_path, format_size
+from biounet.core.extras import require
+from biounet.data.files import IMAGE_SUFFIXES, TIFF_SUFFIXES, atomic_path, format_size
 
 PALETTE = np.array(
     [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75],
@@ -38,6 +48,30 @@ MAX_CHUNK_BYTES = 256 * 2**20
 _SUPPORTED_KINDS = "biu f"  # numpy dtype kinds: bool (labels only), int, uint, float
 
 
+HDF5_SUFFIXES: tuple[str, ...] = (".h5", ".hdf5")
+"""HDF5 files: volumes in the PlantSeg / ilastik convention (datasets :data:`HDF5_RAW_KEY` and ``label``)."""
+
+HDF5_RAW_KEY = "raw"
+"""The HDF5 dataset :func:`open_image` reads: the intensities (PlantSeg, ilastik)."""
+
+HDF5_VOXEL_ATTRIBUTE = "element_size_um"
+"""Attribute of an HDF5 dataset holding its voxel size ``(z, y, x)`` in micrometres (PlantSeg, ilastik, elf)."""
+
+MAX_CHANNELS = 4
+"""Channels of a 4-D volume: an end axis of at most this many entries is the channel axis (:func:`volume_layout`)."""
+
+PAIRS_IMAGE_DIRS: tuple[str, ...] = ("images", "image", "img")
+PAIRS_LABEL_DIRS: tuple[str, ...] = ("labels", "label", "masks")
+"""The folders of a ``pairs`` dataset (2-D images or 3-D stacks): images and label files paired by file stem."""
+
+_MICROMETRES_PER_UNIT = {
+    "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "um": 1.0, "\u00b5m": 1.0, "\\u00b5m": 1.0, "\u03bcm": 1.0,
+    "nm": 1e-3, "nanometer": 1e-3, "mm": 1e3, "millimeter": 1e3, "cm": 1e4, "m": 1e6, "meter": 1e6,
+    "\u00c5": 1e-4, "angstrom": 1e-4,
+}
+"""Length units of ImageJ (``unit=``) and OME-XML (``PhysicalSizeZUnit``) metadata, lower-cased, in micrometres."""
+
+
 class ImageError(ValueError):
     """An input file that cannot be used as an image; the message names the file and the problem."""
 
@@ -55,16 +89,23 @@ def label_dtype(num_classes: int) -> np.dtype[Any]:
 class ImageSource:
     """A lazily read image of shape ``(Z, H, W, C)`` (planes, rows, columns, channels).
 
-    ``array`` is anything indexable with slices (a numpy array, a zarr array over a TIFF); ``axes_order`` maps
-    the stored axes to (Z, H, W, C).
+    ``array`` is anything indexable with slices (a numpy array, a zarr array over a TIFF, an h5py dataset);
+    ``layout`` names its stored axes, which :meth:`read` maps to (Z, H, W, C).
+
+    ``dims`` is 3 when the planes are a spatial z axis (an HDF5 volume, a TIFF declaring a z axis; see the module
+    docstring), 2 when they are pages or frames to segment one by one. ``voxel_size_um`` is a volume's ``(z, y, x)``
+    voxel size in micrometres from its metadata (HDF5 ``element_size_um``, ImageJ ``spacing`` and resolution,
+    OME ``PhysicalSizeZ/Y/X``), None where it records none, and for 2-D images (which keep ``pixel_size``).
     """
 
     path: Path
     array: Any
     shape: tuple[int, int, int, int]
     dtype: np.dtype[Any]
-    layout: str  # one of "YX", "YXC", "ZYX", "ZYXC", "CYX", "ZCYX"
+    layout: str  # one of "YX", "YXC", "ZYX", "ZYXC", "CYX", "ZCYX", "CZYX"
     pixel_size: Any = None  # biounet.data.omezarr.PixelSize from OME-TIFF or OME-Zarr metadata, else None
+    dims: int = 2  # 3: the planes are a volume's z axis
+    voxel_size_um: tuple[float, float, float] | None = None  # a volume's (z, y, x) micrometres
 
     @property
     def planes(self) -> int:
@@ -99,9 +140,24 @@ class ImageSource:
             block = np.asarray(self.array[plane, rows, cols, :])
         elif layout == "CYX":
             block = np.moveaxis(np.asarray(self.array[:, rows, cols]), 0, -1)
+        elif layout == "CZYX":
+            block = np.moveaxis(np.asarray(self.array[:, plane, rows, cols]), 0, -1)
         else:  # ZCYX
             block = np.moveaxis(np.asarray(self.array[plane, :, rows, cols]), 0, -1)
         return block
+
+    def read_region(self, planes: slice = slice(None), rows: slice = slice(None), cols: slice = slice(None)
+                    ) -> npt.NDArray[Any]:
+        """Raw pixels of a region of several planes, ``(z, h, w, C)``, in the file's dtype (a volume's block)."""
+        layout = self.layout
+        if layout in ("ZYX", "ZYXC"):
+            block = np.asarray(self.array[planes, rows, cols])
+            return block[..., None] if layout == "ZYX" else block
+        if layout == "CZYX":
+            return np.moveaxis(np.asarray(self.array[:, planes, rows, cols]), 0, -1)
+        if layout == "ZCYX":
+            return np.moveaxis(np.asarray(self.array[planes, :, rows, cols]), 1, -1)
+        return np.stack([self.read(z, rows, cols) for z in range(self.planes)[planes]])  # one plane
 
     def read_plane(self, plane: int = 0) -> npt.NDArray[Any]:
         """A whole plane, ``(H, W, C)``, in the file's dtype."""
@@ -144,14 +200,20 @@ def _layout_from_axes(axes: str, shape: tuple[int, ...]) -> tuple[str, Any]:
 
 
 def open_image(path: str | os.PathLike[str], *, allow_bool: bool = False) -> ImageSource:
-    """Open an image lazily (TIFF, zarr) or read it (PNG, JPEG, BMP, .npy), as ``(Z, H, W, C)``.
+    """Open an image lazily (TIFF, zarr, HDF5) or read it (PNG, JPEG, BMP, .npy), as ``(Z, H, W, C)``.
+
+    An HDF5 file gives its dataset :data:`HDF5_RAW_KEY` as a volume (``dims`` 3, :func:`volume_layout`), the file
+    kept open for lazy reads while the source lives; a TIFF declaring a z axis is a volume too (module docstring).
 
     Raises
     ------
     FileNotFoundError
         If ``path`` does not exist.
     ImageError
-        If the file is empty, not an image, or has fewer than 2x2 pixels.
+        If the file is empty, not an image, or has fewer than 2x2 pixels; an HDF5 file that is damaged, has no
+        ``raw`` dataset or whose ``raw`` is not 3-D (or 4-D with channels).
+    MissingExtra
+        For an HDF5 file when h5py is not installed (``pip install 'biounet[hdf5]'``).
     TypeError
         If the pixels are bool (unless ``allow_bool``), complex or another unsupported type.
     """
@@ -165,6 +227,8 @@ def open_image(path: str | os.PathLike[str], *, allow_bool: bool = False) -> Ima
         source = _open_zarr(path)
     elif suffix == ".npy":
         source = _open_npy(path)
+    elif suffix in HDF5_SUFFIXES:
+        source = _open_hdf5_raw(path)
     else:
         source = _open_pil(path)
     _check_dtype(path, source.dtype, allow_bool=allow_bool)
@@ -224,6 +288,7 @@ def _open_tiff(path: Path) -> ImageSource:
             memmap = _check_tiff_header(path, series, layout, reshape)  # before any pixel is read
             data = series.asarray() if small else None
             pixel_size = _ome_pixel_size(tif.ome_metadata if tif.is_ome else None)
+            z_planes, voxel_size = declared_z_planes(series), _tiff_voxel_size_um(tif)
     except ImageError as err:
         raise ImageError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
     except (tifffile.TiffFileError, ValueError, IndexError, OSError) as err:
@@ -249,7 +314,80 @@ def _open_tiff(path: Path) -> ImageSource:
         full = (1, data.shape[1], data.shape[2], data.shape[0])
     else:
         full = (data.shape[0], data.shape[2], data.shape[3], data.shape[1])
-    return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout, pixel_size)  # type: ignore[arg-type]
+    volume = z_planes >= 2 and full[0] == z_planes  # Z is the only plane axis (not folded with T)
+    return ImageSource(path, data, tuple(int(s) for s in full), dtype, layout, pixel_size,  # type: ignore[arg-type]
+                       3 if volume else 2, voxel_size if volume else None)
+
+
+def declared_z_planes(series: Any) -> int:
+    """The size of the z axis a tifffile series declares (ImageJ ``slices``, OME ``SizeZ``, tifffile ``axes``), or 0.
+
+    A multi-page TIFF without such metadata (tifffile axes ``I`` or ``Q``) declares none, and neither does a series
+    of volumes (another plane axis such as time ``T`` longer than 1): that is not one volume.
+    """
+    axes, shape = str(series.axes), tuple(series.shape)
+    if "Z" not in axes or any(size > 1 for axis, size in zip(axes, shape) if axis not in "ZYXCS"):
+        return 0
+    return int(shape[axes.index("Z")])
+
+
+def tiff_z_planes(path: str | os.PathLike[str]) -> int:
+    """:func:`declared_z_planes` of a TIFF file's first series, from its header alone; 0 for other files, and for
+    unreadable TIFFs (whose reading reports the problem)."""
+    if Path(path).suffix.lower() not in TIFF_SUFFIXES or not Path(path).is_file():
+        return 0
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            return declared_z_planes(tif.series[0])
+    except (tifffile.TiffFileError, ValueError, IndexError, OSError):
+        return 0
+
+
+def _unit_micrometres(unit: str) -> float | None:
+    unit = unit.strip()
+    return _MICROMETRES_PER_UNIT.get(unit, _MICROMETRES_PER_UNIT.get(unit.lower()))
+
+
+def _tiff_voxel_size_um(tif: Any) -> tuple[float, float, float] | None:
+    """``(z, y, x)`` micrometres from OME-XML (``PhysicalSizeZ/Y/X`` and units, default µm) or from ImageJ metadata
+    (``spacing`` for z, the X/YResolution tags for y and x, ``unit``); None where any of them is missing."""
+    if tif.is_ome:
+        return _ome_voxel_size_um(tif.ome_metadata)
+    if not tif.is_imagej or not tif.imagej_metadata:
+        return None
+    meta, tags = tif.imagej_metadata, tif.pages[0].tags
+    scale = _unit_micrometres(str(meta.get("unit", "")))
+    if scale is None or "spacing" not in meta or "XResolution" not in tags or "YResolution" not in tags:
+        return None
+    try:
+        (xn, xd), (yn, yd) = tags["XResolution"].value, tags["YResolution"].value
+        size = (float(meta["spacing"]) * scale, yd / yn * scale, xd / xn * scale)  # resolution: pixels per unit
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    return size if all(v > 0 and math.isfinite(v) for v in size) else None
+
+
+def _ome_voxel_size_um(ome_xml: str | None) -> tuple[float, float, float] | None:
+    try:
+        root = ET.fromstring(ome_xml or "")
+    except ET.ParseError:
+        return None
+    pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    size = []
+    for axis in "ZYX":
+        scale = _unit_micrometres(pixels.attrib.get(f"PhysicalSize{axis}Unit", "\u00b5m"))
+        try:
+            value = float(pixels.attrib[f"PhysicalSize{axis}"]) * (scale or math.nan)
+        except (KeyError, ValueError):
+            return None
+        if not (value > 0 and math.isfinite(value)):
+            return None
+        size.append(value)
+    return size[0], size[1], size[2]
 
 
 def _is_omezarr(path: Path) -> bool:
@@ -353,6 +491,147 @@ def _check_eager_size(path: Path, height: int, width: int, channels: int) -> Non
             f"whole (the limit is {format_size(MAX_EAGER_BYTES)}); save it as a TIFF or zarr, which are read in "
             f"regions"
         )
+
+
+# --- HDF5 volumes --------------------------------------------------------------------------------------------
+
+
+def open_hdf5(path: str | os.PathLike[str]) -> Any:
+    """Open an HDF5 file read-only (an ``h5py.File``); h5py is imported only here (extra ``hdf5``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    ImageError
+        If the file is empty, damaged or not HDF5.
+    MissingExtra
+        If h5py is not installed (``pip install 'biounet[hdf5]'``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    h5py = require("h5py", "reading HDF5 files", extra="hdf5")
+    try:
+        if not h5py.is_hdf5(path):
+            raise ImageError(f"{path}: not an HDF5 file (no HDF5 signature); damaged, or another format renamed .h5")
+        return h5py.File(path, "r")
+    except OSError as err:
+        raise ImageError(f"{path}: not a readable HDF5 file ({err})") from err
+
+
+def hdf5_datasets(file: Any) -> list[str]:
+    """The paths of every dataset in an open HDF5 file (groups walked), e.g. ``['label', 'raw']``."""
+    import h5py
+
+    found: list[str] = []
+    file.visititems(lambda name, item: found.append(name) if isinstance(item, h5py.Dataset) else None)
+    return found
+
+
+def hdf5_dataset(file: Any, key: str) -> Any:
+    """The dataset ``key`` of an open HDF5 file; :class:`ImageError` naming the datasets there when it has none."""
+    import h5py
+
+    item = file.get(key)
+    if not isinstance(item, h5py.Dataset):
+        raise ImageError(f"{file.filename}: no dataset {key!r}; datasets found: {hdf5_datasets(file)}")
+    return item
+
+
+def hdf5_voxel_size_um(dataset: Any) -> tuple[float, float, float] | None:
+    """The attribute :data:`HDF5_VOXEL_ATTRIBUTE` of an HDF5 dataset as ``(z, y, x)`` micrometres, None if absent.
+
+    Raises
+    ------
+    ImageError
+        If the attribute is there but not three positive finite numbers.
+    """
+    if HDF5_VOXEL_ATTRIBUTE not in dataset.attrs:
+        return None
+    value = np.asarray(dataset.attrs[HDF5_VOXEL_ATTRIBUTE]).reshape(-1)
+    if value.size != 3 or value.dtype.kind not in "iuf" or not np.all(np.isfinite(value) & (value > 0)):
+        raise ImageError(f"{dataset.file.filename}: {dataset.name} attribute {HDF5_VOXEL_ATTRIBUTE} must be three "
+                         f"positive micrometres (z, y, x), got {value.tolist()}")
+    return float(value[0]), float(value[1]), float(value[2])
+
+
+def volume_layout(shape: tuple[int, ...]) -> str:
+    """The axes of a stored volume: ``"ZYX"`` for 3-D; for 4-D, the channel axis is an end axis of at most
+    :data:`MAX_CHANNELS` entries, the last one first (``"ZYXC"``, ilastik's default order), else the first
+    (``"CZYX"``, PlantSeg's order). A 4-D volume with both end axes that short reads as ``ZYXC``.
+
+    >>> volume_layout((32, 128, 128)), volume_layout((32, 128, 128, 2)), volume_layout((2, 32, 128, 128))
+    ('ZYX', 'ZYXC', 'CZYX')
+
+    Raises
+    ------
+    ImageError
+        If ``shape`` is not 3-D or 4-D with a channel axis at one end.
+    """
+    if len(shape) == 3:
+        return "ZYX"
+    if len(shape) == 4 and shape[-1] <= MAX_CHANNELS:
+        return "ZYXC"
+    if len(shape) == 4 and shape[0] <= MAX_CHANNELS:
+        return "CZYX"
+    raise ImageError(f"a volume must be 3-D (z, y, x) or 4-D with up to {MAX_CHANNELS} channels first or last "
+                     f"(c, z, y, x) / (z, y, x, c), got shape {tuple(shape)}")
+
+
+def volume_shape(shape: tuple[int, ...], layout: str) -> tuple[int, int, int, int]:
+    """``(Z, Y, X, C)`` of a stored volume of ``shape`` and :func:`volume_layout` ``layout``."""
+    if layout == "ZYX":
+        return (shape[0], shape[1], shape[2], 1)
+    if layout == "CZYX":
+        return (shape[1], shape[2], shape[3], shape[0])
+    return (shape[0], shape[1], shape[2], shape[3])
+
+
+def _open_hdf5_raw(path: Path) -> ImageSource:
+    file = open_hdf5(path)
+    raw = hdf5_dataset(file, HDF5_RAW_KEY)
+    shape = tuple(int(s) for s in raw.shape)
+    try:
+        layout = volume_layout(shape)
+    except ImageError as err:
+        raise ImageError(f"{path}: dataset {HDF5_RAW_KEY!r}: {err}") from None
+    return ImageSource(path, raw, volume_shape(shape, layout), np.dtype(raw.dtype), layout, None, 3,
+                       hdf5_voxel_size_um(raw))
+
+
+# --- folders of images ---------------------------------------------------------------------------------------
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key that orders embedded numbers by value.
+
+    >>> sorted(["10.png", "2.png", "1.png"], key=natural_key)
+    ['1.png', '2.png', '10.png']
+    """
+    return tuple(int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name))
+
+
+def image_files(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """The image files (and zarr folders) in ``folder`` with one of ``suffixes``, hidden ones left out, in natural
+    order."""
+    files = [
+        path for path in folder.iterdir()
+        if not path.name.startswith(".") and path.suffix.lower() in suffixes and (path.is_file() or path.is_dir())
+    ]
+    return sorted(files, key=lambda path: natural_key(path.name))
+
+
+def pairs_folders(root: Path) -> tuple[Path | None, Path | None]:
+    """The image folder and label folder of a ``pairs`` dataset (:data:`PAIRS_IMAGE_DIRS`, :data:`PAIRS_LABEL_DIRS`),
+    each None when absent; ValueError when there are several of one."""
+    images = [root / name for name in PAIRS_IMAGE_DIRS if (root / name).is_dir()]
+    labels = [root / name for name in PAIRS_LABEL_DIRS if (root / name).is_dir()]
+    if len(images) > 1:
+        raise ValueError(f"{root}: several image folders {[p.name for p in images]}; keep one")
+    if len(labels) > 1:
+        raise ValueError(f"{root}: several label folders {[p.name for p in labels]}; keep one")
+    return (images[0] if images else None), (labels[0] if labels else None)
 
 
 def read_image(path: str | os.PathLike[str]) -> npt.NDArray[Any]:
@@ -461,4 +740,10 @@ def write_png(path: str | os.PathLike[str], rgb: npt.NDArray[np.uint8]) -> Path:
     return path
 
 
-__all__ = ['MAX_CHUNK_BYTES', 'MAX_EAGER_BYTES', 'MAX_PLANE_PIXELS', 'PALETTE', 'ImageError', 'ImageSource', 'check_plane_size', 'label_dtype', 'open_image', 'read_image', 'read_labels', 'read_stack', 'write_png', 'write_tiff']
+__all__ = [
+    'HDF5_RAW_KEY', 'HDF5_SUFFIXES', 'HDF5_VOXEL_ATTRIBUTE', 'MAX_CHANNELS', 'MAX_CHUNK_BYTES', 'MAX_EAGER_BYTES',
+    'MAX_PLANE_PIXELS', 'PAIRS_IMAGE_DIRS', 'PAIRS_LABEL_DIRS', 'PALETTE', 'ImageError', 'ImageSource',
+    'check_plane_size', 'declared_z_planes', 'hdf5_dataset', 'hdf5_datasets', 'hdf5_voxel_size_um', 'image_files',
+    'label_dtype', 'natural_key', 'open_hdf5', 'open_image', 'pairs_folders', 'read_image', 'read_labels',
+    'read_stack', 'tiff_z_planes', 'volume_layout', 'volume_shape', 'write_png', 'write_tiff',
+]
