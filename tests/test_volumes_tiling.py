@@ -7,14 +7,17 @@ import pytest
 import torch
 from torch import nn
 
+from biounet.core.model import ModelConfig, UNet, cicek_config, nearest_valid_shape, output_probabilities
 from biounet.inference.tiling import mirror_indices, tile_starts
 from biounet.inference.volumes import (
     VolumeGeometry,
     array_reader,
+    choose_volume_tile,
     count_volume_tiles,
     estimate_volume_bytes,
     predict_volume,
     read_mirrored_box,
+    volume_geometry,
     volume_tile_origins,
 )
 
@@ -192,10 +195,143 @@ def test_bad_arguments_are_named(rng):
 
 
 def test_estimate_counts_levels_by_their_pooling():
-    from types import SimpleNamespace
-
     # depth 2, base 2, flat top level: level voxels 4*8*8=256, 4*4*4=64, 2*2*2=8; widths 2, 4, 8
-    config = SimpleNamespace(base_channels=2, depth=2, flat_levels=1, in_channels=1, output_channels=3)
+    config = ModelConfig(dims=3, base_channels=2, depth=2, flat_levels=1, num_classes=3)
     maps = 4 * (2 * 256 + 4 * 64 + 8 * 8)
     assert estimate_volume_bytes(config, (4, 8, 8)) == 4 * (maps + 4 * 256)
     assert estimate_volume_bytes(config, (4, 8, 8), batch_size=2, bytes_per_value=2) == 4 * (maps + 4 * 256)
+    # Cicek et al.'s first convolution of a level has half its width: mean widths 24, 48, 96, 192 for base 16
+    cicek = ModelConfig(dims=3, depth=3, base_channels=16, variant="cicek")
+    plain = ModelConfig(dims=3, depth=3, base_channels=24)
+    assert estimate_volume_bytes(cicek, (16, 16, 16)) == estimate_volume_bytes(plain, (16, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def unet3d():
+    torch.manual_seed(1)
+    return UNet(ModelConfig(dims=3, depth=3, base_channels=2, flat_levels=1, in_channels=2, num_classes=3)).eval()
+
+
+def unet_predict(model: UNet):
+    def predict(batch: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return output_probabilities(model(torch.from_numpy(batch)), model.config.num_classes).numpy()
+
+    return predict
+
+
+@pytest.mark.numerics
+def test_unet3d_tiles_are_seamless(unet3d, rng):
+    """The project's 3D U-Net (depth 3, one in-plane-only level: align (4, 8, 8)); outputs 12 and 20 px in-plane
+    step by 8 and 16, so neighbouring tiles overlap; two tilings agree with one whole-volume pass."""
+    shape = (15, 30, 26)
+    volume = rng.random((*shape, 2)).astype(np.float32)
+    results = []
+    for in_shape in [(48, 108, 100), (52, 100, 116)]:
+        geometry = volume_geometry(unet3d.config, in_shape)
+        assert count_volume_tiles(shape, geometry) >= 8
+        probs = np.full((3, *shape), np.nan, np.float32)
+        labels = np.zeros(shape, np.uint8)
+        predict_volume(array_reader(volume), shape, unet_predict(unet3d), geometry, probabilities=probs,
+                       labels=labels, batch_size=2)
+        reference = whole_volume_pass(lambda x: output_probabilities(unet3d(x), 3), volume, geometry)
+        np.testing.assert_allclose(probs, reference, atol=1e-5)
+        np.testing.assert_array_equal(labels, probs.argmax(0))
+        results.append(probs)
+    np.testing.assert_allclose(results[0], results[1], atol=1e-5)
+
+
+def test_volume_geometry_from_config():
+    geometry = volume_geometry(cicek_config(), (116, 132, 132))  # the paper's tile: 44x44x28 voxels out
+    assert geometry == VolumeGeometry(in_shape=(116, 132, 132), out_shape=(28, 44, 44), margins=(44, 44, 44),
+                                      align=(8, 8, 8))
+    assert geometry.step == (24, 40, 40)
+    with pytest.raises(ValueError, match="nearest valid"):
+        volume_geometry(cicek_config(), (115, 132, 132))
+    with pytest.raises(ValueError, match="3D network"):
+        volume_geometry(ModelConfig(), (116, 132, 132))
+
+
+def test_small_volume_gets_one_tile_of_the_size_it_needs():
+    config = ModelConfig(dims=3, depth=2, base_channels=4, flat_levels=1)
+    for shape in [(10, 20, 30), (1, 1, 1), (3, 70, 5)]:
+        tile = choose_volume_tile(config, shape, 2**30)
+        geometry = volume_geometry(config, tile)
+        assert count_volume_tiles(shape, geometry) == 1
+        needed = nearest_valid_shape([s + 2 * m for s, m in zip(shape, geometry.margins)], config)
+        assert tile == needed  # no larger than the volume needs (for this network its outputs then span align)
+
+
+def test_tile_choice_respects_the_budget_and_shrinks_with_it():
+    config = cicek_config()
+    shape = (100, 512, 512)
+    tiles = {mib: choose_volume_tile(config, shape, mib * 2**20) for mib in (1024, 4096, 16384)}
+    for mib, tile in tiles.items():
+        assert estimate_volume_bytes(config, tile) <= mib * 2**20
+        assert min(tile[1:]) >= tile[0]  # isotropic network: in-plane at least as large as z
+    volumes = [np.prod(tiles[mib]) for mib in (1024, 4096, 16384)]
+    assert volumes[0] < volumes[1] < volumes[2]
+    counts = [count_volume_tiles(shape, volume_geometry(config, tiles[mib])) for mib in (1024, 4096, 16384)]
+    assert counts[0] > counts[1] > counts[2]
+    assert choose_volume_tile(config, shape, 4096 * 2**20, batch_size=2) != tiles[4096]
+    with pytest.raises(ValueError, match="below the smallest tile"):
+        choose_volume_tile(config, shape, 2**20)
+
+
+def test_tile_choice_is_the_cheapest_that_fits():
+    """Brute force over every valid shape (y = x) that fits: none computes fewer input voxels in all."""
+    config = ModelConfig(dims=3, depth=2, base_channels=4, flat_levels=1)
+    shape, budget = (30, 90, 90), 40 * 2**20
+    tile = choose_volume_tile(config, shape, budget)
+
+    def cost(in_shape):
+        return count_volume_tiles(shape, volume_geometry(config, in_shape)) * np.prod(in_shape)
+
+    fitting = [(z, s, s) for z in range(20, 60, 2) for s in range(48, 140, 4)
+               if estimate_volume_bytes(config, (z, s, s)) <= budget]
+    assert len(fitting) > 10 and tile in fitting
+    assert cost(tile) == min(cost(c) for c in fitting)
+
+
+PEAK_SCRIPT = """
+import json, re, sys
+import torch
+from biounet.core.model import ModelConfig, UNet, smallest_input_shape
+
+
+def status_kib(key):
+    return int(re.search(key + r":\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+
+
+torch.set_num_threads(2)
+config, shape = ModelConfig(**json.loads(sys.argv[1])), tuple(json.loads(sys.argv[2]))
+net = UNet(config).eval()
+with torch.inference_mode():  # one small pass first, so that one-off allocations are not counted
+    net(torch.zeros(1, config.in_channels, *smallest_input_shape(config)))
+    with open("/proc/self/clear_refs", "w") as clear:
+        clear.write("5")  # reset the peak resident set size (VmHWM), which exec keeps from the parent
+    before = status_kib("VmRSS")
+    net(torch.rand(1, config.in_channels, *shape))
+print((status_kib("VmHWM") - before) * 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("config", "shape"), [
+    ({"dims": 3, "depth": 3, "base_channels": 8}, (124, 124, 124)),  # measured 0.73 of the estimate
+    ({"dims": 3, "depth": 3, "base_channels": 8, "flat_levels": 1}, (60, 140, 140)),  # 0.54
+    ({"dims": 3, "depth": 2, "base_channels": 8, "flat_levels": 2}, (20, 140, 140)),  # 1.42: unfolded (1, 3, 3) convs
+])
+def test_memory_estimate_within_2x_of_measured_peak(config, shape):
+    """Peak resident-memory growth of one CPU forward pass in a fresh process (Linux /proc: VmHWM after a reset)."""
+    import json
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads the peak resident set size from Linux's /proc")
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, json.dumps(config), json.dumps(shape)],
+                          capture_output=True, text=True, check=True, timeout=120)
+    measured = int(done.stdout.split()[-1])
+    estimated = estimate_volume_bytes(ModelConfig(**config), shape)
+    assert estimated / 2 <= measured <= 2 * estimated, (measured / 2**20, estimated / 2**20)
