@@ -258,8 +258,10 @@ def _expand_inputs(inputs: Sequence[Path], pattern: str | None) -> list[Path]:
     in natural order; a ``.zarr`` folder is one image. Raises on missing paths, empty folders and shared stems."""
     from biounet.data.datasets import natural_key
     from biounet.data.files import IMAGE_SUFFIXES
+    from biounet.data.images import HDF5_SUFFIXES
     from biounet.inference.predict import check_output_stems
 
+    suffixes = IMAGE_SUFFIXES + HDF5_SUFFIXES
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{missing[0]}: no such file" + (f" (and {len(missing) - 1} more)" if missing[1:]
@@ -270,10 +272,10 @@ def _expand_inputs(inputs: Sequence[Path], pattern: str | None) -> list[Path]:
             expanded.append(path)
             continue
         found = [p for p in (path.glob(pattern) if pattern else path.iterdir())
-                 if not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+                 if not p.name.startswith(".") and p.suffix.lower() in suffixes
                  and (p.is_file() or p.suffix.lower() == ".zarr")]
         if not found:
-            wanted = f"matching {pattern!r}" if pattern else f"({', '.join(IMAGE_SUFFIXES)})"
+            wanted = f"matching {pattern!r}" if pattern else f"({', '.join(suffixes)})"
             raise FileNotFoundError(f"{path}: no image files {wanted} in this folder")
         expanded += sorted(found, key=lambda p: natural_key(p.name))
     check_output_stems(expanded)

@@ -36,13 +36,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _add_data_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> None:
-    from biounet.data.datasets import LAYOUTS
+    from biounet.data.datasets import ALL_LAYOUTS
     from biounet.training.config import LABEL_KINDS
 
     train.add_argument("--data", required=True, help="dataset folder, or synthetic:KIND[,n=N,size=HxW,seed=S]")
     train.add_argument("--out", type=Path, required=True, help="run directory")
     train.add_argument("--config", type=Path, help="config.toml to start from; flags override it (default: none)")
-    train.add_argument("--layout", choices=LAYOUTS, help="dataset layout (default: detected from the folder)")
+    train.add_argument("--layout", choices=ALL_LAYOUTS, help="dataset layout (default: detected from the folder)")
     train.add_argument("--label-kind", choices=LABEL_KINDS,
                        help="pairs layout: label files hold class ids (0/1, 0/255 masks), or one id per cell "
                        f"(instances), or auto: decided from the files (default: {d['label_kind']})")
@@ -66,6 +66,13 @@ def _add_network_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> N
                        help="pixel size of the training images in micrometres (0.19, or 0.19,0.2 for y,x), recorded "
                        "in the model so predict resamples other pixel sizes to it (default: from OME-TIFF/OME-Zarr "
                        "metadata when all images agree, else none)")
+    train.add_argument("--dims", type=int, choices=(2, 3),
+                       help="3: a 3D U-Net (Cicek et al. 2016) on volumes; 2: the 2D network, on a volume's z planes "
+                       "(default: 3 for volumes (HDF5, TIFF stacks with a z axis), 2 for images)")
+    train.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                       help="voxel size of the training volumes in micrometres (default: from their metadata)")
+    train.add_argument("--tile-z", type=positive_int,
+                       help="3D: input window depth in voxels (default: a valid depth near a physically cubic window)")
     train.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
                        help="batch normalisation after each convolution (not in the paper; default: on with the "
                        "fast recipe, off with --recipe paper)")
@@ -137,6 +144,8 @@ def train_request(args: argparse.Namespace) -> Any:
     from biounet.training.autoconfig import SETTINGS, TrainRequest
 
     settings = {name: getattr(args, name) for name in sorted(SETTINGS) if getattr(args, name, None) is not None}
+    if settings.get("voxel_size") is not None:
+        settings["voxel_size"] = tuple(settings["voxel_size"])
     if args.time_budget is not None:
         settings["time_budget_s"] = args.time_budget
     return TrainRequest(data=args.data, out=args.out, settings=settings, config=args.config, device=args.device,

@@ -54,7 +54,7 @@ class PredictionFiles:
     probabilities: Path | None = None
     instances: Path | None = None
     labels: Path | None = None
-    empty: tuple[int, int] | None = None  # no file: an all-background prediction of this size (--allow-missing)
+    empty: tuple[int, ...] | None = None  # no file: an all-background prediction of this size (--allow-missing)
 
 
 def _stem(path: Path) -> str:
@@ -97,6 +97,12 @@ def _single_plane(path: Path, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
     return array[0]
 
 
+def _image_or_volume(path: Path, array: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """A label file as compared: ``(H, W)`` for a single plane, ``(Z, Y, X)`` for a stack, whose objects are
+    then 3D (a volume's instance ids, as ``biounet predict`` writes them for a 3D U-Net)."""
+    return array[0] if array.shape[0] == 1 else array
+
+
 def read_probabilities(path: Path) -> npt.NDArray[np.float32]:
     """A ``(K, H, W)`` probability map written by ``biounet predict --save-probabilities``, checked."""
     import tifffile
@@ -131,9 +137,9 @@ def _predicted_instances(files: PredictionFiles) -> npt.NDArray[np.int64]:
     if files.empty is not None:
         return np.zeros(files.empty, dtype=np.int64)
     if files.instances is not None:
-        return _single_plane(files.instances, read_labels(files.instances))
+        return _image_or_volume(files.instances, read_labels(files.instances))
     if files.labels is not None:
-        labels = _single_plane(files.labels, read_labels(files.labels))
+        labels = _image_or_volume(files.labels, read_labels(files.labels))
     else:
         assert files.probabilities is not None
         labels = read_probabilities(files.probabilities).argmax(0)
@@ -145,17 +151,17 @@ def _predicted_foreground(files: PredictionFiles) -> npt.NDArray[np.bool_]:
     if files.empty is not None:
         return np.zeros(files.empty, dtype=bool)
     if files.labels is not None:
-        return _single_plane(files.labels, read_labels(files.labels)) > 0
+        return _image_or_volume(files.labels, read_labels(files.labels)) > 0
     if files.probabilities is not None:
         return read_probabilities(files.probabilities).argmax(0) > 0
     assert files.instances is not None
-    return _single_plane(files.instances, read_labels(files.instances)) > 0
+    return _image_or_volume(files.instances, read_labels(files.instances)) > 0
 
 
 def _read_truth(truth_path: Path, pred_path: Path | None, pred_shape: tuple[int, ...]) -> npt.NDArray[np.int64]:
     """The single-plane ground truth, checked to be the size of the prediction read from ``pred_path`` (None for
     an empty prediction, made at the truth's size)."""
-    truth = _single_plane(truth_path, read_labels(truth_path))
+    truth = _image_or_volume(truth_path, read_labels(truth_path))
     if pred_path is not None:
         _check_shapes(pred_path, pred_shape, truth_path, truth.shape)
     return truth
@@ -164,8 +170,8 @@ def _read_truth(truth_path: Path, pred_path: Path | None, pred_shape: tuple[int,
 def _check_shapes(pred_path: Path, pred_shape: tuple[int, ...], truth_path: Path,
                   truth_shape: tuple[int, ...]) -> None:
     if pred_shape != truth_shape:
-        raise ValueError(f"{pred_path.name} is {pred_shape[0]}x{pred_shape[1]} but {truth_path.name} is "
-                         f"{truth_shape[0]}x{truth_shape[1]}; prediction and truth must have the same size")
+        raise ValueError(f"{pred_path.name} is {'x'.join(map(str, pred_shape))} but {truth_path.name} is "
+                         f"{'x'.join(map(str, truth_shape))}; prediction and truth must have the same size")
 
 
 def score_isbi(files: PredictionFiles, truth_path: Path) -> dict[str, Any]:
@@ -311,8 +317,8 @@ def evaluate_folders(pred_dir: str | os.PathLike[str], truth_dir: str | os.PathL
     for stem in sorted(set(predictions) | set(unpredicted)):
         files = predictions.get(stem)
         if files is None:
-            shape = _single_plane(truth[stem], read_labels(truth[stem])).shape
-            files = PredictionFiles(empty=(int(shape[0]), int(shape[1])))
+            shape = _image_or_volume(truth[stem], read_labels(truth[stem])).shape
+            files = PredictionFiles(empty=tuple(int(size) for size in shape))
         row = {"image": stem, **_SCORERS[kind](files, truth[stem])}
         if files.empty is not None:
             row["note"] = "no prediction: scored as empty" + (f"; {row['note']}" if "note" in row else "")

@@ -21,7 +21,8 @@ from biounet.core.samples import Sample
 from biounet.core.targets import IGNORE, task_of
 from biounet.evaluation import metrics
 from biounet.inference.instances import InstanceParams, instances_from_probabilities, split_outputs
-from biounet.inference.predict import TorchPredictor, predict_image
+from biounet.inference.predict import DEFAULT_MEMORY_BUDGET, TorchPredictor, predict_image
+from biounet.inference.predict_volume import segment_volume
 from biounet.inference.segments import SegmentParams, agglomerate, oversegment, separate
 
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -48,12 +49,14 @@ def score_name(select_by: str, task: str) -> str:
 
 def predict_samples(model: UNet, samples: Sequence[Sample], *, normalization: str, precision: str,
                     device: torch.device) -> list[npt.NDArray[np.float32]]:
-    """Class probabilities ``(K, H, W)`` of each sample's whole image; the model's train/eval mode is restored."""
+    """Class probabilities ``(K, H, W)`` of each sample's whole image (``(K, Z, Y, X)`` of a volume); the model's
+    train/eval mode is restored."""
     was_training = model.training
     predictor = TorchPredictor(model, normalization=normalization, device=device, precision=precision,
                                channels_last=False)
     try:
-        return [predict_image(predictor, sample.image, tile=None) for sample in samples]
+        return [segment_volume(predictor, sample.image, memory_budget=DEFAULT_MEMORY_BUDGET).probabilities
+                if sample.dims == 3 else predict_image(predictor, sample.image, tile=None) for sample in samples]
     finally:
         model.train(was_training)
 

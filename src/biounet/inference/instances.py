@@ -69,8 +69,9 @@ class InstanceParams:
 
 
 def _check_mask(mask: npt.NDArray[np.bool_], name: str) -> None:
-    if not isinstance(mask, np.ndarray) or mask.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array, got {getattr(mask, 'shape', type(mask).__name__)}")
+    if not isinstance(mask, np.ndarray) or mask.ndim not in (2, 3):
+        raise ValueError(f"{name} must be a 2-D (H, W) or 3-D (Z, Y, X) array, got "
+                         f"{getattr(mask, 'shape', type(mask).__name__)}")
     if mask.dtype != np.bool_:
         raise TypeError(f"{name} must be a bool mask, got dtype {mask.dtype}")
 
@@ -184,8 +185,9 @@ def instances_from_boundary(
     """
     from skimage.segmentation import watershed
 
-    if interior.shape != boundary.shape or interior.ndim != 2:
-        raise ValueError(f"interior {interior.shape} and boundary {boundary.shape} must be 2-D of the same shape")
+    if interior.shape != boundary.shape or interior.ndim not in (2, 3):
+        raise ValueError(f"interior {interior.shape} and boundary {boundary.shape} must be 2-D or 3-D of the same "
+                         "shape")
     foreground = (interior + boundary) > 0.5
     seeds = _drop_small(ndimage.label(interior > seed_threshold)[0].astype(np.int32), min_size_px)
     if not seeds.any():
@@ -278,8 +280,8 @@ def instances_from_probabilities(
         probs, distance = split_outputs(probs, target)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if probs.ndim != 3:
-        raise ValueError(f"probs must be (K, H, W), got shape {probs.shape}")
+    if probs.ndim not in (3, 4):
+        raise ValueError(f"probs must be (K, H, W) or a volume's (K, Z, Y, X), got shape {probs.shape}")
     if target == "stardist":
         return _star_instances(probs, distance, params)
     if target == "boundary":

@@ -131,8 +131,11 @@ def write_instances(labels_path: Path, probabilities_path: Path | None, target: 
     from biounet.data.images import open_image, read_labels, write_tiff
     from biounet.inference.instances import MEMBRANES, needs_probabilities
 
+    source = open_image(labels_path)
+    if source.dims == 3:
+        return _write_volume_instances(labels_path, probabilities_path, target, params, source.voxel_size_um)
     labels = read_labels(labels_path)
-    pixel_size = open_image(labels_path).pixel_size  # the image's, recorded with the labels
+    pixel_size = source.pixel_size  # the image's, recorded with the labels
     probs = None
     if needs_probabilities(target) and probabilities_path is not None:  # only their instances need them
         probs = np.asarray(tifffile.imread(probabilities_path), dtype=np.float32)
@@ -146,6 +149,27 @@ def write_instances(labels_path: Path, probabilities_path: Path | None, target: 
         boundaries = segment_boundaries(stack)
         write_tiff(labels_path, boundaries[0] if single else boundaries, labels=True, pixel_size=pixel_size)
     return out, stack
+
+
+def _write_volume_instances(labels_path: Path, probabilities_path: Path | None, target: str | None, params: Any,
+                            voxel_size_um: tuple[float, float, float] | None) -> tuple[Path, npt.NDArray[np.int32]]:
+    """:func:`write_instances` for a 3D U-Net's volume: the instances are 3D objects of the whole volume (one id
+    per cell across its planes), written as int32 ``(Z, Y, X)`` with the voxel size."""
+    import tifffile
+
+    from biounet.data.files import output_stem
+    from biounet.data.images import read_labels
+    from biounet.inference.instances import instances_from_outputs, needs_probabilities
+    from biounet.inference.predict_volume import write_volume_tiff
+
+    labels = read_labels(labels_path)
+    probs = None
+    if needs_probabilities(target) and probabilities_path is not None:
+        probs = np.moveaxis(np.asarray(tifffile.imread(probabilities_path), dtype=np.float32), 1, 0)  # (K, Z, Y, X)
+    volume = instances_from_outputs(labels, probs, target=target, params=params, watershed=False)
+    out = labels_path.with_name(output_stem(labels_path) + "_instances.tif")
+    write_volume_tiff(out, volume.astype(np.int32), voxel_size_um)
+    return out, volume[None]
 
 
 def write_rois(instances_path: Path, instances: npt.NDArray[np.integer]) -> Path:

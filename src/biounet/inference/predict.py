@@ -50,10 +50,20 @@ from biounet.data.files import (
 )
 from biounet.data.images import ImageSource, label_dtype, open_image, write_tiff
 from biounet.data.normalization import normalization_for, normalize
+from biounet.data.volumes import volume_normalization
 from biounet.data.scale import PixelSizeUm, micrometres, physical_micrometres, resample, scaled_shape, zoom_factors
 from biounet.inference.exported import OnnxPredictor
 from biounet.inference.fusion import FusedUNet, fusion_available, parameter_versions
+from biounet.inference.predict_volume import (
+    check_dims,
+    count_tiles_for,
+    predict_volume_outputs,
+    source_reader,
+    volume_tile,
+    write_volume_outputs,
+)
 from biounet.inference.predictor import Predictor
+from biounet.inference.volumes import volume_geometry
 from biounet.inference.tiling import ReadFn, TileGeometry, Window, count_tiles, predict_tiled
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
@@ -147,6 +157,7 @@ class TorchPredictor(Predictor):
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
+        self.channels_last = self.channels_last and self.model.config.dims == 2  # 4D memory format only
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if self.precision not in ("fp32", "bf16"):
@@ -177,7 +188,7 @@ class TorchPredictor(Predictor):
         """The fused network for the weights as they are now, or None where it does not apply."""
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         if (not self.fuse or self._compiled is not None or self.device.type != "cpu" or self.model.training
-                or not fusion_available(dtype)):
+                or self.model.config.dims != 2 or not fusion_available(dtype)):
             return None
         key = (parameter_versions(self.model), self.precision)
         if self._fused is None or self._fused[0] != key:
@@ -385,6 +396,7 @@ class PredictResult:
     tiles: int
     zoom: tuple[float, float] | None = None  # how much the image was enlarged to the model's pixel size (y, x)
     pixel_size_um: PixelSizeUm | None = None  # the image's pixel size, where known
+    in_shape: tuple[int, ...] | None = None  # a volume's input tile shape (z, y, x); None for images
 
 
 def check_output_stems(paths: Sequence[str | os.PathLike[str]]) -> dict[str, Path]:
@@ -451,6 +463,8 @@ def predict_file(
     """
     source = open_image(path)
     check_compatible(predictor, source)
+    if source.dims == 3 or predictor.dims == 3:
+        return predict_volume_file(predictor, source, out_dir, options, progress=progress)
     image_um, zoom, shape = prediction_scale(predictor, source, options)
     planes, height, width = source.planes, source.height, source.width
     in_tile = tile_for(predictor, shape, options)
@@ -496,6 +510,36 @@ def predict_file(
         labels_path, prob_path if options.save_probabilities else None, (planes, height, width), in_tile, total,
         zoom, image_um,
     )
+
+
+def predict_volume_file(
+    predictor: Predictor, source: ImageSource, out_dir: str | os.PathLike[str], options: PredictOptions, *,
+    progress: Callable[[int, int], None] | None = None,
+) -> PredictResult:
+    """:func:`predict_file` for a volume and a 3D U-Net: tiles in 3D, the volume normalised as a whole (as training
+    normalised it), outputs in the volume's voxel size (:mod:`biounet.inference.predict_volume`)."""
+    check_dims(predictor, source.dims, source.path)
+    shape = (source.planes, source.height, source.width)
+    in_shape = volume_tile_for(predictor, shape, options)
+    out_dir = check_writable_dir(out_dir)
+    stem = output_stem(source.path)
+    labels = np.zeros(shape, dtype=label_dtype(predictor.num_classes))
+    probs = np.zeros((predictor.output_channels, *shape), np.float32) if options.save_probabilities else None
+    total = count_tiles_for(predictor, shape, in_shape)
+    read = source_reader(source, volume_normalization(source, predictor.normalization))
+    predict_volume_outputs(predictor, read, shape, volume_geometry(predictor.model_config, in_shape),
+                           probabilities=probs, labels=labels, batch_size=options.batch_size,
+                           progress=tile_counter(total, progress), path=source.path)
+    labels_path, prob_path = write_volume_outputs(out_dir, stem, labels, probs, source.voxel_size_um)
+    return PredictResult(labels_path, prob_path, shape, in_shape[-1], total, None, None, in_shape=in_shape)
+
+
+def volume_tile_for(predictor: Predictor, shape: tuple[int, int, int], options: PredictOptions) -> tuple[int, int, int]:
+    """The input tile shape of a volume as predicted (:func:`biounet.inference.predict_volume.volume_tile`), checked
+    against the memory budget."""
+    budget = resolve_memory_budget(options.memory_budget).bytes
+    check_memory_budget(budget)
+    return volume_tile(predictor, shape, budget, batch_size=options.batch_size, tile=options.tile)
 
 
 def image_pixel_size(source: ImageSource, options: PredictOptions) -> PixelSizeUm | None:
@@ -629,7 +673,11 @@ def plan_predictions(
     for stem, path in stems.items():
         source = open_image(path)
         check_compatible(predictor, source)
-        in_tile = tile_for(predictor, prediction_scale(predictor, source, options)[2], options)
+        if source.dims == 3 or predictor.dims == 3:
+            check_dims(predictor, source.dims, source.path)
+            in_tile = volume_tile_for(predictor, (source.planes, source.height, source.width), options)[-1]
+        else:
+            in_tile = tile_for(predictor, prediction_scale(predictor, source, options)[2], options)
         pixels = source.planes * source.height * source.width
         channels = predictor.output_channels
         outputs = pixels * (1 + 4 * channels * options.save_probabilities + 4 * instances)

@@ -13,13 +13,14 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from biounet.core.model import ModelConfig, geometry_sizes, same_padding_crop
+from biounet.core.model import ModelConfig, axis_depths, geometry_sizes, same_padding_crop
 from biounet.inference.tiling import TileGeometry
 from biounet.inference.tta import dihedral_mean
 
 
 class Predictor(ABC):
-    """A network with its tiling contract; call it on a float32 batch ``(N, C, in_tile, in_tile)``.
+    """A network with its tiling contract; call it on a float32 batch ``(N, C, in_tile, in_tile)`` (a 3D U-Net's:
+    ``(N, C, Z, Y, X)``, tiled by :mod:`biounet.inference.volumes`; its TTA turns and flips the (y, x) plane only).
 
     Returns class probabilities ``(N, K, out_tile, out_tile)`` as float32 numpy. With ``tta`` they are averaged
     over the 8 rotations/flips. For a same-padded network the outer :func:`~biounet.core.model.same_padding_crop`
@@ -78,6 +79,11 @@ class Predictor(ABC):
         return self.model_config.depth
 
     @property
+    def dims(self) -> int:
+        """2 for a network of images, 3 for a 3D U-Net of volumes."""
+        return self.model_config.dims
+
+    @property
     def padding(self) -> str:
         return self.model_config.padding
 
@@ -103,11 +109,12 @@ class Predictor(ABC):
         ValueError
             If ``batch`` is not ``(N, in_channels, H, W)``.
         """
-        if batch.ndim != 4 or batch.shape[1] != self.in_channels:
-            raise ValueError(f"batch must be (N, {self.in_channels}, H, W), got shape {batch.shape}")
+        if batch.ndim != 2 + self.dims or batch.shape[1] != self.in_channels:
+            axes = "H, W" if self.dims == 2 else "Z, Y, X"
+            raise ValueError(f"batch must be (N, {self.in_channels}, {axes}), got shape {batch.shape}")
         x = self._to_tensor(np.asarray(batch, dtype=np.float32))
         probs = dihedral_mean(self._probabilities, x) if self.tta else self._probabilities(x)
         if self.padding == "same":
-            crop = same_padding_crop(x.shape[-1], self.depth)
-            probs = probs[..., crop : probs.shape[-2] - crop, crop : probs.shape[-1] - crop]
+            crops = [same_padding_crop(size, depth) for size, depth in zip(x.shape[2:], axis_depths(self.model_config))]
+            probs = probs[(Ellipsis, *(slice(c, size - c) for c, size in zip(crops, probs.shape[2:])))]
         return np.ascontiguousarray(probs.float().cpu().numpy())

@@ -16,15 +16,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from biounet.core.device import autocast, cpu_has_native_bf16, resolve_device
-from biounet.core.model import ModelConfig, UNet, output_size
-from biounet.training.config import TrainConfig, read_config_toml, recipe_defaults
+from biounet.core.model import ModelConfig, UNet, nearest_valid_shape, output_shape
+from biounet.training.config import VOLUME_DEFAULTS, TrainConfig, read_config_toml, recipe_defaults
 
 MIN_STEPS = 800
 WIDTHS = (16, 32, 64)
@@ -32,18 +32,22 @@ BF16_MIN_SPEEDUP = 1.15
 
 
 def measure_step_seconds(base_channels: int, tile: int, precision: str, device: torch.device, *, depth: int = 4,
-                         repeats: int = 2, batch_norm: bool = False) -> float:
-    """Seconds of one training step (forward, backward, Adam) on one random tile: the best of ``repeats``."""
+                         repeats: int = 2, batch_norm: bool = False, network: ModelConfig | None = None,
+                         window: tuple[int, ...] | None = None) -> float:
+    """Seconds of one training step (forward, backward, Adam) on one random tile: the best of ``repeats``; a
+    ``network`` (e.g. a 3D U-Net) with its input ``window`` replaces the 2D one of the other arguments."""
     torch.manual_seed(0)
-    model = UNet(ModelConfig(base_channels=base_channels, depth=depth, batch_norm=batch_norm)).to(device)
-    if device.type == "cpu":
+    network = network or ModelConfig(base_channels=base_channels, depth=depth, batch_norm=batch_norm)
+    window = window or (tile, tile)
+    channels_last = device.type == "cpu" and network.dims == 2
+    model = UNet(network).to(device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    images = torch.randn(1, 1, tile, tile, device=device)
-    if device.type == "cpu":
+    images = torch.randn(1, 1, *window, device=device)
+    if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    out = output_size(tile, depth)
-    target = torch.randint(0, 2, (1, out, out), device=device)
+    target = torch.randint(0, 2, (1, *output_shape(window, network)), device=device)
     best = float("inf")
     for attempt in range(repeats + 1):  # the first step warms up the kernels
         start = time.perf_counter()
@@ -122,6 +126,7 @@ def take_architecture(values: dict[str, Any], init: str) -> str:
     network = payload["model_config"]
     for key in ("base_channels", "depth", "variant", "batch_norm"):
         values[key] = network[key]
+    values["dims"] = network.get("dims", 2)  # checkpoints from before 3D networks are 2D
     values["normalization"] = payload["normalization"]
     return (f"fine-tuning {init}: its network (base {network['base_channels']}, depth {network['depth']}) and "
             f"normalisation ({payload['normalization']}) are kept")
@@ -156,9 +161,9 @@ def resolve_train_config(request: TrainRequest) -> tuple[TrainConfig, list[str]]
     provisional = TrainConfig.from_dict(  # validates the settings before anything is measured
         {**values, "precision": "fp32", "base_channels": values.get("base_channels", WIDTHS[0])})
     started = time.perf_counter()
-    step_time = _StepTimes(device, provisional.tile, provisional.depth, batch_norm=bool(values.get("batch_norm")))
+    step_time = _StepTimes(device, provisional, batch_norm=bool(values.get("batch_norm")))
     width_given = "base_channels" in explicit or (request.config is not None and "base_channels" in values) or bool(
-        values.get("init"))
+        values.get("init")) or provisional.dims == 3  # 3D: VOLUME_DEFAULTS' width, not measured
     probe_width = int(values["base_channels"]) if width_given else WIDTHS[0]
     values["precision"] = _choose_precision(values.get("precision"), step_time, probe_width, notes)
     if not width_given:
@@ -190,9 +195,13 @@ def _starting_values(request: TrainRequest, explicit: dict[str, Any]) -> tuple[d
         values.update(read_config_toml(request.config).to_dict())
     recipe = explicit.get("recipe", values.get("recipe", "fast"))
     values.update(recipe_defaults(recipe))
+    notes: list[str] = []
+    if explicit.get("dims", 3) == 3 and recipe == "fast" and _is_volume_data(request.data, explicit.get("layout")):
+        values.update(VOLUME_DEFAULTS)
+        notes.append("volumes: a 3D U-Net (Cicek et al. 2016: depth 3, base 16, batch norm, 132-px windows in-plane); "
+                     "--dims 2 trains the 2D network on their z planes")
     values.update(explicit)
     values["data"] = request.data
-    notes: list[str] = []
     if values.get("init"):
         notes.append(take_architecture(values, str(values["init"])))
     if "iterations" not in values and "time_budget_s" not in values:
@@ -201,18 +210,36 @@ def _starting_values(request: TrainRequest, explicit: dict[str, Any]) -> tuple[d
     return values, notes
 
 
+def _is_volume_data(data: str, layout: str | None) -> bool:
+    """Whether ``data`` holds volumes (:func:`biounet.data.datasets.detect_layout` says ``volumes``)."""
+    from biounet.data.datasets import detect_layout
+
+    if layout is not None:
+        return layout == "volumes"
+    try:
+        return detect_layout(data) == "volumes"
+    except (OSError, ValueError):
+        return False  # the loader names the problem
+
+
 class _StepTimes:
     """Measured seconds of one training step by (width, precision), each measured once
     (:func:`measure_step_seconds`); ``measured`` keeps them in measuring order, for the notes."""
 
-    def __init__(self, device: torch.device, tile: int, depth: int, *, batch_norm: bool) -> None:
-        self.device, self.tile, self.depth, self.batch_norm = device, tile, depth, batch_norm
+    def __init__(self, device: torch.device, config: TrainConfig, *, batch_norm: bool) -> None:
+        self.device, self.config, self.batch_norm = device, config, batch_norm
+        self.tile, self.depth = config.tile, config.depth
         self.measured: dict[tuple[int, str], float] = {}
 
     def __call__(self, width: int, precision: str) -> float:
         if (width, precision) not in self.measured:
+            network, window = None, None
+            if self.config.dims == 3:  # the window depth follows the voxel size, unknown here: about half the side
+                network = replace(self.config, base_channels=width, batch_norm=self.batch_norm).model_config(1, 2)
+                window = nearest_valid_shape((self.tile // 2, self.tile, self.tile), network)
             self.measured[width, precision] = measure_step_seconds(
-                width, self.tile, precision, self.device, depth=self.depth, batch_norm=self.batch_norm)
+                width, self.tile, precision, self.device, depth=self.depth, batch_norm=self.batch_norm,
+                network=network, window=window)
         return self.measured[width, precision]
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from biounet.core.device import COMPUTE_PRECISIONS as PRECISIONS
-from biounet.core.model import ModelConfig, nearest_valid_sizes, output_size
+from biounet.core.model import ModelConfig, anisotropic_levels, nearest_valid_shape, nearest_valid_sizes, output_shape, output_size
 from biounet.data.datasets import LABEL_KINDS
 from biounet.data.files import write_text
 from biounet.data.normalization import NORMALIZATIONS
@@ -89,6 +89,10 @@ class TrainConfig:
     workers: int = 0  # data-loading processes; 0 = in the training process (best on 2 cores)
     compile: bool | str = "auto"  # training steps through torch.compile: True, False or "auto" (resolve_compile)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    dims: int = 2  # 2: images (slice-wise for volumes); 3: volumes train a 3D U-Net (Cicek et al. 2016)
+    tile_z: int | None = None  # 3D: input window depth; None: from the in-plane tile and the voxel size
+    flat_levels: int = 0  # 3D: in-plane-only levels for anisotropic voxels (core.model.anisotropic_levels)
+    voxel_size: tuple[float, float, float] | None = None  # µm (z, y, x) of training volumes; None: their metadata
 
     def __post_init__(self) -> None:
         for name, allowed in (("target", TRAIN_TARGETS), ("select_by", SELECT_BY), ("label_kind", LABEL_KINDS)):
@@ -127,6 +131,7 @@ class TrainConfig:
                              f"{self.warmup_steps}, {self.workers}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        self._check_volume_settings()
         try:
             output_size(self.tile, self.depth, "valid")
         except ValueError:
@@ -134,11 +139,30 @@ class TrainConfig:
             raise ValueError(f"tile size {self.tile} is not valid for a U-Net of depth {self.depth}; nearest valid "
                              f"tile sizes: {below} or {above}") from None
 
+    def _check_volume_settings(self) -> None:
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {self.dims!r}")
+        if self.dims == 2 and (self.flat_levels or self.tile_z is not None):
+            raise ValueError("tile_z and flat_levels are settings of 3D training (dims 3)")
+        if self.voxel_size is not None and (len(self.voxel_size) != 3 or min(self.voxel_size) <= 0):
+            raise ValueError(f"voxel size must be three positive lengths (z, y, x) in µm, got {self.voxel_size}")
+        if self.dims == 3 and self.tile_z is not None:
+            output_shape(self.window_shape, self.model_config(1, 2))  # names the nearest valid sizes
+
+    @property
+    def window_shape(self) -> tuple[int, ...]:
+        """The training window the network sees: ``(tile, tile)``, or ``(tile_z, tile, tile)`` in 3D (``tile_z``
+        is resolved with the voxel size, :func:`resolve_volume`)."""
+        if self.dims == 2:
+            return (self.tile, self.tile)
+        return (self.tile_z if self.tile_z is not None else self.tile, self.tile, self.tile)
+
     def model_config(self, in_channels: int, num_classes: int, *, distance: bool = False,
                      rays: int = 0) -> ModelConfig:
         return ModelConfig(in_channels=in_channels, num_classes=num_classes, depth=self.depth,
                            base_channels=self.base_channels, variant=self.variant, batch_norm=self.batch_norm,
-                           distance_channels=int(distance), ray_channels=rays)
+                           distance_channels=int(distance), ray_channels=rays, dims=self.dims,
+                           flat_levels=self.flat_levels)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -146,7 +170,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         values = dict(values)
-        for name in ("exclude", "pixel_size"):
+        for name in ("exclude", "pixel_size", "voxel_size"):
             if values.get(name) is not None:
                 values[name] = tuple(values[name])
         augment = values.pop("augment", {}) or {}
@@ -212,7 +236,8 @@ COMPILE_AUTO_MIN_BUDGET_S = 600.0
 """``compile="auto"`` compiles the training steps of a single-process CPU run with a time budget of at least this
 (seconds), where it measured faster (README, "Performance", 2 CPU cores, bf16, batch norm): base 16 ran 4.73
 instead of 4.04 steps/s after 46 s of compilation, and a 10-minute ISBI 2012 run trained 1,075 steps against 957
-(1.12x, the compilation included). Shorter runs, runs given iterations, GPUs and DDP were not measured: eager."""
+(1.12x, the compilation included). Shorter runs, runs given iterations, 3D runs, GPUs and DDP were not measured:
+eager."""
 
 
 def resolve_compile(config: TrainConfig, device_type: str, *, world_size: int = 1) -> tuple[bool, str | None]:
@@ -229,7 +254,8 @@ def resolve_compile(config: TrainConfig, device_type: str, *, world_size: int = 
     if isinstance(config.compile, bool):
         return config.compile, None
     budget = config.time_budget_s
-    if device_type != "cpu" or world_size != 1 or budget is None or budget < COMPILE_AUTO_MIN_BUDGET_S:
+    if (device_type != "cpu" or world_size != 1 or budget is None or budget < COMPILE_AUTO_MIN_BUDGET_S
+            or config.dims != 2):
         return False, None
     return True, (f"compile auto: training steps through torch.compile (a CPU run of {budget / 60:.0f} min; it "
                   f"measured faster on CPU for budgets of {COMPILE_AUTO_MIN_BUDGET_S / 60:.0f} min and more); eager "
@@ -250,6 +276,37 @@ def resolve_pixel_size(config: TrainConfig, sizes: list[PixelSizeUm | None]) -> 
     return replace(config, pixel_size=common), (
         f"pixel size {common[0]:.4g} x {common[1]:.4g} µm (the images' metadata), recorded in the model: predict "
         "resamples images of other pixel sizes to it")
+
+
+VOLUME_DEFAULTS: dict[str, Any] = dict(dims=3, depth=3, variant="cicek", base_channels=16, batch_norm=True, tile=132)
+"""What volumes train by default: Cicek et al.'s 3D U-Net (depth 3, the first convolution of each level at half its
+width, batch norm) at a quarter of its width for CPU budgets (base 16 instead of 32), 132-px in-plane windows (the
+paper's 132 x 132 x 116 input, whose output is 44 x 44 x 28); the window depth follows the voxel size
+(:func:`resolve_volume`)."""
+
+
+def resolve_volume(config: TrainConfig, sizes: list[tuple[float, ...] | None]) -> tuple[TrainConfig, str | None]:
+    """A 3D run's voxel size (given, else the one all training volumes record), the in-plane-only levels it asks
+    for (nnU-Net's rule, :func:`biounet.core.model.anisotropic_levels`) and the window depth (``tile_z``: the valid
+    depth nearest a physically cubic window). Returns the config and a note (None for 2D runs)."""
+    if config.dims != 3:
+        return config, None
+    voxel = config.voxel_size
+    if voxel is None:
+        known = {tuple(round(float(v), 6) for v in size) for size in sizes if size is not None and len(size) == 3}
+        voxel = known.pop() if len(known) == 1 and len(sizes) == sum(s is not None for s in sizes) else None
+    flat = anisotropic_levels(voxel, config.depth) if voxel is not None else 0
+    config = replace(config, voxel_size=None if voxel is None else tuple(voxel), flat_levels=flat)
+    tile_z = config.tile_z
+    if tile_z is None:
+        ratio = 1.0 if voxel is None else voxel[-1] / voxel[0]
+        wanted = max(1, round(config.tile * ratio))
+        tile_z = nearest_valid_shape((wanted, config.tile, config.tile), config.model_config(1, 2))[0]
+    config = replace(config, tile_z=tile_z)
+    where = ("voxel size unknown: taken as isotropic (give --voxel-size Z Y X)" if voxel is None else
+             f"voxel size {voxel[0]:.4g} x {voxel[1]:.4g} x {voxel[2]:.4g} µm (z, y, x)")
+    return config, (f"3D U-Net: {where}; {flat} in-plane-only level(s); training windows {tile_z} x {config.tile} x "
+                    f"{config.tile} voxels (z, y, x)")
 
 
 def _toml_value(value: Any) -> str:
@@ -312,6 +369,6 @@ def parse_duration(text: str) -> float:
 
 __all__ = [
     "CELL_TARGET_SCORES", "COMPILE_AUTO_MIN_BUDGET_S", "LABEL_KINDS", "OPTIMIZERS", "PRECISIONS", "RECIPES",
-    "SCHEDULES", "SELECT_BY", "TRAIN_TARGETS", "TrainConfig", "cell_target_for", "config_toml", "parse_duration",
+    "SCHEDULES", "SELECT_BY", "TRAIN_TARGETS", "TrainConfig", "VOLUME_DEFAULTS", "resolve_volume", "cell_target_for", "config_toml", "parse_duration",
     "read_config_toml", "recipe_defaults", "resolve_compile", "resolve_pixel_size", "resolve_target", "write_config_toml",
 ]

@@ -37,12 +37,31 @@ def write_run_report(run_dir: Path, val_samples: list[Sample], config: TrainConf
         assert sample.classes is not None  # filtered above
         name = sample.name.replace("/", "_")
         truth = np.where(sample.classes == IGNORE, 0, sample.classes)
-        pictures.append((f"{sample.name}: image | prediction | ground truth",
-                         save_overlay(run_dir / f"overlay_{name}.png", sample.image, prob.argmax(0), truth)))
+        for view, image, predicted, true in orthogonal_views(sample.image, prob.argmax(0), truth, config):
+            pictures.append((f"{sample.name}{view}: image | prediction | ground truth",
+                             save_overlay(run_dir / f"overlay_{name}{view.replace(' ', '_')}.png", image, predicted,
+                                          true)))
     toml = run_dir / "config.toml"
     return write_report(run_dir / "report.html", title=f"biounet training run {run_dir.name}",
                         summary=_summary(config, history, selected), pictures=pictures,
                         config_text=toml.read_text() if toml.exists() else "")
+
+
+def orthogonal_views(image: np.ndarray, predicted: np.ndarray, truth: np.ndarray, config: TrainConfig,
+                     ) -> list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
+    """The planes an overlay shows: the image itself, or a volume's three central orthogonal planes (z, y and x
+    fixed), z stretched by the voxel size's anisotropy so that cells keep their shape."""
+    if predicted.ndim == 2:
+        return [("", image, predicted, truth)]
+    stretch = 1 if config.voxel_size is None else max(1, round(config.voxel_size[0] / config.voxel_size[2]))
+    views = []
+    for axis, name in enumerate("zyx"):
+        index = predicted.shape[axis] // 2
+        planes = [np.take(array, index, axis=axis) for array in (image, predicted, truth)]
+        if axis:
+            planes = [np.repeat(plane, stretch, axis=0) for plane in planes]
+        views.append((f" {name}={index}", *planes))
+    return views
 
 
 def selecting_measure(select_by: str, task: str | None) -> str | None:

@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from biounet.core.callable_module import make_callable
 from biounet.core.device import autocast, resolve_device
 from biounet.core.extras import MissingExtra, missing_message
-from biounet.core.model import UNet, output_size
+from biounet.core.model import UNet, output_shape
 from biounet.core.samples import Sample
 from biounet.core.starconvex import star_targets
 from biounet.core.targets import (
@@ -51,6 +51,7 @@ from biounet.core.targets import (
 )
 from biounet.data.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
 from biounet.data.datasets import detect_layout, load_dataset, split_samples
+from biounet.data.volumes import split_volume
 from biounet.data.files import write_text
 from biounet.evaluation.validation import (
     HIGHER_IS_BETTER,
@@ -64,13 +65,14 @@ from biounet.evaluation.validation import (
 from biounet.inference.instances import InstanceParams
 from biounet.inference.segments import EXTRA as SEGMENTS_EXTRA
 from biounet.inference.segments import SegmentParams
-from biounet.training.augment import sample_window
+from biounet.training.augment import sample_volume_window, sample_window
 from biounet.training.config import (
     TrainConfig,
     read_config_toml,
     resolve_compile,
     resolve_pixel_size,
     resolve_target,
+    resolve_volume,
     write_config_toml,
 )
 from biounet.training.distributed import Distributed, agree, barrier, init_distributed, rank_device
@@ -96,19 +98,30 @@ class PreparedSample:
 def prepare_samples(samples: list[Sample], config: TrainConfig, num_classes: int) -> list[PreparedSample]:
     """Training targets of every sample, with class frequencies counted on the taught (separated) classes."""
     labels = [_labels_of(sample) for sample in samples]
+    spacing = voxel_spacing(config)
     frequencies = None
     if config.class_balance:
-        taught = [target_classes(c, i, target=config.target, boundary_px=config.boundary_px)[0] for c, i in labels]
+        taught = [target_classes(c, i, target=config.target, boundary_px=config.boundary_px, spacing=spacing)[0]
+                  for c, i in labels]
         frequencies = class_frequencies(taught, num_classes)
     prepared = []
     for sample, (classes, instances) in zip(samples, labels):
         targets = training_targets(classes, instances, num_classes=num_classes, target=config.target, w0=config.w0,
                                    sigma_px=config.sigma_px, class_balance=config.class_balance,
-                                   frequencies=frequencies, boundary_px=config.boundary_px)
+                                   frequencies=frequencies, boundary_px=config.boundary_px, spacing=spacing)
         extra = targets.distance if targets.star_ids is None else targets.star_ids.astype(np.float32)
         weights = targets.weights if extra is None else np.stack([targets.weights, extra], -1)
         prepared.append(PreparedSample(sample.name, sample.image, targets.classes, weights))
     return prepared
+
+
+def voxel_spacing(config: TrainConfig) -> tuple[float, float, float] | None:
+    """A 3D run's voxel size relative to its in-plane pixel, ``(z / x, y / x, 1)``: distances of the weight map and
+    the elastic deformation are physical (None: 2D, or an unknown voxel size taken as isotropic)."""
+    if config.dims != 3 or config.voxel_size is None:
+        return None
+    z, y, x = config.voxel_size
+    return (z / x, y / x, 1.0)
 
 
 def _labels_of(sample: Sample) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int32]]:
@@ -125,7 +138,8 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
 
     def __init__(self, samples: list[PreparedSample], config: TrainConfig, *, rank: int = 0, length: int) -> None:
         self.samples, self.config, self.rank, self.length = samples, config, rank, length
-        self.out_tile = output_size(config.tile, config.depth)
+        self.out_shape = output_shape(config.window_shape, config.model_config(1, 2))
+        self.spacing = voxel_spacing(config)
         sizes = np.array([s.classes.size for s in samples], dtype=np.float64)
         self.sample_p = sizes / sizes.sum()
 
@@ -152,12 +166,17 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
         star = self.config.target == "stardist"
         for _ in range(self.config.batch_size):
             sample = self.samples[rng.choice(len(self.samples), p=self.sample_p)]
-            height, width = sample.classes.shape
-            center = (rng.uniform(0, height), rng.uniform(0, width))
-            tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=self.config.tile,
-                                 out_tile=self.out_tile, center=center, config=self.config.augment, rng=rng,
-                                 mirror_copies=star)
-            images.append(tile.image.transpose(2, 0, 1) if tile.image.ndim == 3 else tile.image[None])
+            center = tuple(rng.uniform(0, size) for size in sample.classes.shape)
+            if self.config.dims == 3:
+                tile = sample_volume_window(sample.image, sample.classes, sample.weights,
+                                            in_shape=self.config.window_shape, out_shape=self.out_shape,
+                                            center=center, config=self.config.augment, rng=rng, spacing=self.spacing)
+            else:
+                tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=self.config.tile,
+                                     out_tile=self.out_shape, center=center, config=self.config.augment, rng=rng,
+                                     mirror_copies=star)
+            spatial = tile.image.ndim == self.config.dims
+            images.append(tile.image[None] if spatial else np.moveaxis(tile.image, -1, 0))
             labels.append(tile.labels)
             weights.append(self._star_weights(tile.weights, tile.copies) if star else tile.weights)
         return (torch.from_numpy(np.ascontiguousarray(np.stack(images), dtype=np.float32)),
@@ -231,23 +250,51 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
             options["use_silver"] = True
         if config.ignore_label is not None:
             options["ignore_label"] = config.ignore_label
+        if config.voxel_size is not None:
+            options["voxel_size_um"] = config.voxel_size
         samples = load_dataset(config.data, layout=config.layout, normalization=config.normalization, **options)
     excluded = {s.name for s in samples if any(_name_matches(s.name, entry) for entry in config.exclude)}
     unknown = [entry for entry in config.exclude if not any(_name_matches(n, entry) for n in excluded)]
     if unknown:
         raise ValueError(f"{config.data}: cannot exclude {', '.join(unknown[:5])}: no such images "
                          f"(names look like {samples[0].name!r})")
-    labelled = [s for s in samples if s.classes is not None and s.name not in excluded]
+    labelled = _as_dims([s for s in samples if s.classes is not None and s.name not in excluded], config)
     if not labelled:
         raise ValueError(f"{config.data}: no labelled images to train on")
-    train, validation = (
-        split_samples(labelled, validation_fraction=config.validation_fraction, rng=config.seed)
-        if config.validation_fraction > 0 and len(labelled) > 1 else (labelled, [])
-    )
+    if config.validation_fraction > 0 and len(labelled) == 1 and labelled[0].dims == 3:
+        train, validation = [split_volume(labelled[0], config.validation_fraction)[0]], [
+            split_volume(labelled[0], config.validation_fraction)[1]]
+    else:
+        train, validation = (
+            split_samples(labelled, validation_fraction=config.validation_fraction, rng=config.seed)
+            if config.validation_fraction > 0 and len(labelled) > 1 else (labelled, [])
+        )
     task = dataset_task(labelled)
     dataset_classes = max(2, max(int(_labels_of(s)[0].max(initial=0)) for s in labelled) + 1)
     return Split(train, validation, task, train[0].image.shape[-1],
                  num_target_classes(task, config.target, dataset_classes), dataset_classes)
+
+
+def _as_dims(samples: list[Sample], config: TrainConfig) -> list[Sample]:
+    """The samples as the run trains on them: volumes for a 3D run (images refused), each z plane of a volume as an
+    image for a 2D run (``--dims 2``: slice-wise)."""
+    if config.dims == 3:
+        flat = [s.name for s in samples if s.dims != 3]
+        if flat:
+            raise ValueError(f"{config.data}: a 3D run (dims 3) trains on volumes, but {flat[0]!r} is a 2D image; "
+                             "give --dims 2 or volumes (HDF5, or TIFF stacks with a z axis)")
+        return samples
+    planes = []
+    for sample in samples:
+        if sample.dims == 2:
+            planes.append(sample)
+            continue
+        size = None if sample.pixel_size_um is None else tuple(sample.pixel_size_um[1:])
+        planes += [Sample(f"{sample.name}/z{z}", np.ascontiguousarray(sample.image[z]),
+                          None if sample.classes is None else np.ascontiguousarray(sample.classes[z]),
+                          None if sample.instances is None else np.ascontiguousarray(sample.instances[z]),
+                          size) for z in range(sample.image.shape[0])]
+    return planes
 
 
 def _new_state(config: TrainConfig, split: Split, device: torch.device) -> RunState:
@@ -258,7 +305,7 @@ def _new_state(config: TrainConfig, split: Split, device: torch.device) -> RunSt
     if config.init is not None:
         load_initial_weights(model, config.init)
     model = model.to(device)
-    if device.type == "cpu":
+    if device.type == "cpu" and config.dims == 2:
         model = model.to(memory_format=torch.channels_last)
     if config.optimizer == "sgd":
         optimizer: torch.optim.Optimizer = torch.optim.SGD(
@@ -329,7 +376,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     for group in optimizer.param_groups:
         group["lr"] = lr
     images = images.to(device, non_blocking=True)
-    if device.type == "cpu":
+    if device.type == "cpu" and images.ndim == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, config.precision):
         logits = model(images)
@@ -377,7 +424,7 @@ def save_last(state: RunState, config: TrainConfig, run_dir: Path, split: Split)
         rng_state=_rng_state(), best_score=state.best_score))
 
 
-def recalibrate_batch_norm(model: torch.nn.Module, images: list[npt.NDArray[np.float32]], *, tile: int,
+def recalibrate_batch_norm(model: torch.nn.Module, images: list[npt.NDArray[np.float32]], *, tile: int | tuple[int, ...],
                            device: torch.device, precision: str, rng: np.random.Generator, count: int = 16) -> None:
     """Batch-norm statistics of the weights as they are now: the running means and variances recomputed as plain
     averages over ``count`` un-augmented ``tile``-px crops of the training images (mirrored where smaller).
@@ -402,24 +449,26 @@ def recalibrate_batch_norm(model: torch.nn.Module, images: list[npt.NDArray[np.f
         with torch.no_grad(), autocast(device, precision):
             for _ in range(count):
                 image = images[rng.integers(len(images))]
-                crop = _random_crop(image, tile, rng).transpose(2, 0, 1)[None]
+                crop = np.moveaxis(_random_crop(image, tile, rng), -1, 0)[None]
                 batch = torch.from_numpy(np.ascontiguousarray(crop)).to(device)
-                model(batch.contiguous(memory_format=torch.channels_last) if device.type == "cpu" else batch)
+                cpu_2d = device.type == "cpu" and batch.ndim == 4
+                model(batch.contiguous(memory_format=torch.channels_last) if cpu_2d else batch)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
         model.train(was_training)
 
 
-def _random_crop(image: npt.NDArray[np.float32], tile: int, rng: np.random.Generator) -> npt.NDArray[np.float32]:
-    """A ``tile`` x ``tile`` crop of an ``(H, W, C)`` image, mirrored at the border where it is smaller."""
-    height, width = image.shape[:2]
-    pad = [(0, max(0, tile - height)), (0, max(0, tile - width)), (0, 0)]
-    if any(p[1] for p in pad[:2]):
+def _random_crop(image: npt.NDArray[np.float32], tile: int | tuple[int, ...], rng: np.random.Generator,
+                 ) -> npt.NDArray[np.float32]:
+    """A crop of ``tile`` (a side, or a shape per spatial axis) of an ``(H, W, C)`` image or ``(Z, Y, X, C)``
+    volume, mirrored at the border where it is smaller."""
+    window = (tile,) * (image.ndim - 1) if isinstance(tile, int) else tuple(tile)
+    pad = [(0, max(0, size - length)) for size, length in zip(window, image.shape[:-1])] + [(0, 0)]
+    if any(p[1] for p in pad[:-1]):
         image = np.pad(image, pad, mode="symmetric")
-        height, width = image.shape[:2]
-    top, left = int(rng.integers(height - tile + 1)), int(rng.integers(width - tile + 1))
-    return image[top:top + tile, left:left + tile]
+    corner = [int(rng.integers(length - size + 1)) for size, length in zip(window, image.shape[:-1])]
+    return image[tuple(slice(c, c + size) for c, size in zip(corner, window))]
 
 
 def validate_and_checkpoint(state: RunState, config: TrainConfig, run_dir: Path, split: Split,
@@ -432,7 +481,7 @@ def validate_and_checkpoint(state: RunState, config: TrainConfig, run_dir: Path,
     name = score_name(config.select_by, split.task)
     event = ValidationEvent(state.step, state.elapsed_s, train_loss)
     if config.batch_norm:
-        recalibrate_batch_norm(state.model, [s.image for s in split.train], tile=config.tile, device=device,
+        recalibrate_batch_norm(state.model, [s.image for s in split.train], tile=config.window_shape, device=device,
                                precision=config.precision, rng=np.random.default_rng((config.seed, state.step)))
     if split.validation:
         probs = predict_samples(state.model, split.validation, normalization=config.normalization,
@@ -500,7 +549,13 @@ def fit(
         split = replace(split, num_classes=num_target_classes(split.task, config.target, split.dataset_classes))
         if group.is_main:
             logger.warning("%s", note)
-    config, note = resolve_pixel_size(config, [s.pixel_size_um for s in split.train + split.validation])
+    config, note = resolve_pixel_size(config, [s.pixel_size_um for s in split.train + split.validation
+                                               if s.dims == 2])
+    if note is not None:
+        notes = [*(notes or []), note]
+        if group.is_main:
+            logger.warning("%s", note)
+    config, note = resolve_volume(config, [s.pixel_size_um for s in split.train + split.validation])
     if note is not None:
         notes = [*(notes or []), note]
         if group.is_main:
