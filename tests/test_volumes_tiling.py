@@ -276,6 +276,10 @@ def test_tile_choice_respects_the_budget_and_shrinks_with_it():
     assert choose_volume_tile(config, shape, 4096 * 2**20, batch_size=2) != tiles[4096]
     with pytest.raises(ValueError, match="below the smallest tile"):
         choose_volume_tile(config, shape, 2**20)
+    with pytest.raises(ValueError, match="3D network"):
+        choose_volume_tile(ModelConfig(), shape, 2**30)
+    with pytest.raises(ValueError, match="batch_size must be > 0"):
+        choose_volume_tile(config, shape, 2**30, batch_size=0)
 
 
 def test_tile_choice_is_the_cheapest_that_fits():

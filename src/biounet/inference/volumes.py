@@ -323,8 +323,10 @@ def choose_volume_tile(config: ModelConfig, shape: Sequence[int], memory_bytes: 
     volume = tuple(int(s) for s in shape)
     if len(volume) != 3 or min(volume) < 1:
         raise ValueError(f"shape must be a volume's (Z, Y, X), each >= 1, got {tuple(shape)}")
-    if memory_bytes <= 0:
-        raise ValueError(f"memory_bytes must be > 0, got {memory_bytes}")
+    if memory_bytes <= 0 or batch_size < 1:
+        raise ValueError(f"memory_bytes and batch_size must be > 0, got {memory_bytes} and {batch_size}")
+    if config.dims != 3:
+        raise ValueError(f"volume tiles need a 3D network (ModelConfig.dims=3), got dims={config.dims}")
     smallest = _smallest_tile_shape(config)
 
     def need(in_shape: Sequence[int]) -> int:
