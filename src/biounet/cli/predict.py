@@ -143,8 +143,9 @@ def _predict_files(args: argparse.Namespace, predictor: Any, inputs: list[Path],
         written += [Path(args.out) / p.name for p in extra]
         if not args.quiet:
             counted = f"; {cells} cells" if cells is not None else ""
-            print(f"{path}: wrote {', '.join(str(p) for p in written)} ({result.tiles} tiles of {result.in_tile} px"
-                  f"{counted})")
+            tile = (f"{result.in_tile} px" if result.in_shape is None else
+                    " x ".join(map(str, result.in_shape)) + " voxels (z, y, x)")
+            print(f"{path}: wrote {', '.join(str(p) for p in written)} ({result.tiles} tiles of {tile}{counted})")
         if result.zoom is not None and not args.quiet:
             print(f"{path}: {_scale_note(result.pixel_size_um, predictor.pixel_size_um, result.zoom)}",
                   file=sys.stderr)

@@ -141,9 +141,10 @@ def task_scores(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Samp
     return scores
 
 
-def instance_param_grid(target: str) -> list[InstanceParams]:
-    """The post-processing settings :func:`choose_instance_params` tries, simplest first."""
-    sizes = (0, 16, 64, 256)
+def instance_param_grid(target: str, dims: int = 2) -> list[InstanceParams]:
+    """The post-processing settings :func:`choose_instance_params` tries, simplest first; object sizes in voxels
+    for volumes (``dims`` 3), where a cell spans ten times the pixels it spans in a plane."""
+    sizes = (0, 16, 64, 256) if dims == 2 else (0, 64, 256, 1024)
     if target == "paper":
         return [InstanceParams(min_size_px=s, watershed=w) for w, s in product((False, True), sizes)]
     if target == "stardist":  # StarDist's optimize_thresholds searches the same two thresholds
@@ -160,7 +161,7 @@ def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Se
 
     Searched: :func:`instance_param_grid`. Ties keep the earlier (simpler) setting.
     """
-    grid = instance_param_grid(target)
+    grid = instance_param_grid(target, dims=max((s.dims for s in samples), default=2))
     best, best_score, best_seg = grid[0], -1.0, 0.0
     for params in grid:
         scores = cell_scores(probs, samples, target=target, params=params)
