@@ -108,3 +108,44 @@ def test_evaluation_kinds_restated_for_start_up_are_the_evaluators():
     code = "import sys; from biounet.cli import _build_parser; _build_parser(); print('biounet.evaluation.metrics' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_each_default_shown_once_and_never_none():
+    """No option says ``(default: ...)`` twice (a help text that names its default and the formatter's appended
+    one), and none shows ``(default: None)``."""
+    parser = _build_parser()
+    bad = []
+    for name, sub in _subcommands(parser).items():
+        for option, text in _option_helps(sub).items():
+            if text.count("(default") > 1 or "(default: None)" in text:
+                bad.append(f"{name} {option}: {text!r}")
+    assert not bad, "\n".join(bad)
+
+
+def test_metavars_are_words_not_destinations():
+    """Value placeholders read as what to give (N, DIR, DURATION), not as the Python names (BASE_CHANNELS)."""
+    raw = []
+    for name, sub in _subcommands(_build_parser()).items():
+        for action in sub._actions:
+            if (action.option_strings and action.nargs != 0 and action.choices is None and action.metavar is None
+                    and action.help is not argparse.SUPPRESS):
+                raw.append(f"{name} {action.option_strings[-1]}")
+    assert not raw, "options without a readable metavar: " + ", ".join(raw)
+
+
+def test_help_names_what_the_options_do():
+    subs = _subcommands(_build_parser())
+    train, predict = _option_helps(subs["train"]), _option_helps(subs["predict"])
+    assert all(word in train["--target"] for word in ("paper", "boundary", "distance", "stardist", "auto:"))
+    assert "watershed" in predict["--instances"] and "segments extra" in predict["--instances"]
+    assert "fiji extra" in predict["--save-rois"] and "dask extra" in predict["--dask"]
+    assert "(default: on with the fast recipe, off with --recipe paper)" in train["--no-batch-norm"]
+    assert "(default: off: images are resampled" in predict["--no-rescale"]
+    assert "bioimage.io" in (subs["export"].description or "")
+
+
+def test_evaluate_label_kind_and_its_old_name():
+    parser = _build_parser()
+    new = parser.parse_args(["evaluate", "--pred", "p", "--truth", "t", "--label-kind", "instances"])
+    old = parser.parse_args(["evaluate", "--pred", "p", "--truth", "t", "--kind", "instances"])
+    assert new.kind == old.kind == "instances"

@@ -16,9 +16,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """The ``demo`` subcommand and its options."""
     demo = subcommand(subparsers, "demo", "the main job: train on synthetic cells, segment, write pictures",
                       EXAMPLE)
-    demo.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder")
-    demo.add_argument("--time-budget", type=duration, default=240.0, help="training time (default: 4m)")
-    demo.add_argument("--device", default="auto", help=DEVICES)
+    demo.add_argument("--out", type=Path, default=Path("demo_out"), metavar="DIR", help="output folder")
+    demo.add_argument("--time-budget", type=duration, default=240.0, metavar="DURATION", help="training time (default: 4m)")
+    demo.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICES)
     return demo
 
 

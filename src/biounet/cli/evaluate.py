@@ -12,17 +12,17 @@ from biounet.cli.common import subcommand
 EVALUATION_KINDS = ("isbi2012", "ctc", "instances", "binary")
 """``evaluate --kind`` choices: :data:`biounet.evaluation.evaluate.KINDS`, restated so that building the parser does not
 import the metrics (numba, scipy.optimize: 0.7 s of every command's start-up); a test keeps the two equal."""
-EXAMPLE = "example:\n  biounet evaluate --pred results --truth cells/labels --kind instances --json"
+EXAMPLE = "example:\n  biounet evaluate --pred results --truth cells/labels --label-kind instances --json"
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """The ``evaluate`` subcommand and its options."""
     evaluate = subcommand(subparsers, "evaluate",
                           "score predictions against ground truth (ISBI, CTC, instances, binary)", EXAMPLE)
-    evaluate.add_argument("--pred", type=Path, required=True, help="folder of biounet predict outputs")
-    evaluate.add_argument("--truth", type=Path, required=True, help="folder of ground-truth label images")
-    evaluate.add_argument("--kind", choices=EVALUATION_KINDS, default="binary",
-                          help="binary: foreground IoU/Dice; instances: object precision/recall/F1/AP at IoU "
+    evaluate.add_argument("--pred", type=Path, required=True, metavar="DIR", help="folder of biounet predict outputs")
+    evaluate.add_argument("--truth", type=Path, required=True, metavar="DIR", help="folder of ground-truth label images")
+    evaluate.add_argument("--label-kind", "--kind", dest="kind", choices=EVALUATION_KINDS, default="binary",
+                          help="what the truth labels are, and so what is measured (--kind is the old name): binary: foreground IoU/Dice; instances: object precision/recall/F1/AP at IoU "
                           "0.5..0.9 and SEG; ctc: SEG as the Cell Tracking Challenge pools it; isbi2012: pixel, "
                           "Rand and warping error")
     evaluate.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -15,13 +15,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """The ``export`` subcommand and its options."""
     from biounet.integrations.export import EXPORT_FORMATS
 
-    export = subcommand(subparsers, "export", "export a model to ONNX or TorchScript, with its tiling contract",
+    export = subcommand(subparsers, "export",
+                        "export a model to ONNX, TorchScript or a bioimage.io model package, with its tiling contract",
                         EXAMPLE)
     export.add_argument("model", type=Path, help="biounet checkpoint (model.pt)")
     export.add_argument("--format", choices=(*EXPORT_FORMATS, "bioimageio"), required=True,
-                        help="output format")
-    export.add_argument("--out", type=Path, required=True, help="model.onnx, model.ts, or a bioimageio folder or .zip")
-    export.add_argument("--opset", type=positive_int, default=17, help="ONNX opset version (>= 17)")
+                        help="onnx, torchscript, or bioimageio (a bioimage.io model package; needs the "
+                        "bioimageio extra, pip install -e '.[bioimageio]')")
+    export.add_argument("--out", type=Path, required=True, metavar="PATH", help="model.onnx, model.ts, or a bioimageio folder or .zip")
+    export.add_argument("--opset", type=positive_int, default=17, metavar="N", help="ONNX opset version (>= 17)")
     return export
 
 

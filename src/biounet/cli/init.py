@@ -17,17 +17,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     from biounet.data.normalization import NORMALIZATIONS
 
     init = subcommand(subparsers, "init", "write a randomly initialised model", EXAMPLE)
-    init.add_argument("--out", type=Path, required=True, help="checkpoint file to write")
-    init.add_argument("--base-channels", type=positive_int, default=64, help="channels of the first level")
-    init.add_argument("--depth", type=positive_int, default=4, help="number of poolings")
-    init.add_argument("--in-channels", type=positive_int, default=1, help="image channels")
-    init.add_argument("--num-classes", type=positive_int, default=2, help="output classes")
-    init.add_argument("--variant", choices=VARIANTS, default="paper", help="paper, or the authors' Caffe release")
+    init.add_argument("--out", type=Path, required=True, metavar="FILE", help="checkpoint file to write")
+    init.add_argument("--base-channels", type=positive_int, default=64, metavar="N", help="channels of the first level")
+    init.add_argument("--depth", type=positive_int, default=4, metavar="N", help="number of poolings")
+    init.add_argument("--in-channels", type=positive_int, default=1, metavar="N", help="image channels")
+    init.add_argument("--num-classes", type=positive_int, default=2, metavar="N", help="output classes")
+    init.add_argument("--variant", choices=VARIANTS, default="paper", help="paper, release (the authors' Caffe model) or cicek (the 3D "
+                      "U-Net's widths)")
     init.add_argument("--padding", choices=PADDINGS, default="valid", help="valid (the paper's) or same")
     init.add_argument("--batch-norm", action="store_true", help="batch normalisation after each convolution")
     init.add_argument("--normalization", choices=NORMALIZATIONS, default="percentile",
                       help="input intensity normalisation")
-    init.add_argument("--seed", type=int, default=0, help="random seed of the weights")
+    init.add_argument("--seed", type=int, default=0, metavar="N", help="random seed of the weights")
     return init
 
 

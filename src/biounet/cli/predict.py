@@ -22,14 +22,16 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     predict = subcommand(subparsers, "predict", "segment images with the overlap-tile strategy", EXAMPLE)
     predict.add_argument("model", type=Path, help="biounet checkpoint (model.pt) or ONNX export (model.onnx)")
-    predict.add_argument("inputs", nargs="+", type=Path, help="PNG/TIFF/zarr images, or folders of them")
-    predict.add_argument("--out", type=Path, required=True, help="output folder")
-    predict.add_argument("--pattern", default=None,
+    predict.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
+                         help="PNG/TIFF/zarr/OME-Zarr images, HDF5 or TIFF volumes, or folders of them")
+    predict.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder (or a new .zarr)")
+    predict.add_argument("--pattern", default=None, metavar="GLOB",
                          help="for folder inputs: file names to take, e.g. '*.tif' (default: every image file)")
-    predict.add_argument("--tile", type=tile, default=None,
-                         help="input tile side (a valid size) (default: auto, from --memory-budget)")
-    predict.add_argument("--batch-size", type=positive_int, default=1, help="tiles per forward pass")
-    predict.add_argument("--device", default="auto", help=DEVICES)
+    predict.add_argument("--tile", type=tile, default=None, metavar="PX|auto",
+                         help="input tile side in px, a valid size; auto: the cheapest tiling that fits "
+                         "--memory-budget (default: auto)")
+    predict.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="tiles per forward pass")
+    predict.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICES)
     predict.add_argument("--precision", choices=PRECISIONS, default="auto",
                          help="auto: bf16 on CUDA or a CPU with native bf16, else fp32; fp32 (tiling exact to "
                          "float rounding) or bf16")
@@ -38,34 +40,38 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     predict.add_argument("--compile", action="store_true",
                          help="torch.compile the network first (pays off on many tiles of one size)")
     _add_output_options(predict)
-    predict.add_argument("--memory-budget", type=memory, default=None,
+    predict.add_argument("--memory-budget", type=memory, default=None, metavar="SIZE",
                          help="e.g. 512M, 2G (default: measured: a quarter of the available memory, 256M to 8G)")
-    predict.add_argument("--dask", metavar="SCHEDULER_ADDRESS",
-                         help="predict zarr images block by block on this Dask scheduler, e.g. tcp://host:8786 "
-                         "(default: none, one process)")
+    predict.add_argument("--dask", metavar="ADDRESS",
+                         help="predict zarr images block by block on this Dask scheduler, e.g. tcp://host:8786; "
+                         "needs the dask extra, pip install -e '.[dask]' (default: none, one process)")
     predict.add_argument("--dask-workers", type=positive_int, metavar="N",
-                         help="predict zarr images block by block on a local Dask cluster of N workers "
-                         "(default: none)")
+                         help="predict zarr images block by block on a local Dask cluster of N workers; needs the "
+                         "dask extra (default: none)")
     return predict
 
 
 def _add_output_options(predict: argparse.ArgumentParser) -> None:
     predict.add_argument("--instances", action="store_true",
-                         help="also write <stem>_instances.tif, one id per cell, made as the model's training "
-                         "chose: touching cells separated (cell models), or segments agglomerated from the membrane "
-                         "map (membrane models such as ISBI 2012; needs biounet[segments])")
-    predict.add_argument("--watershed", action="store_true", help="with --instances: split merged cells by a "
-                         "seeded watershed on the distance transform")
+                         help="also write <stem>_instances.tif, one id per cell, with the post-processing the model's "
+                         "training chose: connected components with the gaps given back (paper target), a seeded "
+                         "watershed (boundary and distance targets), polygons (stardist target), or segments "
+                         "agglomerated from the membrane map (membrane models such as ISBI 2012; needs the segments "
+                         "extra, pip install -e '.[segments]')")
+    predict.add_argument("--watershed", action="store_true", help="with --instances, paper-target models: also split "
+                         "merged cells by a seeded watershed on the distance transform")
     predict.add_argument("--save-overlays", action="store_true",
                          help="also write <stem>_overlay.png: outlines of the cells (or classes) over the image")
     predict.add_argument("--save-rois", action="store_true",
-                         help="also write <stem>_rois.zip, one ImageJ polygon ROI per cell (implies --instances)")
+                         help="also write <stem>_rois.zip, one ImageJ polygon ROI per cell (implies --instances; needs "
+                         "roifile, the fiji extra: pip install -e '.[fiji]')")
     predict.add_argument("--pixel-size", type=pixel_size, default=None, metavar="UM",
-                         help="the images' pixel size in micrometres (0.19, or 0.19,0.2 for y,x; default: from "
-                         "OME-TIFF/OME-Zarr metadata). Images of another pixel size than the model's are resampled "
-                         "to it and back")
+                         help="the images' pixel size in micrometres, 0.19, or 0.19,0.2 for y,x; images of another "
+                         "pixel size than the model's are resampled to it and back (default: from OME-TIFF/OME-Zarr "
+                         "metadata)")
     predict.add_argument("--no-rescale", dest="rescale", action="store_false",
-                         help="predict every image at its own scale, whatever its pixel size")
+                         help="predict every image at its own scale, whatever its pixel size (default: off: images "
+                         "are resampled to the model's pixel size)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,8 +28,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     _add_network_options(train, d)
     _add_schedule_options(train, d)
     _add_target_options(train, d)
-    train.add_argument("--seed", type=int, help=f"random seed (default: {d['seed']})")
-    train.add_argument("--device", default="auto", help=DEVICES)
+    train.add_argument("--seed", type=int, metavar="N", help=f"random seed (default: {d['seed']})")
+    train.add_argument("--device", default="auto", metavar="DEVICE", help=DEVICES)
     train.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
     train.add_argument("--stop-after", type=positive_int, help=argparse.SUPPRESS)
     return train
@@ -39,16 +39,19 @@ def _add_data_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> None
     from biounet.data.datasets import ALL_LAYOUTS
     from biounet.training.config import LABEL_KINDS
 
-    train.add_argument("--data", required=True, help="dataset folder, or synthetic:KIND[,n=N,size=HxW,seed=S]")
-    train.add_argument("--out", type=Path, required=True, help="run directory")
-    train.add_argument("--config", type=Path, help="config.toml to start from; flags override it (default: none)")
+    train.add_argument("--data", required=True, metavar="FOLDER",
+                       help="dataset folder (images/ + labels/, ISBI 2012, Cell Tracking Challenge, HDF5 or TIFF "
+                       "volumes), or synthetic:KIND[,n=N,size=HxW,seed=S]")
+    train.add_argument("--out", type=Path, required=True, metavar="DIR",
+                       help="run folder: model.pt, report.html, config.toml, checkpoints")
+    train.add_argument("--config", type=Path, metavar="FILE", help="config.toml to start from; flags override it (default: none)")
     train.add_argument("--layout", choices=ALL_LAYOUTS, help="dataset layout (default: detected from the folder)")
     train.add_argument("--label-kind", choices=LABEL_KINDS,
                        help="pairs layout: label files hold class ids (0/1, 0/255 masks), or one id per cell "
                        f"(instances), or auto: decided from the files (default: {d['label_kind']})")
     train.add_argument("--silver", action="store_true", default=None,
                        help="ctc layout: also train on the silver-truth frames (default: off)")
-    train.add_argument("--exclude", type=lambda text: tuple(t for t in text.split(",") if t),
+    train.add_argument("--exclude", type=lambda text: tuple(t for t in text.split(",") if t), metavar="NAMES",
                        help="comma-separated image names to hold out of training and validation (default: none)")
 
 
@@ -57,10 +60,10 @@ def _add_network_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> N
     from biounet.training.config import RECIPES
 
     train.add_argument("--recipe", choices=RECIPES, help=f"training recipe (default: {d['recipe']})")
-    train.add_argument("--base-channels", type=positive_int,
+    train.add_argument("--base-channels", type=positive_int, metavar="N",
                        help="network width (default: measured: the widest of 16, 32, 64 with >= 800 steps in "
                        "--time-budget; 64 with --iterations)")
-    train.add_argument("--depth", type=positive_int, help=f"number of poolings (default: {d['depth']})")
+    train.add_argument("--depth", type=positive_int, metavar="N", help=f"number of poolings (default: {d['depth']})")
     train.add_argument("--variant", choices=VARIANTS, help=f"network variant (default: {d['variant']})")
     train.add_argument("--pixel-size", type=pixel_size, metavar="UM",
                        help="pixel size of the training images in micrometres (0.19, or 0.19,0.2 for y,x), recorded "
@@ -71,10 +74,10 @@ def _add_network_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> N
                        "(default: 3 for volumes (HDF5, TIFF stacks with a z axis), 2 for images)")
     train.add_argument("--voxel-size", type=float, nargs=3, metavar=("Z", "Y", "X"),
                        help="voxel size of the training volumes in micrometres (default: from their metadata)")
-    train.add_argument("--tile-z", type=positive_int,
+    train.add_argument("--tile-z", type=positive_int, metavar="VOXELS",
                        help="3D: input window depth in voxels (default: a valid depth near a physically cubic window)")
     train.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
-                       help="batch normalisation after each convolution (not in the paper; default: on with the "
+                       help="batch normalisation after each convolution, not in the paper (default: on with the "
                        "fast recipe, off with --recipe paper)")
 
 
@@ -82,33 +85,33 @@ def _add_schedule_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> 
     from biounet.data.normalization import NORMALIZATIONS
     from biounet.training.config import PRECISIONS
 
-    train.add_argument("--tile", type=positive_int, help=f"input tile side (default: {d['tile']}, the paper's)")
-    train.add_argument("--batch-size", type=positive_int, help=f"tiles per step (default: {d['batch_size']})")
+    train.add_argument("--tile", type=positive_int, metavar="PX", help=f"input tile side in px, a valid size (default: {d['tile']}, the paper's)")
+    train.add_argument("--batch-size", type=positive_int, metavar="N", help=f"tiles per step (default: {d['batch_size']})")
     budget = train.add_mutually_exclusive_group()
-    budget.add_argument("--iterations", type=positive_int, help="training steps (default: none; give this or "
+    budget.add_argument("--iterations", type=positive_int, metavar="N", help="training steps (default: none; give this or "
                         "--time-budget)")
-    budget.add_argument("--time-budget", type=duration, help="e.g. 15m, 1h, 600s (default: none; give this or "
+    budget.add_argument("--time-budget", type=duration, metavar="DURATION", help="e.g. 15m, 1h, 600s (default: none; give this or "
                         "--iterations)")
     train.add_argument("--precision", choices=("auto", *PRECISIONS),
                        help="bf16 autocast or fp32 (default: measured: bf16 where native and >= 15%% faster, "
                        "else fp32; fp32 for --recipe paper)")
-    train.add_argument("--lr", type=float, help="learning rate (default: 0.001 fast recipe, 0.01 paper)")
-    train.add_argument("--val-every", type=positive_int, help=f"validate every N steps (default: {d['val_every']})")
-    train.add_argument("--validation-fraction", type=float,
+    train.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: 0.001 fast recipe, 0.01 paper)")
+    train.add_argument("--val-every", type=positive_int, metavar="N", help=f"validate every N steps (default: {d['val_every']})")
+    train.add_argument("--validation-fraction", type=float, metavar="FRACTION",
                        help=f"images held back for validation (default: {d['validation_fraction']})")
     train.add_argument("--normalization", choices=NORMALIZATIONS,
                        help=f"input intensity normalisation (default: {d['normalization']})")
-    train.add_argument("--workers", type=int,
+    train.add_argument("--workers", type=int, metavar="N",
                        help="data-loading worker processes (default: measured: 0 on <= 2 cores, else cores/4, "
                        "at most 4)")
     train.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="run the training steps through torch.compile: faster steps after a one-off "
-                       "compilation that pays for budgets over about 10 minutes; needs a C++ compiler on the CPU "
+                       "compilation; needs a C++ compiler on the CPU "
                        "(default: auto: compiled for single-process CPU runs of 10 minutes or more, eager steps "
                        "where compilation fails)")
-    train.add_argument("--init", help="fine-tune: start from this trained model.pt; its network and normalisation "
+    train.add_argument("--init", metavar="MODEL", help="fine-tune: start from this trained model.pt; its network and normalisation "
                        "are kept, another class count replaces only the 1x1 head (default: none)")
-    train.add_argument("--ignore-label", type=int, help="pairs layout: label value of unannotated pixels (paint a "
+    train.add_argument("--ignore-label", type=int, metavar="VALUE", help="pairs layout: label value of unannotated pixels (paint a "
                        "few cells, leave the rest as this value); they do not count in the loss (default: none)")
 
 
@@ -117,24 +120,26 @@ def _add_target_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> No
 
     train.add_argument("--target", choices=TRAIN_TARGETS,
                        help="what cells are taught as: paper (background gaps between touching cells), boundary "
-                       "(interior + boundary band), distance (paper + a distance map), stardist (boundary + "
-                       "object probability and radial distances, polygons kept by suppression); auto picks by "
-                       f"the run's budget (default: {d['target']})")
-    train.add_argument("--rays", type=positive_int, dest="n_rays",
+                       "(interior + boundary band), distance (paper + a regressed distance map), stardist "
+                       "(boundary + object probability and radial distances, polygons kept by suppression); auto: "
+                       "for instance labels the target that scored best in the measurement nearest the run's "
+                       "budget (biounet.training.config.CELL_TARGET_SCORES), paper for class labels and membranes "
+                       f"(default: {d['target']})")
+    train.add_argument("--rays", type=positive_int, dest="n_rays", metavar="N",
                        help=f"stardist target: radial distances per pixel (default: {d['n_rays']})")
-    train.add_argument("--ray-weight", type=float,
+    train.add_argument("--ray-weight", type=float, metavar="WEIGHT",
                        help=f"stardist target: weight of the rays' error beside the probability's (default: "
                        f"{d['ray_weight']}, StarDist's)")
-    train.add_argument("--boundary-px", type=positive_int,
+    train.add_argument("--boundary-px", type=positive_int, metavar="PX",
                        help=f"boundary target: band width in px (default: {d['boundary_px']})")
-    train.add_argument("--w0", type=float,
+    train.add_argument("--w0", type=float, metavar="WEIGHT",
                        help=f"border weight w0; 0 switches the border term off (default: {d['w0']}, the paper's)")
     train.add_argument("--no-class-balance", dest="class_balance", action="store_false", default=None,
                        help="w_c = 1 instead of the inverse class frequency; the border term stays (default: off)")
     train.add_argument("--select-by", choices=SELECT_BY,
                        help="validation measure that picks model.pt; auto: SEG for cells, Rand error for "
                        f"membranes, mean IoU otherwise (default: {d['select_by']})")
-    train.add_argument("--sigma", type=float, dest="sigma_px",
+    train.add_argument("--sigma", type=float, dest="sigma_px", metavar="PX",
                        help=f"border width sigma in px (default: {d['sigma_px']}, the paper's)")
 
 
