@@ -7,7 +7,7 @@ Cases (every one the project has with instance truth):
   held-back 002, 021, 034, 054, 067, with gold truth where a frame has it (005, 031, 033, 039, complete) and silver
   truth elsewhere. Test: the 5 held-back frames. Frame 067's gold truth labels 3 of its 18 cells, so SEG is pooled
   over all 49 annotated cells (``seg``) and the object scores are over the 4 completely annotated frames, 46 cells
-  (``accuracy``, ``f1``), as in the README's DIC-HeLa table.
+  (``accuracy``, ``f1``), as in the DIC-HeLa table of docs/results.md.
 - ``nuclei``: touching nuclei from ``biounet.data.synthetic`` (``cells``): 16 images of 256x256 (seed 0) to train on, 8
   (seed 1, 275 nuclei) to test on, as ``experiments/separation.py``.
 - ``isbi``: ISBI 2012 slices 0-15 to train on, 16-19 to test on; the instances are the connected components

@@ -1,5 +1,5 @@
-"""The README's "Segment your own cells" commands and its Python quick start, run as written on a small folder
-of cells with napari-style instance masks."""
+"""The README's "Segment your own cells" commands and its Python quick start, run as written on small folders
+of cells with napari-style instance masks: annotated ($DATA), new images to segment ($NEW), a test set ($TEST)."""
 
 from __future__ import annotations
 
@@ -51,15 +51,19 @@ def test_segment_your_own_cells_commands(tmp_path):
     train = train.strip() + " " + " ".join(rehearsal.group(1).split()) + "\n"  # markdown joins the lines
 
     data = write_cells_folder(tmp_path / "my_cells", "napari", np.random.default_rng(5), n_images=3, size=96)
+    new = write_cells_folder(tmp_path / "new_cells", "napari", np.random.default_rng(7), n_images=3, size=96)
+    test = write_cells_folder(tmp_path / "test_cells", "napari", np.random.default_rng(8), n_images=2, size=96)
     out = tmp_path / "unet"
     _venv_shim(tmp_path)
-    env = {**os.environ, "DATA": str(data), "OUT": str(out),
+    env = {**os.environ, "DATA": str(data), "NEW": str(new / "images"), "TEST": str(test), "OUT": str(out),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     for block in (train, predict, evaluate):
         run = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=180)
         assert run.returncode == 0, f"{block}\n{run.stdout}\n{run.stderr}"
-    assert "objects, pooled over" in run.stdout  # the evaluate table
+    assert "objects, pooled over" in run.stdout  # the evaluate table, of the test images
+    assert sorted(p.name for p in (out / "test").glob("*_instances.tif")) == ["cell_00_instances.tif",
+                                                                            "cell_01_instances.tif"]
 
     assert (out / "run" / "model.pt").exists() and (out / "run" / "report.html").exists()
     results = out / "results"

@@ -8,7 +8,7 @@ Recipes:
   count, or by elapsed time under a time budget), bf16 autocast where the hardware runs it natively, and batch
   normalisation after every convolution (its statistics recomputed before each validation,
   :func:`biounet.training.train.recalibrate_batch_norm`): on held-out DIC-HeLa it turned 1,000 steps from no separated
-  cell into pooled SEG 0.80 (README, "Batch normalisation").
+  cell into pooled SEG 0.80 (docs/results.md, "Batch normalisation").
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ CELL_TARGET_SCORES: dict[float, dict[str, float]] = {
 }
 """Held-out score of each target after that many seconds of ``biounet train`` (fast recipe, base 16) on 2 CPU
 cores: the mean of the pooled SEG on DIC-HeLa (held-out gold frames) and on synthetic touching nuclei, printed by
-``python experiments/separation.py --time-budget 10m`` (README, "Which target separates touching cells").
+``python experiments/separation.py --time-budget 10m`` (docs/results.md, "Cell Tracking Challenge, DIC-HeLa" and
+"Touching nuclei").
 :func:`cell_target_for` picks from it; a new column (5 or 30 minutes) extends the choice to that budget."""
 SELECT_BY: tuple[str, ...] = ("auto", "seg", "object_f1", "foreground_iou", "pixel_error", "rand_error", "mean_iou")
 """Validation measures a run can keep its best checkpoint by; ``auto``: SEG for cells, Rand error for membranes,
@@ -234,7 +235,7 @@ def cell_target_for(budget_s: float | None) -> tuple[str, float, dict[str, float
 
 COMPILE_AUTO_MIN_BUDGET_S = 600.0
 """``compile="auto"`` compiles the training steps of a single-process CPU run with a time budget of at least this
-(seconds), where it measured faster (README, "Performance", 2 CPU cores, bf16, batch norm): base 16 ran 4.73
+(seconds), where it measured faster (docs/performance.md, "Training", 2 CPU cores, bf16, batch norm): base 16 ran 4.73
 instead of 4.04 steps/s after 46 s of compilation, and a 10-minute ISBI 2012 run trained 1,075 steps against 957
 (1.12x, the compilation included). Shorter runs, runs given iterations, 3D runs, GPUs and DDP were not measured:
 eager."""
