@@ -154,7 +154,6 @@ def test_an_unknown_table_name_is_refused():
 # --- the site builds --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_mkdocs_build_strict(tmp_path):
     pytest.importorskip("mkdocs")
     pytest.importorskip("mkdocstrings")
