@@ -91,7 +91,9 @@ class OnnxPredictor(Predictor):
     :class:`biounet.inference.predict.TorchPredictor`.
 
     Call it on a float32 batch ``(N, C, in_tile, in_tile)`` to get class probabilities
-    ``(N, K, out_tile, out_tile)`` as float32 numpy; the tiling contract comes from the file's metadata.
+    ``(N, K, out_tile, out_tile)`` as float32 numpy; the tiling contract comes from the file's metadata. The
+    network is rebuilt as a :class:`~biounet.core.model.ModelConfig` from it, so an exported 3D U-Net has ``dims`` 3
+    (batches ``(N, C, Z, Y, X)``) and ``biounet predict model.onnx volume.h5`` tiles it in 3D as a checkpoint would.
 
     Parameters
     ----------
@@ -104,6 +106,12 @@ class OnnxPredictor(Predictor):
         ``"fp32"`` or ``"auto"`` (both run fp32; the export is an fp32 graph). ``"bf16"`` is rejected.
     tta : bool
         Average the probabilities over the 8 rotations/flips.
+
+    Attributes
+    ----------
+    voxel_size_um : (float, float, float) or None
+        A 3D U-Net's training voxel size ``(z, y, x)`` in micrometres, from the metadata; None for 2D networks and
+        where unknown.
 
     Raises
     ------
@@ -129,6 +137,8 @@ class OnnxPredictor(Predictor):
         self.class_names = list(self.metadata["class_names"])
         size = self.metadata.get("pixel_size_um")
         self.pixel_size_um = None if size is None else (float(size[0]), float(size[1]))
+        voxel = self.metadata.get("voxel_size_um")
+        self.voxel_size_um = None if voxel is None else (float(voxel[0]), float(voxel[1]), float(voxel[2]))
         self.tta = tta
         self.precision = "fp32"
         self.session = onnxruntime.InferenceSession(str(self.path), providers=_providers(device))
