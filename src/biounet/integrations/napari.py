@@ -4,9 +4,13 @@ The napari plugin (manifest ``biounet/napari.yaml``, installed with ``pip instal
 
 - :class:`SegmentWidget`: segments the chosen image layer with a model file (``model.pt`` or ``.onnx``), with the
   tile size, precision, test-time augmentation and instance separation of ``biounet predict``; adds a Labels layer
-  (and the class probabilities on request) on the image's scale, so it overlays the image.
+  (and the class probabilities on request) on the image's scale, so it overlays the image. A 3D U-Net (Cicek et
+  al. 2016) segments a ``(Z, Y, X)`` layer as one volume, tiled in 3D, into 3D labels and 3D objects; a 2D model
+  segments a stack plane by plane; a 3D model given a 2D layer is refused, naming both.
 - :class:`TrainWidget`: trains a U-Net from an image layer and a painted Labels layer within a time budget (the
-  pair is written to a temporary ``pairs`` dataset and :func:`biounet.training.train.fit` runs on it), showing the loss.
+  pair is written to a temporary ``pairs`` dataset and :func:`biounet.training.train.fit` runs on it), showing the
+  loss. A ``(Z, Y, X)`` pair trains a 3D U-Net (``biounet train``'s volume defaults; the voxel size from the image
+  layer's scale).
 - :func:`sample_cells`: synthetic touching cells (:mod:`biounet.data.synthetic`) with their true instances.
 
 Both widgets run their work in a napari worker thread (:func:`napari.qt.threading.thread_worker`), with a progress
@@ -67,12 +71,14 @@ class SegmentSettings:
 @dataclass
 class SegmentResult:
     """Labels ``(H, W)`` or ``(Z, H, W)`` (instance ids, or class ids without instances) and, if asked for, class
-    probabilities ``(K, H, W)`` or ``(Z, K, H, W)``."""
+    probabilities ``(K, H, W)`` or ``(Z, K, H, W)``. A 3D U-Net's result is one volume: ``in_shape`` is its input
+    tile ``(z, y, x)`` (None for 2D models) and its instances are 3D objects."""
 
     labels: npt.NDArray[np.int32]
     probabilities: npt.NDArray[np.float32] | None
     class_names: list[str]
     in_tile: int
+    in_shape: tuple[int, int, int] | None = None
 
 
 def image_planes(data: Any, *, rgb: bool = False) -> list[npt.NDArray[Any]]:
@@ -112,27 +118,22 @@ def segment_array(
     :func:`biounet.inference.settings.instance_settings`).
 
     ``progress(done, total)`` is called with tile counts; setting ``cancel`` stops at the next batch of tiles by
-    raising :class:`Cancelled`.
+    raising :class:`Cancelled`. A 3D U-Net's data go to :func:`segment_volume_array`.
     """
     from biounet.inference.predict import PredictOptions, segment_image, tile_for
     from biounet.inference.tiling import count_tiles
 
+    if predictor.dims == 3:
+        return segment_volume_array(predictor, data, rgb=rgb, settings=settings, instance_settings=instance_settings,
+                                    progress=progress, cancel=cancel)
     planes = image_planes(data, rgb=rgb)
     height, width, channels = planes[0].shape
     if channels != predictor.in_channels:
         raise ValueError(f"image has {channels} channel(s), the model takes {predictor.in_channels}")
     options = PredictOptions(tile=settings.tile, batch_size=settings.batch_size)
     options = replace(options, tile=tile_for(predictor, (height, width), options))
-    total, done = len(planes) * count_tiles((height, width), predictor.geometry(options.tile)), 0
-
-    def step(n: int) -> None:
-        nonlocal done
-        done += n
-        if cancel is not None and cancel.is_set():
-            raise Cancelled(f"cancelled after {done} of {total} tiles")
-        if progress is not None:
-            progress(done, total)
-
+    total = len(planes) * count_tiles((height, width), predictor.geometry(options.tile))
+    step = _tile_steps(total, progress, cancel)
     labels, probabilities = [], []
     target, params = instance_settings
     for plane in planes:
@@ -150,9 +151,104 @@ def segment_array(
     )
 
 
+def _tile_steps(total: int, progress: Callable[[int, int], None] | None,
+                cancel: threading.Event | None) -> Callable[[int], None]:
+    """A callback for ``n`` more tiles done: reports ``progress(done, total)``, raises :class:`Cancelled` once
+    ``cancel`` is set."""
+    done = 0
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if cancel is not None and cancel.is_set():
+            raise Cancelled(f"cancelled after {done} of {total} tiles")
+        if progress is not None:
+            progress(done, total)
+
+    return step
+
+
+def layer_volume(data: Any, *, rgb: bool = False) -> npt.NDArray[Any]:
+    """napari image data ``(Z, Y, X)`` (``(Z, Y, X, C)`` when ``rgb``) as a ``(Z, Y, X, C)`` volume; a multiscale
+    layer's highest resolution.
+
+    Raises
+    ------
+    ValueError
+        For a 2D layer (a 3D U-Net segments volumes) or more than three spatial axes.
+    """
+    if isinstance(data, (list, tuple)):  # multiscale: highest resolution first
+        data = data[0]
+    spatial = len(data.shape) - (1 if rgb else 0)
+    if spatial != 3:
+        what = "a 2D image" if spatial == 2 else f"{spatial} spatial axes"
+        raise ValueError(f"the image layer (shape {tuple(data.shape)}) has {what}, but the model is a 3D U-Net "
+                         "trained on volumes: choose a (Z, Y, X) layer, or a 2D model for images")
+    volume = np.asarray(data)
+    return volume if rgb else volume[..., None]
+
+
+def normalize_volume(volume: npt.NDArray[Any], mode: str) -> npt.NDArray[np.float32]:
+    """A ``(Z, Y, X, C)`` volume normalised as a whole, per channel, as ``biounet predict`` normalises a volume file
+    (:func:`biounet.data.volumes.volume_normalization`)."""
+    from biounet.data.images import ImageSource
+    from biounet.data.volumes import volume_normalization
+
+    source = ImageSource(Path("<image layer>"), volume, volume.shape, volume.dtype, "ZYXC", dims=3)
+    return volume_normalization(source, mode).apply(volume)
+
+
+def segment_volume_array(
+    predictor: Predictor,
+    data: Any,
+    *,
+    rgb: bool = False,
+    settings: SegmentSettings = SegmentSettings(),
+    instance_settings: tuple[str | None, InstanceParams | SegmentParams] = ("paper", InstanceParams()),
+    progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> SegmentResult:
+    """Segment a ``(Z, Y, X)`` layer with a 3D U-Net (Cicek et al. 2016) as ``biounet predict`` does a volume file:
+    the volume normalised as a whole, tiled in 3D within the memory budget
+    (:func:`biounet.inference.predict_volume.segment_volume`; ``settings.tile`` fixes the in-plane tile side), its
+    instances 3D objects. Probabilities come back ``(Z, K, Y, X)``, as for a stack of planes.
+
+    Raises
+    ------
+    ValueError
+        For a 2D layer, or another channel count than the model takes.
+    """
+    from biounet.inference.predict import resolve_memory_budget
+    from biounet.inference.predict_volume import count_tiles_for, segment_volume, volume_tile
+
+    volume = layer_volume(data, rgb=rgb)
+    if volume.shape[-1] != predictor.in_channels:
+        raise ValueError(f"image has {volume.shape[-1]} channel(s), the model takes {predictor.in_channels}")
+    shape = (int(volume.shape[0]), int(volume.shape[1]), int(volume.shape[2]))
+    budget = resolve_memory_budget(None).bytes
+    in_shape = volume_tile(predictor, shape, budget, batch_size=settings.batch_size, tile=settings.tile)
+    step = _tile_steps(count_tiles_for(predictor, shape, in_shape), progress, cancel)
+    result = segment_volume(predictor, normalize_volume(volume, predictor.normalization), memory_budget=budget,
+                            batch_size=settings.batch_size, tile=settings.tile, progress=step)
+    target, params = instance_settings
+    labels = (instances_from_outputs(result.labels, result.probabilities, target=target, params=params)
+              if settings.instances else result.labels.astype(np.int32))
+    return SegmentResult(
+        labels=labels.astype(np.int32),
+        probabilities=np.moveaxis(result.probabilities, 0, 1) if settings.probabilities else None,
+        class_names=list(predictor.class_names) or [f"class{k}" for k in range(predictor.num_classes)],
+        in_tile=result.in_shape[-1], in_shape=result.in_shape,
+    )
+
+
 @dataclass(frozen=True)
 class TrainSettings:
-    """A small training run for the widget: the fast recipe, no validation image, stopped by the time budget."""
+    """A small training run for the widget: the fast recipe, no validation image, stopped by the time budget.
+
+    ``dims`` 3 trains a 3D U-Net on a ``(Z, Y, X)`` pair (``biounet train``'s volume defaults,
+    :data:`biounet.training.config.VOLUME_DEFAULTS`, at ``base_channels``): ``tile`` is then the in-plane window
+    side, ``tile_z`` the window depth (None: physically cubic from ``voxel_size``, as ``biounet train``), and
+    ``voxel_size`` the ``(z, y, x)`` voxel size in µm (None: isotropic)."""
 
     time_budget_s: float = 120.0
     base_channels: int = 16
@@ -161,43 +257,58 @@ class TrainSettings:
     lr: float = 2e-3
     seed: int = 0
     init: str | None = None  # fine-tune this trained model.pt (its network and normalisation are kept)
+    dims: int = 2
+    voxel_size: tuple[float, float, float] | None = None
+    tile_z: int | None = None
 
     def __post_init__(self) -> None:
         if self.time_budget_s <= 0:
             raise ValueError(f"time budget must be > 0 seconds, got {self.time_budget_s}")
+        if self.dims not in (2, 3):
+            raise ValueError(f"dims must be 2 or 3, got {self.dims!r}")
 
 
 def train_config(data_dir: str | Path, settings: TrainSettings) -> Any:
     """The :class:`~biounet.training.config.TrainConfig` of a widget run (as :func:`biounet.integrations.demo.demo_config`)."""
     from biounet.training.augment import AugmentConfig
     from biounet.training.autoconfig import take_architecture
-    from biounet.training.config import TrainConfig
+    from biounet.training.config import VOLUME_DEFAULTS, TrainConfig
 
     network: dict[str, Any] = {"base_channels": settings.base_channels, "batch_norm": True}  # the fast recipe
+    volume: dict[str, Any] = {}
+    if settings.dims == 3:  # a 3D U-Net (Cicek et al. 2016): biounet train's volume defaults
+        network = {key: value for key, value in VOLUME_DEFAULTS.items() if key != "tile"} | network
+        volume = {"voxel_size": settings.voxel_size, "tile_z": settings.tile_z}
     if settings.init:
         take_architecture(network, settings.init)  # a fine-tuned model keeps its network and normalisation
     return TrainConfig(
-        data=str(data_dir), layout="pairs", label_kind=settings.label_kind, recipe="fast", tile=settings.tile,
-        batch_size=2, time_budget_s=settings.time_budget_s, precision="fp32", lr=settings.lr, warmup_steps=20,
-        val_every=100, validation_fraction=0.0, workers=0, seed=settings.seed, init=settings.init or None,
-        augment=replace(AugmentConfig(), image_order=1), **network,
+        data=str(data_dir), layout="pairs" if settings.dims == 2 else "volumes", label_kind=settings.label_kind,
+        recipe="fast", tile=settings.tile, batch_size=2 if settings.dims == 2 else 1,
+        time_budget_s=settings.time_budget_s, precision="fp32", lr=settings.lr, warmup_steps=20, val_every=100,
+        validation_fraction=0.0, workers=0, seed=settings.seed, init=settings.init or None,
+        augment=replace(AugmentConfig(), image_order=1), **network, **volume,
     )
 
 
-def write_pair(image: npt.NDArray[Any], labels: npt.NDArray[Any], out_dir: str | Path, name: str = "painted") -> Path:
-    """Write an image and its painted labels as a ``pairs`` dataset: ``images/NAME.tif`` and ``labels/NAME.tif``.
+def write_pair(image: npt.NDArray[Any], labels: npt.NDArray[Any], out_dir: str | Path, name: str = "painted", *,
+               voxel_size: tuple[float, float, float] | None = None) -> Path:
+    """Write an image and its painted labels as a ``pairs`` dataset: ``images/NAME.tif`` and ``labels/NAME.tif``;
+    a ``(Z, Y, X)`` pair as OME-TIFF stacks declaring their z axis (and ``voxel_size``, µm), which
+    :func:`biounet.data.datasets.detect_layout` reads as ``volumes``.
 
     Raises
     ------
     ValueError
-        If the image is not 2-D single-channel, the labels' shape differs, or nothing is painted.
+        If the image is neither 2-D nor 3-D single-channel, the labels' shape differs, or nothing is painted.
     """
     from biounet.data.files import check_writable_dir
     from biounet.data.images import write_tiff
+    from biounet.inference.predict_volume import write_volume_tiff
 
     image, labels = np.asarray(image), np.asarray(labels)
-    if image.ndim != 2:
-        raise ValueError(f"training takes a 2-D single-channel image, got shape {image.shape}")
+    if image.ndim not in (2, 3):
+        raise ValueError(f"training takes a 2-D (Y, X) or 3-D (Z, Y, X) single-channel image, got shape "
+                         f"{image.shape}")
     if labels.shape != image.shape:
         raise ValueError(f"labels {labels.shape} and image {image.shape} must have the same shape")
     if not labels.any():
@@ -205,8 +316,13 @@ def write_pair(image: npt.NDArray[Any], labels: npt.NDArray[Any], out_dir: str |
     if labels.min() < 0 or labels.max() > np.iinfo(np.uint16).max:
         raise ValueError(f"label ids must be in 0..65535, got {labels.min()}..{labels.max()}")
     root = check_writable_dir(out_dir)
-    write_tiff(check_writable_dir(root / "images") / f"{name}.tif", image)
-    write_tiff(check_writable_dir(root / "labels") / f"{name}.tif", labels.astype(np.uint16))
+    images, label_dir = check_writable_dir(root / "images"), check_writable_dir(root / "labels")
+    if image.ndim == 3:
+        write_volume_tiff(images / f"{name}.tif", image, voxel_size)
+        write_volume_tiff(label_dir / f"{name}.tif", labels.astype(np.uint16), voxel_size)
+        return root
+    write_tiff(images / f"{name}.tif", image)
+    write_tiff(label_dir / f"{name}.tif", labels.astype(np.uint16))
     return root
 
 
@@ -223,12 +339,18 @@ def train_on_pair(
     """Train on one painted image; returns ``run_dir/model.pt``.
 
     The pair goes to ``run_dir/data`` (a ``pairs`` dataset), the run to ``run_dir/run``. Setting ``cancel`` stops
-    at the next step by raising :class:`Cancelled` (no ``model.pt`` is written).
+    at the next step by raising :class:`Cancelled` (no ``model.pt`` is written). A ``(Z, Y, X)`` pair needs
+    ``settings.dims`` 3 (a 3D U-Net); a 2-D pair ``dims`` 2.
     """
     from biounet.training.train import fit
 
     run_dir = Path(run_dir)
-    data_dir = write_pair(image, labels, run_dir / "data")
+    if settings.dims == 3 and np.ndim(image) != 3:
+        raise ValueError(f"a 3D U-Net trains on a (Z, Y, X) volume, got an image of shape {np.shape(image)}")
+    if settings.dims == 2 and np.ndim(image) == 3:
+        raise ValueError(f"training a 2D U-Net takes a 2-D single-channel image, got shape {np.shape(image)}; a "
+                         "(Z, Y, X) volume trains a 3D U-Net (dims=3)")
+    data_dir = write_pair(image, labels, run_dir / "data", voxel_size=settings.voxel_size)
     config = train_config(data_dir, settings)
 
     def on_event(event: StepEvent | ValidationEvent) -> None:
@@ -375,7 +497,21 @@ class SegmentWidget(_WorkerWidget):
                 self.viewer.add_image(result.probabilities[..., k, :, :], name=f"{layer.name} p({name})",
                                       colormap="magma", blending="additive", contrast_limits=(0, 1), **place)
         count = f", {int(result.labels.max())} cells" if self.instances.value else ""
-        self.status.value = f"done: {layer.name} ({result.in_tile}-px tiles{count})"
+        tiles = (f"{result.in_tile}-px tiles" if result.in_shape is None else
+                 "x".join(map(str, result.in_shape)) + "-voxel (z, y, x) 3D tiles")
+        self.status.value = f"done: {layer.name} ({tiles}{count})"
+
+
+def volume_settings(layer: Any) -> dict[str, Any]:
+    """The :class:`TrainSettings` fields a ``(Z, Y, X)`` image layer sets (a 3D U-Net: ``dims`` 3, the volume
+    defaults' in-plane window, the layer's scale as the voxel size unless it is napari's default of 1); none for a
+    2-D or RGB layer."""
+    from biounet.training.config import VOLUME_DEFAULTS
+
+    if np.ndim(layer.data) != 3 or bool(getattr(layer, "rgb", False)):
+        return {}
+    scale = tuple(float(v) for v in layer.scale[-3:])
+    return {"dims": 3, "tile": int(VOLUME_DEFAULTS["tile"]), "voxel_size": None if scale == (1.0, 1.0, 1.0) else scale}
 
 
 class TrainWidget(_WorkerWidget):
@@ -408,7 +544,7 @@ class TrainWidget(_WorkerWidget):
             init = str(self.init_model.value)
             settings = TrainSettings(time_budget_s=float(self.time_budget.value), tile=int(self.tile.value),
                                      base_channels=int(self.base_channels.value), label_kind=str(self.label_kind.value),
-                                     init=init if init not in ("", ".") else None)
+                                     init=init if init not in ("", ".") else None, **volume_settings(image))
             train_config("<check>", settings)  # an invalid tile size or model file is reported now
         except (ValueError, FileNotFoundError) as err:
             self.status.value = f"error: {err}"
@@ -424,7 +560,9 @@ class TrainWidget(_WorkerWidget):
             return train_on_pair(image_data, label_data, run_dir, settings=settings, progress=relay.value.emit,
                                  cancel=cancel)
 
-        self.status.value = f"training in {run_dir}..."
+        what = (f"a 3D U-Net ({settings.tile}-px windows in-plane; the tile field is for 2D)"
+                if settings.dims == 3 else "a U-Net")
+        self.status.value = f"training {what} in {run_dir}..."
         return self._launch(job, self._on_trained)
 
     def _on_progress(self, value: Any) -> None:
@@ -442,5 +580,6 @@ class TrainWidget(_WorkerWidget):
 
 __all__ = [
     "Cancelled", "SegmentResult", "SegmentSettings", "SegmentWidget", "TrainSettings", "TrainWidget", "image_planes",
-    "sample_cells", "segment_array", "train_config", "train_on_pair", "write_pair",
+    "layer_volume", "normalize_volume", "sample_cells", "segment_array", "segment_volume_array", "train_config",
+    "train_on_pair", "volume_settings", "write_pair",
 ]
