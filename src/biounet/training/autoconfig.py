@@ -197,7 +197,7 @@ def _starting_values(request: TrainRequest, explicit: dict[str, Any]) -> tuple[d
     values.update(recipe_defaults(recipe))
     notes: list[str] = []
     if explicit.get("dims", 3) == 3 and recipe == "fast" and _is_volume_data(request.data, explicit.get("layout")):
-        values.update(VOLUME_DEFAULTS)
+        values.update(VOLUME_DEFAULTS, augment={**values.get("augment", {}), **VOLUME_DEFAULTS["augment"]})
         notes.append("volumes: a 3D U-Net (Cicek et al. 2016: depth 3, base 16, batch norm, 132-px windows in-plane); "
                      "--dims 2 trains the 2D network on their z planes")
     values.update(explicit)

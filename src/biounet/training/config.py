@@ -279,11 +279,20 @@ def resolve_pixel_size(config: TrainConfig, sizes: list[PixelSizeUm | None]) -> 
         "resamples images of other pixel sizes to it")
 
 
-VOLUME_DEFAULTS: dict[str, Any] = dict(dims=3, depth=3, variant="cicek", base_channels=16, batch_norm=True, tile=132)
+VOLUME_GRAY_VALUES: dict[str, tuple[float, float]] = dict(
+    contrast_range=(0.65, 1.5), brightness_range=(-0.15, 0.15), gamma_range=(0.7, 1.5))
+"""Gray-value augmentation of volumes, wider than for images (near nnU-Net's ranges, Isensee et al. 2021:
+contrast and multiplicative brightness 0.75-1.25, gamma 0.7-1.5). A training set of volumes is often one stack,
+whose percentile normalisation fixes one intensity scale: another crop of the same nuclei stack, normalised alike,
+came out 0.75x as bright, and a network trained with the 2D ranges called its nuclei background
+(``python experiments/nuclei3d.py``)."""
+
+VOLUME_DEFAULTS: dict[str, Any] = dict(dims=3, depth=3, variant="cicek", base_channels=16, batch_norm=True, tile=132,
+                                       augment=VOLUME_GRAY_VALUES)
 """What volumes train by default: Cicek et al.'s 3D U-Net (depth 3, the first convolution of each level at half its
 width, batch norm) at a quarter of its width for CPU budgets (base 16 instead of 32), 132-px in-plane windows (the
-paper's 132 x 132 x 116 input, whose output is 44 x 44 x 28); the window depth follows the voxel size
-(:func:`resolve_volume`)."""
+paper's 132 x 132 x 116 input, whose output is 44 x 44 x 28), wider gray-value augmentation
+(:data:`VOLUME_GRAY_VALUES`); the window depth follows the voxel size (:func:`resolve_volume`)."""
 
 
 def resolve_volume(config: TrainConfig, sizes: list[tuple[float, ...] | None]) -> tuple[TrainConfig, str | None]:
@@ -370,6 +379,7 @@ def parse_duration(text: str) -> float:
 
 __all__ = [
     "CELL_TARGET_SCORES", "COMPILE_AUTO_MIN_BUDGET_S", "LABEL_KINDS", "OPTIMIZERS", "PRECISIONS", "RECIPES",
-    "SCHEDULES", "SELECT_BY", "TRAIN_TARGETS", "TrainConfig", "VOLUME_DEFAULTS", "resolve_volume", "cell_target_for", "config_toml", "parse_duration",
+    "SCHEDULES", "SELECT_BY", "TRAIN_TARGETS", "TrainConfig", "VOLUME_DEFAULTS", "VOLUME_GRAY_VALUES", "resolve_volume", "cell_target_for",
+    "config_toml", "parse_duration",
     "read_config_toml", "recipe_defaults", "resolve_compile", "resolve_pixel_size", "resolve_target", "write_config_toml",
 ]

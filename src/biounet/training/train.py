@@ -53,6 +53,7 @@ from biounet.data.checkpoint import load_checkpoint, model_from_payload, model_p
 from biounet.data.datasets import detect_layout, load_dataset, split_samples
 from biounet.data.volumes import split_volume
 from biounet.data.files import write_text
+from biounet.data.normalization import normalize
 from biounet.evaluation.validation import (
     HIGHER_IS_BETTER,
     choose_instance_params,
@@ -262,8 +263,8 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
     if not labelled:
         raise ValueError(f"{config.data}: no labelled images to train on")
     if config.validation_fraction > 0 and len(labelled) == 1 and labelled[0].dims == 3:
-        train, validation = [split_volume(labelled[0], config.validation_fraction)[0]], [
-            split_volume(labelled[0], config.validation_fraction)[1]]
+        parts = split_volume(labelled[0], config.validation_fraction)
+        train, validation = [_normalized_alone(parts[0], config)], [_normalized_alone(parts[1], config)]
     else:
         train, validation = (
             split_samples(labelled, validation_fraction=config.validation_fraction, rng=config.seed)
@@ -273,6 +274,17 @@ def select_samples(config: TrainConfig, samples: list[Sample] | None) -> Split:
     dataset_classes = max(2, max(int(_labels_of(s)[0].max(initial=0)) for s in labelled) + 1)
     return Split(train, validation, task, train[0].image.shape[-1],
                  num_target_classes(task, config.target, dataset_classes), dataset_classes)
+
+
+def _normalized_alone(sample: Sample, config: TrainConfig) -> Sample:
+    """A part of a volume normalised on its own statistics, as prediction normalises a new volume, so that the
+    validation part scores what prediction meets (percentile, min-max and z-score maps are affine, so normalising
+    the normalised part equals normalising its raw voxels); ``range`` is fixed by the dtype and stays."""
+    if config.normalization == "range":
+        return sample
+    z, y, x, channels = sample.image.shape
+    flat = normalize(sample.image.reshape(z * y, x, channels), config.normalization).reshape(sample.image.shape)
+    return replace(sample, image=np.ascontiguousarray(flat, dtype=np.float32))
 
 
 def _as_dims(samples: list[Sample], config: TrainConfig) -> list[Sample]:
