@@ -36,6 +36,8 @@ AXIS_NAMES = "tczyx"  # the order NGFF requires: time, channel, then space
 PLANE_AXES = "tz"  # folded into planes
 _OME_UNITS = {"micrometer": "µm", "nanometer": "nm", "millimeter": "mm", "meter": "m", "angstrom": "Å"}
 _NGFF_UNITS = {symbol: name for name, symbol in _OME_UNITS.items()} | {"um": "micrometer"}
+_MICROMETRES = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "meter": 1e6, "angstrom": 1e-4}
+"""Micrometres per NGFF length unit (the units a voxel size is converted from)."""
 
 
 class NgffError(ValueError):
@@ -134,6 +136,38 @@ class NgffImage:
         """The image as a lazy ``(planes, C, H, W)`` stack."""
         return PlaneStack(self.array, self.axes)
 
+    @property
+    def is_volume(self) -> bool:
+        """Whether the image has a ``z`` axis of more than one plane and no ``t`` axis of more than one step."""
+        size = dict(zip(self.axes, self.array.shape))
+        return size.get("z", 1) > 1 and size.get("t", 1) == 1
+
+    @property
+    def voxel_size_um(self) -> tuple[float, float, float] | None:
+        """The ``(z, y, x)`` voxel size in micrometres of a volume, where the metadata gives y and x the same
+        length unit (a ``z`` axis without a unit takes theirs; NGFF's scale alone may be in pixels); else None."""
+        if "z" not in self.axes or self.pixel_size is None:
+            return None
+        unit_y = self.units[-2]
+        unit_z = self.units[self.axes.index("z")] or unit_y
+        if unit_y not in _MICROMETRES or unit_z not in _MICROMETRES:
+            return None
+        z = self.scale[self.axes.index("z")] * _MICROMETRES[unit_z]
+        return (z, self.scale[-2] * _MICROMETRES[unit_y], self.scale[-1] * _MICROMETRES[unit_y])
+
+    def volume(self) -> VolumeStack:
+        """The image as a lazy ``(Z, C, Y, X)`` volume.
+
+        Raises
+        ------
+        NgffError
+            If the image has no ``z`` axis of more than one plane, or a ``t`` axis of more than one time point.
+        """
+        if not self.is_volume:
+            raise NgffError(f"{self.path}: OME-Zarr axes {self.axes} of shape {tuple(self.array.shape)} are not "
+                            f"one volume (a z axis of more than one plane, at most one time point)")
+        return VolumeStack(self.array, self.axes)
+
 
 def open_ngff(path: str | os.PathLike[str]) -> NgffImage:
     """Open the highest-resolution level of an OME-Zarr image (NGFF 0.4 or 0.5) lazily.
@@ -201,6 +235,29 @@ class PlaneStack:
         return block if self.channel_axis is not None else block[None]
 
 
+class VolumeStack:
+    """A zarr array with NGFF axes seen as a ``(Z, C, Y, X)`` volume (``t`` of one step dropped); index it as
+    ``[zs, channels, rows, cols]`` with ints or slices. Only the region asked for is read. An image without a ``c``
+    axis has one channel."""
+
+    def __init__(self, array: Any, axes: tuple[str, ...]) -> None:
+        self.array, self.axes = array, axes
+        size = dict(zip(axes, (int(n) for n in array.shape)))
+        self.shape = (size["z"], size.get("c", 1), size["y"], size["x"])
+        self.dtype = np.dtype(array.dtype)
+
+    def __getitem__(self, index: tuple[Any, Any, Any, Any]) -> npt.NDArray[Any]:
+        keys = dict(zip("zcyx", index))
+        block = np.asarray(self.array[tuple(keys.get(a, 0) for a in self.axes)])
+        kept = [a for a in self.axes if a != "t" and not isinstance(keys[a], (int, np.integer))]
+        if "c" not in self.axes:  # a channel axis of one, where the index asks for one
+            kept, block = ["c", *kept], block[None]
+            if isinstance(keys["c"], (int, np.integer)):
+                kept, block = kept[1:], block[0]
+        wanted = [a for a in "zcyx" if a in kept]
+        return np.transpose(block, [kept.index(a) for a in wanted])
+
+
 # --- writing ------------------------------------------------------------------------------------------------------
 
 
@@ -246,6 +303,21 @@ class LabelLayout:
         if planes == 1:
             return cls(("y", "x"), (height, width), yx, (unit, unit))
         return cls(("z", "y", "x"), (planes, height, width), (1.0, *yx), (None, unit, unit))
+
+    @classmethod
+    def for_volume(cls, shape: tuple[int, int, int], voxel_size_um: tuple[float, float, float] | None,
+                   ) -> LabelLayout:
+        """Labels for a ``(Z, Y, X)`` volume (a TIFF stack, HDF5), as NGFF 0.4 ``(z, y, x)`` with its voxel size
+        in micrometres (scale 1 and no unit where it is unknown).
+
+        >>> LabelLayout.for_volume((4, 8, 8), (2.0, 0.5, 0.5)).scale
+        (2.0, 0.5, 0.5)
+        """
+        if len(shape) != 3:
+            raise ValueError(f"shape must be a volume's (Z, Y, X), got {tuple(shape)}")
+        if voxel_size_um is None:
+            return cls(("z", "y", "x"), tuple(shape), (1.0, 1.0, 1.0), (None, None, None))
+        return cls(("z", "y", "x"), tuple(shape), tuple(float(v) for v in voxel_size_um), ("micrometer",) * 3)
 
     def multiscales(self, name: str) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {
@@ -308,6 +380,16 @@ class LabelImageWriter:
         """Plane ``index`` (in the order of :class:`PlaneStack`) as a ``[rows, cols]``-assignable view."""
         return LabelPlane(self.array, self.layout.axes, index)
 
+    def volume(self) -> LabelVolume:
+        """The labels as a ``[zs, rows, cols]``-assignable ``(Z, Y, X)`` view (a ``t`` axis of one step, channel 0).
+
+        Raises
+        ------
+        ValueError
+            If the layout has no ``z`` axis, or a ``t`` axis of more than one step.
+        """
+        return LabelVolume(self.array, self.layout.axes)
+
     def __exit__(self, exc_type: Any, *exc: object) -> None:
         if exc_type is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
@@ -358,6 +440,29 @@ class LabelPlane:
         return np.asarray(self.array[self._index(rows, cols)])
 
 
+class LabelVolume:
+    """A label array with NGFF axes seen as a ``(Z, Y, X)`` volume, read and assigned as ``[zs, rows, cols]``
+    (channel and time index 0), as :func:`biounet.inference.volumes.predict_volume` writes its labels."""
+
+    def __init__(self, array: Any, axes: tuple[str, ...]) -> None:
+        size = dict(zip(axes, (int(n) for n in array.shape)))
+        if "z" not in axes or size.get("t", 1) != 1:
+            raise ValueError(f"label axes {axes} of shape {tuple(array.shape)} are not one volume (need a z axis and "
+                             f"at most one time point)")
+        self.array, self.axes, self.dtype = array, axes, np.dtype(array.dtype)
+        self.shape = (size["z"], size["y"], size["x"])
+
+    def _index(self, index: tuple[Any, Any, Any]) -> tuple[Any, ...]:
+        keys = dict(zip("zyx", index))
+        return tuple(keys.get(a, 0) for a in self.axes)
+
+    def __setitem__(self, index: tuple[Any, Any, Any], value: npt.NDArray[Any]) -> None:
+        self.array[self._index(index)] = value
+
+    def __getitem__(self, index: tuple[Any, Any, Any]) -> npt.NDArray[Any]:
+        return np.asarray(self.array[self._index(index)])
+
+
 # --- OME-TIFF -----------------------------------------------------------------------------------------------------
 
 
@@ -397,18 +502,43 @@ def ome_tiff_metadata(pixel_size: PixelSize, axes: str) -> dict[str, Any]:
             "PhysicalSizeXUnit": pixel_size.ome_unit, "PhysicalSizeYUnit": pixel_size.ome_unit}
 
 
+def write_ome_tiff_volume(path: str | os.PathLike[str], planes: Any, *, shape: tuple[int, ...], dtype: Any,
+                          voxel_size_um: tuple[float, float, float] | None = None) -> Path:
+    """Write a ``(Z, Y, X)`` or ``(Z, C, Y, X)`` OME-TIFF (BigTIFF, zlib) from ``planes``, an iterable of its
+    ``(Y, X)`` planes in order (z, then channels), one plane in memory at a time; the voxel size is recorded as
+    ``PhysicalSizeZ/Y/X`` in µm. The pages are those :func:`tifffile.imwrite` writes for the whole array, so
+    :func:`tifffile.imread` reads back the same array. ``path`` is written as it is (no temporary name).
+    """
+    import tifffile
+
+    if len(shape) not in (3, 4):
+        raise ValueError(f"shape must be (Z, Y, X) or (Z, C, Y, X), got {tuple(shape)}")
+    metadata: dict[str, Any] = {"axes": "ZYX" if len(shape) == 3 else "ZCYX"}
+    if voxel_size_um is not None:
+        for axis, size in zip("ZYX", voxel_size_um):
+            metadata[f"PhysicalSize{axis}"] = float(size)
+            metadata[f"PhysicalSize{axis}Unit"] = "\u00b5m"
+    tifffile.imwrite(path, (np.asarray(plane, dtype=dtype) for plane in planes), shape=tuple(shape),
+                     dtype=np.dtype(dtype), ome=True, metadata=metadata, compression="zlib",
+                     photometric="minisblack", bigtiff=True)
+    return Path(path)
+
+
 __all__ = [
     "NGFF_VERSIONS",
     "LabelImageWriter",
     "LabelLayout",
     "LabelPlane",
+    "LabelVolume",
     "NgffError",
     "NgffImage",
     "PixelSize",
     "PlaneStack",
+    "VolumeStack",
     "is_omezarr",
     "ngff_metadata",
     "ome_tiff_metadata",
     "ome_tiff_pixel_size",
     "open_ngff",
+    "write_ome_tiff_volume",
 ]

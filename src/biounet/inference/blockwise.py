@@ -33,6 +33,15 @@ across block faces (union-find, as the connected components of a graph of touchi
 The watershed split and the ``boundary``, ``distance`` and ``stardist`` targets are not local to a block and are
 refused.
 
+Volumes (a 3D U-Net, Cicek et al. 2016): a ``(Z, Y, X)`` zarr volume is cut into boxes (:class:`VolumeBlock`) whose
+sides are multiples of the 3D tile step per axis (:func:`volume_block_shape`); a worker reads its box plus the
+context margins and predicts the tiles of the one-process overlap-tile run that fall in it
+(:func:`predict_volume_block`), so every voxel again comes from the same tile as in
+:func:`biounet.inference.volumes.predict_volume`. The volume is normalised as a whole on the client
+(:func:`biounet.data.volumes.volume_normalization`, as ``predict_volume_file`` does). Outputs: ``<stem>.zarr``
+``(Z, Y, X)`` and ``<stem>_prob.zarr`` ``(Z, K', Y, X)`` (the order of the one-process ``<stem>_prob.tif``), one
+chunk per box. Blockwise instances of volumes (3D objects merged across boxes) are not supported.
+
 Dask (``distributed``) is an optional dependency (``pip install 'biounet[dask]'``), imported only when used.
 """
 
@@ -40,7 +49,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -55,6 +66,7 @@ from biounet.core.extras import require
 from biounet.data.files import atomic_path, check_writable_dir, output_stem, remove_tree
 from biounet.data.images import ImageSource, label_dtype, open_image
 from biounet.data.normalization import Normalization, normalization_for
+from biounet.data.volumes import volume_normalization
 from biounet.inference.instances import MEMBRANES, SEEDED_BY_OUTPUTS, InstanceParams, fill_gaps
 from biounet.inference.predict import (
     PredictOptions,
@@ -64,12 +76,17 @@ from biounet.inference.predict import (
     load_predictor,
     predict_plane,
     tile_for,
+    volume_tile_for,
 )
+from biounet.inference.predict_volume import VolumeSegmentation, check_dims
 from biounet.inference.predictor import Predictor
 from biounet.inference.tiling import TileGeometry, mirror_indices, tile_starts
+from biounet.inference.volumes import VolumeGeometry, read_mirrored_box, volume_geometry
 
 DEFAULT_BLOCK_PX = 1024
 """Target block side; the block used is the multiple of the tile step nearest to it (at least one step)."""
+DEFAULT_VOLUME_BLOCK = 256
+"""Target side of a volume's box per axis; the box used is the multiple of the tile step nearest to it per axis."""
 FILL_HALO_PX = 16
 """Neighbouring pixels read around a block to give gaps back; :func:`fill_gaps` looks at most ~8 px away."""
 
@@ -146,6 +163,63 @@ def output_index(block: Block, planar: bool, *, channels: bool = False) -> tuple
 
 
 @dataclass(frozen=True)
+class VolumeBlock:
+    """One box of a volume: one chunk of every output array."""
+
+    number: int  # position in the job's list of boxes
+    zs: tuple[int, int]  # [start, stop) in voxels
+    rows: tuple[int, int]
+    cols: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return f"z{self.zs[0]}_y{self.rows[0]}_x{self.cols[0]}"
+
+    @property
+    def region(self) -> tuple[slice, slice, slice]:
+        return slice(*self.zs), slice(*self.rows), slice(*self.cols)
+
+
+def plan_volume_blocks(shape: Sequence[int], block: Sequence[int]) -> list[VolumeBlock]:
+    """The boxes covering a volume of ``shape`` (Z, Y, X), ``block`` (z, y, x) voxels each (smaller at the far
+    edges), x fastest.
+
+    >>> [b.name for b in plan_volume_blocks((5, 4, 7), (4, 4, 4))]
+    ['z0_y0_x0', 'z0_y0_x4', 'z4_y0_x0', 'z4_y0_x4']
+    """
+    if len(shape) != 3 or len(block) != 3 or min(block) < 1:
+        raise ValueError(f"shape and block must be (z, y, x), block sizes >= 1, got {tuple(shape)} and {tuple(block)}")
+    spans = [[(start, min(start + size, length)) for start in range(0, length, size)]
+             for length, size in zip(shape, block)]
+    return [VolumeBlock(number, *span) for number, span in enumerate(itertools.product(*spans))]
+
+
+def volume_block_shape(geometry: VolumeGeometry, requested: int | None = None) -> tuple[int, int, int]:
+    """Box shape ``(z, y, x)`` for 3D tiles of ``geometry``: per axis the multiple of the tile step nearest to
+    :data:`DEFAULT_VOLUME_BLOCK` (at least one step); ``requested`` sets the in-plane sides (checked).
+
+    >>> volume_block_shape(VolumeGeometry((20, 44, 44), (12, 20, 20), (4, 12, 12), (2, 8, 8)))
+    (252, 256, 256)
+
+    Raises
+    ------
+    ValueError
+        If ``requested`` is not a positive multiple of the in-plane tile steps; the message names the nearest ones.
+    """
+    step = geometry.step
+    shape = [s * max(1, round(DEFAULT_VOLUME_BLOCK / s)) for s in step]
+    if requested is not None:
+        plane_step = math.lcm(step[1], step[2])
+        if requested < plane_step or requested % plane_step:
+            below = max(plane_step, requested // plane_step * plane_step)
+            raise ValueError(f"block size {requested} must be a multiple of the in-plane tile step {plane_step} "
+                             f"(tile {geometry.in_shape} -> {geometry.out_shape}); nearest: {below} or "
+                             f"{below + plane_step}")
+        shape[1:] = [requested, requested]
+    return tuple(shape)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
 class BlockJob:
     """What every block task needs; picklable, and stored as ``job.json`` to check a restart against."""
 
@@ -188,11 +262,37 @@ class BlockJob:
         """Where the output ``final`` grows until the run is complete: inside :attr:`work_dir`."""
         return self.work_dir / final.name
 
-    def marker(self, block: Block) -> Path:
+    def marker(self, block: Block | VolumeBlock) -> Path:
         return self.work_dir / "done" / f"{block.name}.npz"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True)
+
+    def output_layout(self, channels: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """``(shape, chunks)`` of the labels, or with ``channels`` of the outputs: one chunk per block."""
+        planes, height, width = self.shape
+        lead = [] if self.planar else [planes]
+        inner = [] if channels is None else [channels]
+        return (*lead, *inner, height, width), (*[1] * len(lead), *inner, self.block, self.block)
+
+
+@dataclass(frozen=True)
+class VolumeJob(BlockJob):
+    """A :class:`BlockJob` for a volume and a 3D U-Net: 3D tiles of ``in_shape``, boxes of ``block_shape``
+    (``in_tile``/``block`` hold their in-plane sides, ``normalizations`` the whole volume's one)."""
+
+    in_shape: tuple[int, int, int] = (0, 0, 0)
+    block_shape: tuple[int, int, int] = (0, 0, 0)
+
+    @property
+    def planar(self) -> bool:
+        return False
+
+    def output_layout(self, channels: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Labels ``(Z, Y, X)``, outputs ``(Z, K', Y, X)``, chunked by box."""
+        (depth, *plane), (bz, *box) = self.shape, self.block_shape
+        inner = [] if channels is None else [channels]
+        return (depth, *inner, *plane), (bz, *inner, *box)
 
 
 @dataclass
@@ -207,6 +307,8 @@ class BlockwiseResult:
     block: int
     computed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    in_shape: tuple[int, int, int] | None = None  # a volume's 3D tile (z, y, x); None for planes
+    block_shape: tuple[int, int, int] | None = None  # a volume's box (z, y, x)
 
 
 # --- client side ------------------------------------------------------------------------------------------------
@@ -276,13 +378,18 @@ def predict_blockwise(
     if instances is not None:
         _check_local_instances(predictor, instances, target)
     out = check_writable_dir(out_dir)
-    job = _make_job(predictor, source, model, out, options, device=device, precision=precision, tta=tta,
-                    block_size=block_size)
-    blocks = plan_blocks(source.planes, (source.height, source.width), job.block)
+    settings = {"device": device, "precision": precision, "tta": tta, "block_size": block_size}
+    if predictor.dims == 3:
+        job: BlockJob = _make_volume_job(predictor, source, model, out, options, **settings)  # type: ignore[arg-type]
+        blocks: Sequence[Block | VolumeBlock] = plan_volume_blocks(job.shape, job.block_shape)  # type: ignore[attr-defined]
+        task: Callable[..., None] = _predict_volume_block
+    else:
+        job = _make_job(predictor, source, model, out, options, **settings)  # type: ignore[arg-type]
+        blocks, task = plan_blocks(source.planes, (source.height, source.width), job.block), _predict_block
     _prepare_outputs(job, predictor)
     done = {path.stem for path in (job.work_dir / "done").glob("*.npz")}
     todo = [b for b in blocks if b.name not in done]
-    futures = [client.submit(_predict_block, job, b, pure=False) for b in todo]
+    futures = [client.submit(task, job, b, pure=False) for b in todo]
     _wait(futures, progress, start=len(blocks) - len(todo), total=len(blocks))
     if instances is not None:
         instances_blockwise(client, job.staged(job.labels_path), job.staged(job.instances_path), params=instances)
@@ -291,6 +398,7 @@ def predict_blockwise(
         job.labels_path, job.probabilities_path if job.save_probabilities else None,
         job.instances_path if instances is not None else None, job.shape, job.in_tile, job.block,
         computed=[b.name for b in todo], skipped=[b.name for b in blocks if b.name in done],
+        in_shape=getattr(job, "in_shape", None), block_shape=getattr(job, "block_shape", None),
     )
 
 
@@ -336,6 +444,9 @@ class _Squeezed:
 
 
 def _check_local_instances(predictor: Predictor, params: InstanceParams, target: str | None) -> None:
+    if predictor.dims == 3:
+        raise ValueError("blockwise instances of a volume (3D objects merged across boxes) are not supported; "
+                         "predict without --instances, or without --dask")
     if target == MEMBRANES:
         raise ValueError("blockwise instances do not support the segments of a membrane model (their agglomeration "
                          "sees the whole map); predict this model without --dask")
@@ -362,9 +473,34 @@ def _make_job(
         save_probabilities=options.save_probabilities,
         normalizations=tuple(normalization_for(source, z, predictor.normalization) for z in range(source.planes)),
     )
+    return _check_not_input(job, source)
+
+
+def _check_not_input(job: BlockJob, source: ImageSource) -> BlockJob:
     if Path(job.image) in (job.labels_path, job.probabilities_path, job.instances_path):
         raise ValueError(f"{source.path}: the outputs would overwrite the input; choose another --out")
     return job
+
+
+def _make_volume_job(
+    predictor: Predictor, source: ImageSource, model: str | os.PathLike[str], out: Path, options: PredictOptions,
+    *, device: str, precision: str, tta: bool, block_size: int | None,
+) -> VolumeJob:
+    """The job of a zarr volume ``(Z, Y, X)`` and a 3D U-Net: the one-process tile shape, the whole volume's
+    normalisation, boxes of :func:`volume_block_shape`."""
+    check_dims(predictor, 3 if "Z" in source.layout else 2, source.path)
+    shape = (source.planes, source.height, source.width)
+    in_shape = volume_tile_for(predictor, shape, options)
+    block_shape = volume_block_shape(volume_geometry(predictor.model_config, in_shape), block_size)
+    job = VolumeJob(
+        model=str(Path(model).resolve()), image=str(source.path.resolve()), out_dir=str(out.resolve()),
+        stem=output_stem(source.path), shape=shape, device=device, precision=precision, tta=tta,
+        in_tile=in_shape[-1], block=block_shape[-1], batch_size=options.batch_size,
+        save_probabilities=options.save_probabilities,
+        normalizations=(volume_normalization(source, predictor.normalization),),
+        in_shape=in_shape, block_shape=block_shape,
+    )
+    return _check_not_input(job, source)  # type: ignore[return-value]
 
 
 def _prepare_outputs(job: BlockJob, predictor: Predictor) -> None:
@@ -384,14 +520,13 @@ def _prepare_outputs(job: BlockJob, predictor: Predictor) -> None:
             return
     remove_tree(job.work_dir)  # a job that never wrote its settings (or lost its arrays) finished no block
     (job.work_dir / "done").mkdir(parents=True)
-    planes, height, width = job.shape
-    layout = [] if job.planar else [planes]
-    zarr.open_array(str(job.staged(job.labels_path)), mode="w", shape=(*layout, height, width),
-                    chunks=(*[1] * len(layout), job.block, job.block), dtype=label_dtype(predictor.num_classes))
+    shape, chunks = job.output_layout()
+    zarr.open_array(str(job.staged(job.labels_path)), mode="w", shape=shape, chunks=chunks,
+                    dtype=label_dtype(predictor.num_classes))
     if job.save_probabilities:
-        channels = predictor.output_channels
-        zarr.open_array(str(job.staged(job.probabilities_path)), mode="w", shape=(*layout, channels, height, width),
-                        chunks=(*[1] * len(layout), channels, job.block, job.block), dtype=np.float32)
+        shape, chunks = job.output_layout(predictor.output_channels)
+        zarr.open_array(str(job.staged(job.probabilities_path)), mode="w", shape=shape, chunks=chunks,
+                        dtype=np.float32)
     with atomic_path(settings) as tmp:
         tmp.write_text(job.to_json())
 
@@ -484,6 +619,85 @@ def _predict_block(job: BlockJob, block: Block) -> None:
     if job.save_probabilities:
         probabilities = zarr.open_array(str(job.staged(job.probabilities_path)), mode="r+")
         probabilities[output_index(block, job.planar, channels=True)] = result.probabilities
+    with atomic_path(job.marker(block)) as tmp, tmp.open("wb") as handle:
+        np.savez(handle, precision=np.array(predictor.precision))
+
+
+def predict_volume_block(
+    predictor: Predictor, source: ImageSource, norm: Normalization, block: VolumeBlock, geometry: VolumeGeometry,
+    *, batch_size: int = 1,
+) -> VolumeSegmentation:
+    """Outputs ``(K', z, y, x)`` and class labels ``(z, y, x)`` of one box of a volume, from the tiles the
+    whole-volume prediction (:func:`biounet.inference.volumes.predict_volume`) runs there, in the same order.
+
+    The box must start at multiples of ``geometry.step`` per axis and (except at the volume's far edges) end at
+    them, as :func:`plan_volume_blocks` with :func:`volume_block_shape` gives it: then each voxel is written last by
+    the same tile as in the whole-volume run, so the values are equal. The context is read once (the box, the
+    margins and the last tiles' overhang, mirrored outside the volume).
+
+    Raises
+    ------
+    ValueError
+        If the box does not start at multiples of the tile step, or the voxels hold NaN or Inf.
+    FloatingPointError
+        If the network's output is NaN or infinite.
+    """
+    spans = (block.zs, block.rows, block.cols)
+    volume = (source.planes, source.height, source.width)
+    if any(start % step for (start, _), step in zip(spans, geometry.step)):
+        raise ValueError(f"box {block.name} must start at multiples of the tile step {geometry.step}")
+    starts = [[start + s for s in tile_starts(stop - start, out, step)]
+              for (start, stop), out, step in zip(spans, geometry.out_shape, geometry.step)]
+    read = _context_reader(source, norm, volume, starts, geometry)
+    extent = tuple(stop - start for start, stop in spans)
+    probabilities = np.zeros((predictor.output_channels, *extent), np.float32)
+    labels = np.zeros(extent, label_dtype(predictor.num_classes))
+    origins = list(itertools.product(*starts))
+    for first in range(0, len(origins), batch_size):
+        batch_origins = origins[first : first + batch_size]
+        tiles = [read_mirrored_box(read, volume, [o - m for o, m in zip(origin, geometry.margins)], geometry.in_shape)
+                 for origin in batch_origins]
+        probs = predictor(np.ascontiguousarray(np.stack(tiles).transpose(0, 4, 1, 2, 3), dtype=np.float32))
+        if not np.all(np.isfinite(probs)):
+            raise FloatingPointError(f"{source.path}: the network's output is NaN or infinite in box {block.name}")
+        for origin, tile in zip(batch_origins, probs):
+            size = [min(out, stop - o) for out, (_, stop), o in zip(geometry.out_shape, spans, origin)]
+            inside = tile[(slice(None), *(slice(0, n) for n in size))]
+            region = tuple(slice(o - start, o - start + n) for o, (start, _), n in zip(origin, spans, size))
+            probabilities[(slice(None), *region)] = inside
+            labels[region] = np.argmax(inside[: predictor.num_classes], axis=0)
+    return VolumeSegmentation(probabilities, labels, geometry.in_shape)
+
+
+def _context_reader(source: ImageSource, norm: Normalization, volume: tuple[int, int, int],
+                    starts: Sequence[Sequence[int]], geometry: VolumeGeometry) -> Callable[..., npt.NDArray[Any]]:
+    """``read(zs, ys, xs)`` over the normalised voxels the tiles at ``starts`` (per axis) need, read once."""
+    indices = [mirror_indices(axis[0] - m, axis[-1] - m + size, length)
+               for axis, m, size, length in zip(starts, geometry.margins, geometry.in_shape, volume)]
+    low = [int(index.min()) for index in indices]
+    try:
+        raw = norm.apply(source.read_region(*(slice(lo, int(index.max()) + 1) for lo, index in zip(low, indices))))
+    except ValueError as err:
+        raise ValueError(f"{source.path}: {err}") from err
+
+    def read(zs: slice, ys: slice, xs: slice) -> npt.NDArray[np.float32]:
+        return raw[tuple(slice(s.start - lo, s.stop - lo) for s, lo in zip((zs, ys, xs), low))]
+
+    return read
+
+
+def _predict_volume_block(job: VolumeJob, block: VolumeBlock) -> None:
+    """Task: predict one box of a volume, write its output chunks, then its marker."""
+    import zarr
+
+    predictor = _worker_predictor(job.model, job.device, job.precision, job.tta)
+    result = predict_volume_block(predictor, _open_zarr_source(job.image), job.normalizations[0], block,
+                                  volume_geometry(predictor.model_config, job.in_shape), batch_size=job.batch_size)
+    zs, rows, cols = block.region
+    zarr.open_array(str(job.staged(job.labels_path)), mode="r+")[zs, rows, cols] = result.labels
+    if job.save_probabilities:
+        probabilities = zarr.open_array(str(job.staged(job.probabilities_path)), mode="r+")
+        probabilities[zs, :, rows, cols] = np.moveaxis(result.probabilities, 0, 1)
     with atomic_path(job.marker(block)) as tmp, tmp.open("wb") as handle:
         np.savez(handle, precision=np.array(predictor.precision))
 
@@ -636,16 +850,22 @@ def _fill_block(job: _InstanceJob, block: Block, keys: npt.NDArray[np.uint64],
 
 __all__ = [
     "DEFAULT_BLOCK_PX",
+    "DEFAULT_VOLUME_BLOCK",
     "FILL_HALO_PX",
     "Block",
     "BlockJob",
     "BlockwiseResult",
+    "VolumeBlock",
+    "VolumeJob",
     "block_side",
     "instances_blockwise",
     "merge_components",
     "open_client",
     "output_index",
     "plan_blocks",
+    "plan_volume_blocks",
     "predict_block",
     "predict_blockwise",
+    "predict_volume_block",
+    "volume_block_shape",
 ]

@@ -41,6 +41,7 @@ from biounet.core.model import ModelConfig, UNet, nearest_valid_sizes, output_pr
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
 from biounet.data.files import (
     OutputError,
+    atomic_path,
     check_creatable_dir,
     check_writable_dir,
     files_by_stem,
@@ -50,6 +51,7 @@ from biounet.data.files import (
 )
 from biounet.data.images import ImageSource, label_dtype, open_image, write_tiff
 from biounet.data.normalization import normalization_for, normalize
+from biounet.data.omezarr import write_ome_tiff_volume
 from biounet.data.volumes import volume_normalization
 from biounet.data.scale import PixelSizeUm, micrometres, physical_micrometres, resample, scaled_shape, zoom_factors
 from biounet.inference.exported import OnnxPredictor
@@ -517,20 +519,43 @@ def predict_volume_file(
     progress: Callable[[int, int], None] | None = None,
 ) -> PredictResult:
     """:func:`predict_file` for a volume and a 3D U-Net: tiles in 3D, the volume normalised as a whole (as training
-    normalised it), outputs in the volume's voxel size (:mod:`biounet.inference.predict_volume`)."""
+    normalised it), outputs in the volume's voxel size (:mod:`biounet.inference.predict_volume`).
+
+    Outputs over a quarter of the memory budget grow in temporary on-disk zarr arrays, written tile by tile and then
+    into the TIFFs plane by plane (:func:`biounet.data.omezarr.write_ome_tiff_volume`), so memory stays at a few
+    tiles and planes whatever the volume's size; the files are the same either way."""
     check_dims(predictor, source.dims, source.path)
     shape = (source.planes, source.height, source.width)
     in_shape = volume_tile_for(predictor, shape, options)
     out_dir = check_writable_dir(out_dir)
     stem = output_stem(source.path)
-    labels = np.zeros(shape, dtype=label_dtype(predictor.num_classes))
-    probs = np.zeros((predictor.output_channels, *shape), np.float32) if options.save_probabilities else None
+    channels = predictor.output_channels
+    on_disk = channels * int(np.prod(shape)) * 4 > resolve_memory_budget(options.memory_budget).bytes // 4
+    prob_shape = (channels, *shape) if options.save_probabilities else (1, 1, 1, 1)
     total = count_tiles_for(predictor, shape, in_shape)
     read = source_reader(source, volume_normalization(source, predictor.normalization))
-    predict_volume_outputs(predictor, read, shape, volume_geometry(predictor.model_config, in_shape),
-                           probabilities=probs, labels=labels, batch_size=options.batch_size,
-                           progress=tile_counter(total, progress), path=source.path)
-    labels_path, prob_path = write_volume_outputs(out_dir, stem, labels, probs, source.voxel_size_um)
+    with (
+        _outputs(out_dir, shape, label_dtype(predictor.num_classes), on_disk=on_disk, name=stem) as labels,
+        _outputs(out_dir, prob_shape, np.float32, on_disk=on_disk and options.save_probabilities,
+                 name=f"{stem}_prob") as staged,
+    ):
+        probs = staged if options.save_probabilities else None
+        predict_volume_outputs(predictor, read, shape, volume_geometry(predictor.model_config, in_shape),
+                               probabilities=probs, labels=labels, batch_size=options.batch_size,
+                               progress=tile_counter(total, progress), path=source.path)
+        if not on_disk:
+            labels_path, prob_path = write_volume_outputs(out_dir, stem, labels, probs, source.voxel_size_um)
+        else:
+            labels_path, prob_path = out_dir / f"{stem}.tif", None
+            with atomic_path(labels_path) as tmp:
+                write_ome_tiff_volume(tmp, (labels[z] for z in range(shape[0])), shape=shape, dtype=labels.dtype,
+                                      voxel_size_um=source.voxel_size_um)
+            if probs is not None:
+                prob_path = out_dir / f"{stem}_prob.tif"
+                with atomic_path(prob_path) as tmp:  # (K, Z, Y, X) staged, (Z, K, Y, X) in the file
+                    write_ome_tiff_volume(tmp, (probs[k, z] for z in range(shape[0]) for k in range(channels)),
+                                          shape=(shape[0], channels, *shape[1:]), dtype=np.float32,
+                                          voxel_size_um=source.voxel_size_um)
     return PredictResult(labels_path, prob_path, shape, in_shape[-1], total, None, None, in_shape=in_shape)
 
 
