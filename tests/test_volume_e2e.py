@@ -178,3 +178,20 @@ def test_bad_training_volumes_are_one_line_errors(tmp_path, capsys):
                                    "--iterations", "1", "--precision", "fp32", "-q"])
     assert str(raw.shape[1]) in err and str(raw.shape[1] - 1) in err
     assert not (tmp_path / "r1" / "model.pt").exists() and not (tmp_path / "r2" / "model.pt").exists()
+
+
+def test_sparse_annotation_unpainted_voxels_are_ignored(tmp_path):
+    """Cicek et al.'s sparse annotation: a few painted slices, the ignore label everywhere else."""
+    from biounet.data.datasets import load_dataset
+
+    raw, labels = nuclei_volume(4)
+    sparse = labels.astype(np.int32)
+    sparse[1::3] = 99  # two of every three slices unpainted
+    folder = tmp_path / "sparse"
+    folder.mkdir()
+    write_h5(folder / "a.h5", raw, sparse)
+    (sample,) = load_dataset(folder, ignore_label=99, label_kind="instances")
+    assert sample.dims == 3
+    np.testing.assert_array_equal(sample.classes == -1, sparse == 99)
+    painted = sparse != 99
+    np.testing.assert_array_equal(sample.instances[painted] > 0, labels[painted] > 0)

@@ -310,7 +310,7 @@ def test_detect_layout_of_hdf5(tmp_path):
         detect_layout(tmp_path / "notes.txt")
 
 
-def test_load_dataset_dispatches_volumes_and_refuses_2d_options(tmp_path):
+def test_load_dataset_dispatches_volumes_and_refuses_2d_only_options(tmp_path):
     _write_h5(tmp_path / "v.h5", _ramp(), _cells((6, 10, 12)))
     (sample,) = load_dataset(tmp_path)
     assert sample.dims == 3 and sample.name == "v" and sample.instances.max() == 12
@@ -318,8 +318,8 @@ def test_load_dataset_dispatches_volumes_and_refuses_2d_options(tmp_path):
     assert as_classes.classes.max() == 12
     with pytest.raises(ValueError, match="num_classes=3 applies to the .'pairs',. layout"):
         load_dataset(tmp_path, num_classes=3)
-    with pytest.raises(ValueError, match="ignore_label=7 applies to the .'pairs',. layout, not to 'volumes'"):
-        load_dataset(tmp_path, ignore_label=7)
+    (sparse,) = load_dataset(tmp_path, ignore_label=7)  # sparse annotation: label 7 means unpainted
+    assert (sparse.classes == -1).sum() == (_cells((6, 10, 12)) == 7).sum() > 0
     with pytest.raises(ValueError, match=r"voxel_size_um=\(1, 1, 1\) applies to the 'volumes' layout"):
         load_dataset("synthetic:cells,n=1,size=64", voxel_size_um=(1, 1, 1))
 

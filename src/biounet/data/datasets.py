@@ -285,11 +285,10 @@ def load_dataset(
         "sequences": sequences, "use_gt": use_gt, "use_silver": use_silver, "ignore_margin_px": ignore_margin_px,
         "voxel_size_um": None if voxel_size_um is None else tuple(voxel_size_um),
     })
-    if layout == "volumes" and ignore_label is not None:
-        raise ValueError(f"ignore_label={ignore_label!r} applies to the ('pairs',) layout, not to 'volumes'")
     if layout == "volumes":
         return load_volumes(path, normalization=normalization, voxel_size_um=voxel_size_um,
-                            label_kind=label_kind or "auto", split=split or "train", allow_unlabeled=allow_unlabeled)
+                            label_kind=label_kind or "auto", split=split or "train", allow_unlabeled=allow_unlabeled,
+                            ignore_label=ignore_label)
     label_kind = label_kind or "classes"
     if layout == "synthetic":
         return _load_synthetic(os.fspath(path), normalization, split or "train")

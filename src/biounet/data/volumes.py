@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from biounet.core.samples import Sample, classes_and_instances, guess_label_kind
+from biounet.core.samples import IGNORE, Sample, classes_and_instances, guess_label_kind
 from biounet.data.files import files_by_stem
 from biounet.data.images import (
     HDF5_SUFFIXES,
@@ -268,6 +268,7 @@ def load_volumes(
     label_kind: str = "auto",
     split: str = "train",
     allow_unlabeled: bool = False,
+    ignore_label: int | None = None,
 ) -> list[Sample]:
     """Load every volume of a ``volumes`` dataset (module docstring) as one 3-D sample each, in natural file order.
 
@@ -286,6 +287,9 @@ def load_volumes(
         ``"test"``: labels are not read.
     allow_unlabeled : bool, optional
         Keep volumes without labels as unlabeled samples instead of raising.
+    ignore_label : int, optional
+        Label value of unannotated voxels (sparse annotation, Cicek et al. 2016: a few slices painted): their
+        class is :data:`~biounet.core.samples.IGNORE`, so they weigh nothing in the loss.
 
     Returns
     -------
@@ -306,6 +310,9 @@ def load_volumes(
     volumes = _hdf5_volumes(files, split, allow_unlabeled) if files else _pairs_volumes(root, split, allow_unlabeled)
     if not volumes:
         raise ValueError(f"{root}: no volumes found")
+    unannotated = [None if v.labels is None or ignore_label is None else v.labels == ignore_label for v in volumes]
+    volumes = [v if mask is None else v._replace(labels=np.where(mask, 0, v.labels)) for v, mask in
+               zip(volumes, unannotated)]
     labels = [volume.labels for volume in volumes if volume.labels is not None]
     if label_kind == "auto" and labels:
         try:
@@ -314,7 +321,8 @@ def load_volumes(
             raise ValueError(f"{root}: {err}") from err
         logger.info("label_kind='auto': %s labels read as %r (%s)", root, guess.kind, guess.reason)
         label_kind = guess.kind
-    samples = [_volume_sample(volume, normalization, label_kind, override) for volume in volumes]
+    samples = [_volume_sample(volume, normalization, label_kind, override, mask)
+               for volume, mask in zip(volumes, unannotated)]
     logger.info("loaded %d volumes from %s", len(samples), root)
     return samples
 
@@ -348,12 +356,15 @@ def check_voxel_size(voxel_size_um: Sequence[float]) -> VoxelSizeUm:
     return values[0], values[1], values[2]
 
 
-def _volume_sample(volume: _RawVolume, normalization: str, label_kind: str, override: VoxelSizeUm | None) -> Sample:
+def _volume_sample(volume: _RawVolume, normalization: str, label_kind: str, override: VoxelSizeUm | None,
+                   unannotated: npt.NDArray[np.bool_] | None = None) -> Sample:
     image = _normalized_volume(volume.source, normalization)
     size = override or volume.source.voxel_size_um
     if volume.labels is None:
         return Sample(volume.name, image, None, None, size)
     classes, instances = classes_and_instances(volume.labels, label_kind, source=volume.labels_path)
+    if unannotated is not None:
+        classes = np.where(unannotated, IGNORE, classes).astype(np.int64)
     return Sample(volume.name, image, classes, instances, size)
 
 
