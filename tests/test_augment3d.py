@@ -199,3 +199,18 @@ def test_input_errors(volume):
         sample_volume_window(image, classes, **kwargs, spacing=(0.0, 1.0, 1.0))
     with pytest.raises(TypeError, match="config must be an AugmentConfig"):
         sample_volume_window(image, classes, **{**kwargs, "config": None})
+
+
+def test_scale_range_multiplies_the_whole_window_and_default_draws_nothing():
+    import dataclasses
+
+    from biounet.training.augment import _vary_gray
+
+    image = np.random.default_rng(0).random((4, 6, 6, 1), dtype=np.float32)
+    still = dataclasses.replace(AugmentConfig.disabled(), scale_range=(2.0, 2.0))
+    np.testing.assert_allclose(_vary_gray(image, still, np.random.default_rng(1)), image * 2, rtol=1e-6)
+    drawn, fresh = np.random.default_rng(1), np.random.default_rng(1)
+    _vary_gray(image, AugmentConfig.disabled(), drawn)
+    for _ in range(3):  # gamma, contrast, brightness: (1, 1) scale adds no draw, so 2D streams stay as they were
+        fresh.uniform()
+    assert drawn.random() == fresh.random()

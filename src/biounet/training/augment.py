@@ -91,6 +91,10 @@ class AugmentConfig:
     image_order : {3, 1}
         Spline order for the image: 3 (cubic, default) or 1 (linear, about twice as fast). Labels and weights
         always use nearest neighbour.
+    scale_range : (float, float)
+        Factor ``s`` multiplying the whole window, drawn log-uniformly (after the other gray-value changes): the
+        overall brightness that percentile normalisation leaves to the content (a stack with brighter cells
+        normalises the rest darker). ``(1, 1)``, the default, draws nothing.
     """
 
     flip: bool = True
@@ -104,6 +108,7 @@ class AugmentConfig:
     gamma_range: tuple[float, float] = (0.8, 1.25)
     gray_prob: float = 1.0
     image_order: int = 3
+    scale_range: tuple[float, float] = (1.0, 1.0)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.rotation_deg <= 180.0:
@@ -121,6 +126,7 @@ class AugmentConfig:
         _check_range("contrast_range", self.contrast_range, low=0.0)
         _check_range("brightness_range", self.brightness_range, low=-math.inf)
         _check_range("gamma_range", self.gamma_range, low=0.0, low_open=True)
+        _check_range("scale_range", self.scale_range, low=0.0, low_open=True)
         if self.image_order not in (1, 3):
             raise ValueError(f"image_order must be 1 or 3, got {self.image_order}")
 
@@ -296,7 +302,11 @@ def _vary_gray(image: npt.NDArray[np.float32], config: AugmentConfig, rng: np.ra
         ) ** np.float32(gamma)
     mean = np.float32(values.mean(dtype=np.float64))
     offset = mean * (1 - contrast) + brightness * (high - low)
-    return (values * np.float32(contrast) + np.float32(offset)).astype(np.float32, copy=False)
+    varied = (values * np.float32(contrast) + np.float32(offset)).astype(np.float32, copy=False)
+    if config.scale_range == (1.0, 1.0):  # no draw: the random stream of earlier configs stays as it was
+        return varied
+    scale = math.exp(rng.uniform(math.log(config.scale_range[0]), math.log(config.scale_range[1])))
+    return varied * np.float32(scale)
 
 
 def _check_sample(image: np.ndarray, labels: np.ndarray, weights: np.ndarray | None) -> None:
