@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 from typing import Any
 
@@ -139,6 +140,7 @@ def compare(precision: str, model: UNet, volume: np.ndarray, device: torch.devic
         "biounet_peak_rss_mib": round(ours_rss), "monai_peak_rss_mib": round(theirs_rss),
         "max_abs_diff": float(np.abs(ours - theirs).max()),
         "same_argmax": float(np.mean(ours.argmax(0) == theirs.argmax(0))),
+        "loadavg_1min_after": os.getloadavg()[0],  # 2 = this benchmark's own two threads; more: something else ran
     }
 
 
