@@ -277,7 +277,7 @@ def train_config(data_dir: str | Path, settings: TrainSettings) -> Any:
     network: dict[str, Any] = {"base_channels": settings.base_channels, "batch_norm": True}  # the fast recipe
     volume: dict[str, Any] = {}
     if settings.dims == 3:  # a 3D U-Net (Cicek et al. 2016): biounet train's volume defaults
-        network = {key: value for key, value in VOLUME_DEFAULTS.items() if key != "tile"} | network
+        network = {key: value for key, value in VOLUME_DEFAULTS.items() if key not in ("tile", "augment")} | network
         volume = {"voxel_size": settings.voxel_size, "tile_z": settings.tile_z}
     if settings.init:
         take_architecture(network, settings.init)  # a fine-tuned model keeps its network and normalisation
@@ -286,7 +286,8 @@ def train_config(data_dir: str | Path, settings: TrainSettings) -> Any:
         recipe="fast", tile=settings.tile, batch_size=2 if settings.dims == 2 else 1,
         time_budget_s=settings.time_budget_s, precision="fp32", lr=settings.lr, warmup_steps=20, val_every=100,
         validation_fraction=0.0, workers=0, seed=settings.seed, init=settings.init or None,
-        augment=replace(AugmentConfig(), image_order=1), **network, **volume,
+        augment=replace(AugmentConfig(), image_order=1, **(VOLUME_DEFAULTS["augment"] if settings.dims == 3 else {})),
+        **network, **volume,
     )
 
 

@@ -140,6 +140,7 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
     def __init__(self, samples: list[PreparedSample], config: TrainConfig, *, rank: int = 0, length: int) -> None:
         self.samples, self.config, self.rank, self.length = samples, config, rank, length
         self.out_shape = output_shape(config.window_shape, config.model_config(1, 2))
+        self.out_tile = self.out_shape[-1]  # the output window's side (in-plane for volumes)
         self.spacing = voxel_spacing(config)
         sizes = np.array([s.classes.size for s in samples], dtype=np.float64)
         self.sample_p = sizes / sizes.sum()
