@@ -161,6 +161,13 @@ def volume_normalization(source: ImageSource, mode: str = "percentile") -> Norma
     return normalization_for(stacked, 0, mode)
 
 
+def normalize_volume(volume: npt.NDArray[Any], mode: str = "percentile") -> npt.NDArray[np.float32]:
+    """An in-memory ``(Z, Y, X, C)`` volume normalised as a whole, per channel, exactly as a volume file is
+    (:func:`volume_normalization`): napari layers, bioimage.io test tensors, a volume's validation part."""
+    source = ImageSource(Path("<volume>"), volume, volume.shape, volume.dtype, "ZYXC", dims=3)
+    return volume_normalization(source, mode).apply(volume)
+
+
 def _normalized_volume(source: ImageSource, mode: str) -> npt.NDArray[np.float32]:
     scaling = volume_normalization(source, mode)
     try:

@@ -47,9 +47,9 @@ from biounet.core.model import (
     smallest_input_shape,
 )
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
-from biounet.data.images import ImageSource, write_png
+from biounet.data.images import write_png
 from biounet.data.normalization import NORMALIZATIONS, PERCENTILES, normalize
-from biounet.data.volumes import volume_normalization
+from biounet.data.volumes import normalize_volume
 from biounet.inference.exported import EXTRA, ignore_tracer_warnings
 from biounet.inference.predict import TorchPredictor, predict_image
 from biounet.inference.predict_volume import segment_volume
@@ -355,7 +355,7 @@ def _test_tensors(
     config = network.config
     if config.dims == 3:
         raw = _test_volume(config, metadata, seed)  # (C, Z, Y, X)
-        normalised = _normalize_volume(np.moveaxis(raw, 0, -1), metadata["normalization"])
+        normalised = normalize_volume(np.moveaxis(raw, 0, -1), metadata["normalization"])
     else:
         raw = _test_image(config, metadata, seed)  # (C, S, S)
         normalised = normalize(np.moveaxis(raw, 0, -1), metadata["normalization"])  # as predict does
@@ -398,13 +398,6 @@ def _test_volume(config: ModelConfig, metadata: dict[str, Any], seed: int) -> np
         centre, radius = rng.uniform(0, 1, 3) * np.array(shape), rng.uniform(0.15, 0.3) * min(shape[1:])
         image[((z - centre[0]) * 2) ** 2 + (y - centre[1]) ** 2 + (x - centre[2]) ** 2 < radius**2] += 0.7
     return _as_raw(np.clip(image, 0, 1), config.in_channels, metadata["normalization"])
-
-
-def _normalize_volume(volume: npt.NDArray[Any], mode: str) -> npt.NDArray[np.float32]:
-    """A ``(Z, Y, X, C)`` volume normalised as a whole, per channel, as ``biounet predict`` and training normalise
-    volumes (:func:`biounet.data.volumes.volume_normalization`)."""
-    source = ImageSource(Path("<volume>"), volume, volume.shape, volume.dtype, "ZYXC", dims=3)
-    return volume_normalization(source, mode).apply(volume)
 
 
 def _write_weights(network: ProbabilityUNet, stage: Path, example: torch.Tensor, opset: int) -> Any:
@@ -451,7 +444,7 @@ def _write_cover(network: ProbabilityUNet, metadata: dict[str, Any], raw: npt.ND
     predictor = TorchPredictor(UNet(network.config), normalization=metadata["normalization"])
     predictor.model.load_state_dict(network.state_dict())
     if network.config.dims == 3:
-        normalised = _normalize_volume(image, metadata["normalization"])
+        normalised = normalize_volume(image, metadata["normalization"])
         classes = segment_volume(predictor, normalised, memory_budget=2**30).labels
         middle = image.shape[0] // 2
         image, labels = image[middle], classes[middle]

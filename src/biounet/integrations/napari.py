@@ -188,16 +188,6 @@ def layer_volume(data: Any, *, rgb: bool = False) -> npt.NDArray[Any]:
     return volume if rgb else volume[..., None]
 
 
-def normalize_volume(volume: npt.NDArray[Any], mode: str) -> npt.NDArray[np.float32]:
-    """A ``(Z, Y, X, C)`` volume normalised as a whole, per channel, as ``biounet predict`` normalises a volume file
-    (:func:`biounet.data.volumes.volume_normalization`)."""
-    from biounet.data.images import ImageSource
-    from biounet.data.volumes import volume_normalization
-
-    source = ImageSource(Path("<image layer>"), volume, volume.shape, volume.dtype, "ZYXC", dims=3)
-    return volume_normalization(source, mode).apply(volume)
-
-
 def segment_volume_array(
     predictor: Predictor,
     data: Any,
@@ -228,6 +218,8 @@ def segment_volume_array(
     budget = resolve_memory_budget(None).bytes
     in_shape = volume_tile(predictor, shape, budget, batch_size=settings.batch_size, tile=settings.tile)
     step = _tile_steps(count_tiles_for(predictor, shape, in_shape), progress, cancel)
+    from biounet.data.volumes import normalize_volume
+
     result = segment_volume(predictor, normalize_volume(volume, predictor.normalization), memory_budget=budget,
                             batch_size=settings.batch_size, tile=settings.tile, progress=step)
     target, params = instance_settings
@@ -581,6 +573,6 @@ class TrainWidget(_WorkerWidget):
 
 __all__ = [
     "Cancelled", "SegmentResult", "SegmentSettings", "SegmentWidget", "TrainSettings", "TrainWidget", "image_planes",
-    "layer_volume", "normalize_volume", "sample_cells", "segment_array", "segment_volume_array", "train_config",
+    "layer_volume", "sample_cells", "segment_array", "segment_volume_array", "train_config",
     "train_on_pair", "volume_settings", "write_pair",
 ]

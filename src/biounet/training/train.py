@@ -51,9 +51,8 @@ from biounet.core.targets import (
 )
 from biounet.data.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
 from biounet.data.datasets import detect_layout, load_dataset, split_samples
-from biounet.data.volumes import split_volume
 from biounet.data.files import write_text
-from biounet.data.normalization import normalize
+from biounet.data.volumes import normalize_volume, split_volume
 from biounet.evaluation.validation import (
     HIGHER_IS_BETTER,
     choose_instance_params,
@@ -283,9 +282,7 @@ def _normalized_alone(sample: Sample, config: TrainConfig) -> Sample:
     the normalised part equals normalising its raw voxels); ``range`` is fixed by the dtype and stays."""
     if config.normalization == "range":
         return sample
-    z, y, x, channels = sample.image.shape
-    flat = normalize(sample.image.reshape(z * y, x, channels), config.normalization).reshape(sample.image.shape)
-    return replace(sample, image=np.ascontiguousarray(flat, dtype=np.float32))
+    return replace(sample, image=normalize_volume(sample.image, config.normalization))
 
 
 def _as_dims(samples: list[Sample], config: TrainConfig) -> list[Sample]:
