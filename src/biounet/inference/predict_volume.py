@@ -23,6 +23,7 @@ import numpy.typing as npt
 from biounet.core.model import output_shape
 from biounet.data.files import atomic_path
 from biounet.data.images import ImageSource, label_dtype
+from biounet.data.omezarr import write_ome_tiff_volume
 from biounet.inference.predictor import Predictor
 from biounet.inference.volumes import (
     VolumeGeometry,
@@ -132,17 +133,11 @@ def source_reader(source: ImageSource, normalization: Any) -> VolumeReadFn:
 
 def write_volume_tiff(path: Path, array: npt.NDArray[Any], voxel_size_um: tuple[float, float, float] | None) -> Path:
     """An OME-TIFF of a ``(Z, Y, X)`` or ``(Z, C, Y, X)`` array recording the voxel size (PhysicalSizeZ/Y/X, µm),
-    written atomically; Fiji (Bio-Formats) and :func:`biounet.data.images.open_image` read it back as a volume."""
-    import tifffile
-
-    metadata: dict[str, Any] = {"axes": "ZYX" if array.ndim == 3 else "ZCYX"}
-    if voxel_size_um is not None:
-        for axis, size in zip("ZYX", voxel_size_um):
-            metadata[f"PhysicalSize{axis}"] = float(size)
-            metadata[f"PhysicalSize{axis}Unit"] = "\u00b5m"
+    written atomically (:func:`biounet.data.omezarr.write_ome_tiff_volume`, fed the array's planes); Fiji
+    (Bio-Formats) and :func:`biounet.data.images.open_image` read it back as a volume."""
+    planes = array.reshape(-1, *array.shape[-2:])  # (z, then channels) planes in order
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, np.ascontiguousarray(array), ome=True, metadata=metadata, compression="zlib",
-                         photometric="minisblack")
+        write_ome_tiff_volume(tmp, planes, shape=array.shape, dtype=array.dtype, voxel_size_um=voxel_size_um)
     return path
 
 
