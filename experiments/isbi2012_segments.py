@@ -25,20 +25,21 @@ MEASURES = ("pixel_error", "rand_error", "warping_error", "v_rand", "v_info")
 
 
 def post_processing_seconds(pred: Path, model: Path) -> list[float]:
-    """Seconds of :func:`biounet.inference.segments.segments_from_membranes` on each predicted map, with the model's settings
-    (the second call of each, so that no compilation or import is counted)."""
+    """Seconds of the segments of each predicted map (:func:`biounet.inference.instances.instances_from_probabilities`:
+    the multicut's, or the mutex watershed's for an affinities model), with the model's settings (the second call
+    of each, so that no compilation or import is counted)."""
     import tifffile
 
-    from biounet.inference.segments import segments_from_membranes
+    from biounet.inference.instances import MEMBRANES, instances_from_probabilities
     from biounet.inference.settings import instance_settings
 
     _, params = instance_settings(model)
     seconds = []
     for path in sorted(pred.glob("*_prob.tif")):
-        membrane = tifffile.imread(path)[1]
-        segments_from_membranes(membrane, params)
+        probs = tifffile.imread(path)
+        instances_from_probabilities(probs, target=MEMBRANES, params=params)
         start = time.perf_counter()
-        segments_from_membranes(membrane, params)
+        instances_from_probabilities(probs, target=MEMBRANES, params=params)
         seconds.append(time.perf_counter() - start)
     return seconds
 

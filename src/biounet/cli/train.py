@@ -121,7 +121,9 @@ def _add_target_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> No
     train.add_argument("--target", choices=TRAIN_TARGETS,
                        help="what cells are taught as: paper (background gaps between touching cells), boundary "
                        "(interior + boundary band), distance (paper + a regressed distance map), stardist "
-                       "(boundary + object probability and radial distances, polygons kept by suppression); auto: "
+                       "(boundary + object probability and radial distances, polygons kept by suppression); for "
+                       "membranes, affinities (membrane map + same-cell affinities at near and far offsets, segments "
+                       "by the mutex watershed); auto: "
                        "for instance labels the target that scored best in the measurement nearest the run's "
                        "budget (biounet.training.config.CELL_TARGET_SCORES), paper for class labels and membranes "
                        f"(default: {d['target']})")

@@ -66,6 +66,7 @@ class ModelConfig:
     dropout: float = 0.5
     distance_channels: int = 0  # 1 for the ``distance`` target: a regressed map beside the class scores
     ray_channels: int = 0  # n for the ``stardist`` target: an object probability, then n radial distances
+    affinity_channels: int = 0  # k for the ``affinities`` target: one affinity per offset (biounet.core.affinities)
     dims: int = 2  # 2: images (N, C, Y, X); 3: volumes (N, C, Z, Y, X)
     flat_levels: int = 0  # 3D only: top levels with (1, 3, 3) convolutions and (1, 2, 2) pooling
 
@@ -74,6 +75,9 @@ class ModelConfig:
             raise ValueError(f"distance_channels must be 0 or 1, got {self.distance_channels}")
         if self.ray_channels != 0 and (self.ray_channels < 3 or self.distance_channels):
             raise ValueError(f"ray_channels must be 0, or >= 3 without a distance channel, got {self.ray_channels}")
+        if self.affinity_channels < 0 or (self.affinity_channels and (self.ray_channels or self.distance_channels)):
+            raise ValueError(f"affinity_channels must be >= 0, and 0 beside rays or a distance channel, got "
+                             f"{self.affinity_channels}")
         for name in ("in_channels", "base_channels"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -105,12 +109,14 @@ class ModelConfig:
 
     @property
     def output_channels(self) -> int:
-        """Channels of the network's output: the class scores, then the distance map or the star-convex outputs.
+        """Channels of the network's output: the class scores, then the distance map, the star-convex outputs or the
+        affinities.
 
         >>> ModelConfig(num_classes=3, ray_channels=32).output_channels
         36
         """
-        return self.num_classes + self.distance_channels + (1 + self.ray_channels if self.ray_channels else 0)
+        rays = 1 + self.ray_channels if self.ray_channels else 0
+        return self.num_classes + self.distance_channels + rays + self.affinity_channels
 
 
 def cicek_config(in_channels: int = 3, num_classes: int = 3) -> ModelConfig:
@@ -160,7 +166,7 @@ def anisotropic_levels(voxel_size_zyx: Sequence[float], depth: int) -> int:
 def output_probabilities(logits: torch.Tensor, num_classes: int, rays: int = 0) -> torch.Tensor:
     """The network's outputs as probabilities: softmax over the ``num_classes`` class scores (axis 1) and the
     sigmoid of the extra channels (a ``distance`` model's normalised distance to the cell outline, a ``stardist``
-    model's object probability); the last ``rays`` channels, a star-convex model's radial distances in pixels,
+    model's object probability, an ``affinities`` model's affinities); the last ``rays`` channels, a star-convex model's radial distances in pixels,
     are kept non-negative.
 
     >>> output_probabilities(torch.zeros(1, 3, 1, 1), 2).flatten().tolist()

@@ -13,11 +13,14 @@ representations of cell segmentation:
 - ``stardist``: the ``boundary`` classes plus StarDist's object probability and radial distances
   (:mod:`biounet.core.starconvex`), computed on each augmented tile from the instance ids carried through
   augmentation (a rotation turns the rays).
+- ``affinities`` (membranes): the paper's cell / membrane classes plus, for each offset of
+  :data:`biounet.core.affinities.OFFSETS`, whether a pixel and its partner lie in one cell, computed on each
+  augmented tile from the cells' ids (Wolf et al. 2020; the mutex watershed makes segments of them).
 
 Non-cell tasks (ISBI 2012 membranes, multi-class labels) keep their classes; the border term then separates the
 given instances (the cells between the membranes).
 
-Volumes: every target but ``stardist`` (2D only) takes (Z, Y, X) labels, with ``spacing`` the voxel size relative to
+Volumes: every target but ``stardist`` and ``affinities`` (2D only) takes (Z, Y, X) labels, with ``spacing`` the voxel size relative to
 the in-plane pixel (e.g. ``(2.24, 1, 1)``); distances are then physical, and ``sigma_px`` and ``boundary_px`` stay
 in in-plane pixels. Unannotated voxels (:data:`IGNORE`) get weight 0, so a volume painted on a few slices trains
 the network (Cicek et al. 2016). NumPy/SciPy only.
@@ -43,8 +46,10 @@ from scipy import ndimage
 from biounet.core.samples import IGNORE
 from biounet.core.weights import border_weights, check_spacing, class_balance_weights, separation_borders
 
-TARGETS: tuple[str, ...] = ("paper", "boundary", "distance", "stardist")
+TARGETS: tuple[str, ...] = ("paper", "boundary", "distance", "stardist", "affinities")
 TASKS: tuple[str, ...] = ("cells", "membranes", "classes")
+MEMBRANES = "membranes"
+"""The task of cells between membranes (ISBI 2012), the one the ``affinities`` target serves."""
 STAR_LIKE_BOUNDARY: tuple[str, ...] = ("boundary", "stardist")
 """Targets whose classes are background / interior / boundary (``stardist`` adds its outputs to those)."""
 BOUNDARY_CLASS = 2
@@ -65,15 +70,16 @@ class TrainingTargets:
         The instances whose borders the border term measures ``d1``, ``d2`` to (separated cells, interiors).
     distance : float32 or None
         Normalised distance to the cell outline (``distance`` target only), 0 on background.
-    star_ids : int32 or None
-        The instance ids the star-convex outputs are computed from after augmentation (``stardist`` target only).
+    tile_ids : int32 or None
+        The instance ids the per-tile outputs are computed from after augmentation: the star-convex outputs
+        (``stardist`` target, cells) or the affinities (``affinities`` target, membranes: the cells between them).
     """
 
     classes: npt.NDArray[np.int64]
     weights: npt.NDArray[np.float32]
     cells: npt.NDArray[np.int32]
     distance: npt.NDArray[np.float32] | None = None
-    star_ids: npt.NDArray[np.int32] | None = None
+    tile_ids: npt.NDArray[np.int32] | None = None
 
 
 def task_of(classes: npt.NDArray[np.integer], instances: npt.NDArray[np.integer]) -> str:
@@ -169,8 +175,8 @@ def cell_distance(
 def _check_dims(instances: npt.NDArray[np.integer], target: str) -> None:
     if instances.ndim not in (2, 3):
         raise ValueError(f"labels must be (H, W) or (Z, Y, X), got shape {instances.shape}")
-    if target == "stardist" and instances.ndim == 3:
-        raise ValueError(f"the stardist target is 2D only; got a volume of shape {instances.shape}")
+    if target in ("stardist", "affinities") and instances.ndim == 3:
+        raise ValueError(f"the {target} target is 2D only; got a volume of shape {instances.shape}")
 
 
 def target_classes(
@@ -185,7 +191,7 @@ def target_classes(
         Class ids from the dataset, :data:`IGNORE` where unannotated.
     instances : int, the shape of ``classes``
         Instance ids, 0 = none.
-    target : {"paper", "boundary", "distance", "stardist"}
+    target : {"paper", "boundary", "distance", "stardist", "affinities"}
         See the module docstring. For ``membranes`` and ``classes`` tasks (see :func:`task_of`) every target
         keeps the classes and separates the given instances. ``stardist`` is 2D only.
     boundary_px : int
@@ -253,8 +259,8 @@ def training_targets(
         Dataset labels: class ids (:data:`IGNORE` where unannotated) and instance ids (0 = none).
     num_classes : int
         Classes the network predicts (3 for the ``boundary`` target of cells).
-    target : {"paper", "boundary", "distance", "stardist"}
-        Target representation, see the module docstring; ``stardist`` is 2D only.
+    target : {"paper", "boundary", "distance", "stardist", "affinities"}
+        Target representation, see the module docstring; ``stardist`` and ``affinities`` are 2D only.
     w0, sigma_px : float
         Border term ``w0 exp(-(d1 + d2)^2 / (2 sigma^2))``; ``w0 = 0`` switches it off. ``sigma_px`` is in
         in-plane pixels.
@@ -295,8 +301,9 @@ def training_targets(
     weights[taught == IGNORE] = 0.0
     is_cells = task_of(classes, instances) == "cells"
     distance = cell_distance(cells, spacing=spacing) if target == "distance" and is_cells else None
-    star_ids = np.asarray(instances, dtype=np.int32) if target == "stardist" and is_cells else None
-    return TrainingTargets(taught, weights.astype(np.float32), cells, distance, star_ids)
+    per_tile = (target == "stardist" and is_cells) or (target == "affinities" and task_of(classes, instances) == MEMBRANES)
+    tile_ids = np.asarray(instances, dtype=np.int32) if per_tile else None
+    return TrainingTargets(taught, weights.astype(np.float32), cells, distance, tile_ids)
 
 
 def num_target_classes(task: str, target: str, dataset_classes: int) -> int:

@@ -23,7 +23,14 @@ from biounet.evaluation import metrics
 from biounet.inference.instances import InstanceParams, instances_from_probabilities, split_outputs
 from biounet.inference.predict import DEFAULT_MEMORY_BUDGET, TorchPredictor, predict_image
 from biounet.inference.predict_volume import segment_volume
-from biounet.inference.segments import SegmentParams, agglomerate, oversegment, separate
+from biounet.inference.segments import (
+    SegmentParams,
+    absorb_small,
+    agglomerate,
+    mutex_partition,
+    oversegment,
+    separate,
+)
 
 HIGHER_IS_BETTER: dict[str, bool] = {
     "seg": True, "object_f1": True, "foreground_iou": True, "mean_iou": True, "pixel_error": False,
@@ -177,26 +184,45 @@ SEGMENT_GRID: dict[str, tuple[float, ...]] = {
 """The segment settings :func:`choose_segment_params` tries: every combination."""
 
 
+AFFINITY_GRID: dict[str, tuple[float, ...]] = {
+    "min_size_px": (10, 25, 50, 100), "membrane_threshold": SEGMENT_GRID["membrane_threshold"],
+}
+"""The settings :func:`choose_segment_params` tries for an ``affinities`` model's segments (the mutex watershed
+itself has none): every combination."""
+
+
+def _segment_errors(segments: npt.NDArray[np.int32], true_cells: npt.NDArray[np.bool_],
+                    true_labels: npt.NDArray[np.int32]) -> tuple[float, float, float]:
+    boundary = (segments == 0).astype(np.float64)
+    return (metrics.rand_scores(segments, true_labels).error, metrics.warping_error(boundary, true_cells).error,
+            metrics.pixel_error(boundary, true_cells).error)
+
+
 def segment_table(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample],
                   ) -> list[tuple[SegmentParams, dict[str, float]]]:
-    """Every :data:`SEGMENT_GRID` setting with its mean Rand, warping and pixel error of the segments on the
-    images (the fragments are made once per ``sigma_seeds``, the multicut once per ``bias``)."""
+    """Every :data:`SEGMENT_GRID` setting (:data:`AFFINITY_GRID` for an ``affinities`` model, whose outputs hold
+    affinities after the two classes) with its mean Rand, warping and pixel error of the segments on the images
+    (the fragments are made once per ``sigma_seeds``, the multicut once per ``bias``; the mutex watershed once)."""
     table: dict[SegmentParams, list[tuple[float, float, float]]] = {}
     for prob, sample in zip(probs, samples):
         membrane = np.asarray(prob[1], dtype=np.float32)
         true_cells = _labels(sample)[0] == 0
         true_labels = ndimage.label(true_cells)[0]
+        if prob.shape[0] > 2:
+            partition = mutex_partition(prob[2:])
+            for size, level in product(AFFINITY_GRID["min_size_px"], AFFINITY_GRID["membrane_threshold"]):
+                segments = separate(absorb_small(partition, membrane, int(size)), membrane, threshold=level)
+                table.setdefault(SegmentParams(min_size_px=int(size), membrane_threshold=level), []).append(
+                    _segment_errors(segments, true_cells, true_labels))
+            continue
         for sigma in SEGMENT_GRID["sigma_seeds"]:
             fragments = oversegment(membrane, SegmentParams(sigma_seeds=sigma))
             for bias in SEGMENT_GRID["bias"]:
                 merged = agglomerate(fragments, membrane, SegmentParams(bias=bias))
                 for level in SEGMENT_GRID["membrane_threshold"]:
                     segments = separate(merged, membrane, threshold=level)
-                    boundary = (segments == 0).astype(np.float64)
                     table.setdefault(SegmentParams(sigma_seeds=sigma, bias=bias, membrane_threshold=level), []).append(
-                        (metrics.rand_scores(segments, true_labels).error,
-                         metrics.warping_error(boundary, true_cells).error,
-                         metrics.pixel_error(boundary, true_cells).error))
+                        _segment_errors(segments, true_cells, true_labels))
     return [(params, dict(zip(("rand_error", "warping_error", "pixel_error"), np.mean(rows, axis=0).tolist())))
             for params, rows in table.items()]
 
@@ -215,7 +241,7 @@ def choose_segment_params(probs: Sequence[npt.NDArray[np.float32]], samples: Seq
 
 
 __all__ = [
-    "HIGHER_IS_BETTER", "SEGMENT_GRID", "cell_scores", "choose_instance_params", "choose_segment_params",
+    "AFFINITY_GRID", "HIGHER_IS_BETTER", "SEGMENT_GRID", "cell_scores", "choose_instance_params", "choose_segment_params",
     "dataset_task", "instance_param_grid", "mean_iou", "membrane_scores", "predict_samples", "score_name",
     "segment_table", "task_scores",
 ]

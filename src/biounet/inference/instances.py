@@ -24,10 +24,11 @@ import numpy as np
 import numpy.typing as npt
 from scipy import ndimage
 
+from biounet.core.affinities import OFFSETS
 from biounet.core.targets import BOUNDARY_CLASS, TARGETS
 from biounet.core.weights import nearest_two_distances
 from biounet.inference.polygons import MASKS, StarParams, star_instances
-from biounet.inference.segments import SegmentParams, segments_from_membranes
+from biounet.inference.segments import SegmentParams, segments_from_affinities, segments_from_membranes
 
 
 @dataclass(frozen=True)
@@ -247,7 +248,13 @@ SEEDED_BY_OUTPUTS: tuple[str, ...] = ("distance", "stardist")
 def split_outputs(probs: npt.NDArray[np.float32], target: str,
                   ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
     """Class probabilities and, for a ``distance`` model, its distance map (the last channel); for a ``stardist``
-    model, its object probability and radial distances ``(1 + n_rays, H, W)``."""
+    model, its object probability and radial distances ``(1 + n_rays, H, W)``; for an ``affinities`` model, its
+    affinities ``(k, H, W)``."""
+    if target == "affinities":
+        if probs.shape[0] != 2 + len(OFFSETS):
+            raise ValueError(f"an affinities model predicts 2 classes and {len(OFFSETS)} affinities, got "
+                             f"{probs.shape[0]} channels")
+        return probs[:2], probs[2:]
     if target == "stardist":
         if probs.shape[0] < BOUNDARY_CLASS + 5:
             raise ValueError(f"a stardist model predicts 3 classes, an object probability and rays, got "
@@ -346,11 +353,16 @@ def _star_instances(probs: npt.NDArray[np.float32], star: npt.NDArray[np.float32
 
 def _segments(probs: npt.NDArray[np.float32] | None, params: InstanceParams | SegmentParams | None,
               ) -> npt.NDArray[np.int32]:
-    if probs is None or probs.ndim != 3 or probs.shape[0] != 2:
-        raise ValueError("segments of a membrane model need its probabilities (cell, membrane), got "
-                         f"{None if probs is None else probs.shape}")
+    """A membrane model's segments: the multicut's of its membrane map, or, for an ``affinities`` model (its
+    affinities after the two classes), the mutex watershed's."""
+    links = len(OFFSETS)
+    if probs is None or probs.ndim != 3 or probs.shape[0] not in (2, 2 + links):
+        raise ValueError("segments of a membrane model need its probabilities (cell, membrane[, "
+                         f"{links} affinities]), got {None if probs is None else probs.shape}")
     if params is not None and not isinstance(params, SegmentParams):
         raise TypeError(f"segments take SegmentParams, got {type(params).__name__}")
+    if probs.shape[0] == 2 + links:
+        return segments_from_affinities(probs[2:], probs[1], params or SegmentParams())
     return segments_from_membranes(probs[1], params or SegmentParams())
 
 

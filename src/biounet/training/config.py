@@ -30,7 +30,7 @@ from biounet.training.augment import AugmentConfig
 RECIPES: tuple[str, ...] = ("fast", "paper")
 OPTIMIZERS: tuple[str, ...] = ("adam", "sgd")
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-TRAIN_TARGETS: tuple[str, ...] = ("auto", "paper", "boundary", "distance", "stardist")
+TRAIN_TARGETS: tuple[str, ...] = ("auto", "paper", "boundary", "distance", "stardist", "affinities")
 """Target representations training supports (:mod:`biounet.core.targets`); ``auto`` is resolved by
 :func:`resolve_target` once the data are loaded."""
 CELL_TARGET_SCORES: dict[float, dict[str, float]] = {
@@ -74,7 +74,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 20
     schedule: str = "cosine"  # or "constant"
-    target: str = "auto"  # auto | paper | boundary | distance | stardist (biounet.core.targets; auto: resolve_target)
+    target: str = "auto"  # auto | paper | boundary | distance | stardist | affinities (biounet.core.targets)
     boundary_px: int = 2  # width of the boundary target's band
     distance_weight: float = 1.0  # distance target: weight of the distance map's squared error beside the CE
     n_rays: int = 32  # stardist target: radial distances per pixel (StarDist's default)
@@ -159,10 +159,11 @@ class TrainConfig:
         return (self.tile_z if self.tile_z is not None else self.tile, self.tile, self.tile)
 
     def model_config(self, in_channels: int, num_classes: int, *, distance: bool = False,
-                     rays: int = 0) -> ModelConfig:
+                     rays: int = 0, affinities: int = 0) -> ModelConfig:
         return ModelConfig(in_channels=in_channels, num_classes=num_classes, depth=self.depth,
                            base_channels=self.base_channels, variant=self.variant, batch_norm=self.batch_norm,
-                           distance_channels=int(distance), ray_channels=rays, dims=self.dims,
+                           distance_channels=int(distance), ray_channels=rays, affinity_channels=affinities,
+                           dims=self.dims,
                            flat_levels=self.flat_levels)
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,6 +209,9 @@ def resolve_target(config: TrainConfig, task: str) -> tuple[TrainConfig, str | N
         raise ValueError(f"--target stardist needs instance labels (one id per cell), but these labels are {task}"
                          f"{' (a cell / membrane map)' if task == 'membranes' else ''}: give --label-kind "
                          "instances for instance masks, or another --target")
+    if config.target == "affinities" and (task != "membranes" or config.dims != 2):
+        raise ValueError(f"--target affinities needs 2D membrane labels (cells between membranes, as ISBI 2012's), "
+                         f"but these labels are {task}{' volumes' if config.dims == 3 else ''}: use another --target")
     if config.target != "auto":
         return config, None
     if task == "cells":

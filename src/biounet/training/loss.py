@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["REDUCTIONS", "WeightedCrossEntropy", "distance_loss", "star_loss", "weighted_cross_entropy"]
+__all__ = ["REDUCTIONS", "WeightedCrossEntropy", "affinity_loss", "distance_loss", "star_loss",
+           "weighted_cross_entropy"]
 
 Reduction = Literal["mean", "sum", "none"]
 REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
@@ -201,6 +202,43 @@ def star_loss(prob_logit: torch.Tensor, distances: torch.Tensor, target: torch.T
     error = (distances - target[..., 1:].permute(0, 3, 1, 2)).abs().mean(dim=1)
     mae = (error * weight).sum() / weight.sum().clamp_min(1e-6)
     return bce + ray_weight * mae
+
+
+def affinity_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of predicted affinities, each offset's channel balanced between its two values (as
+    eq. 1's ``w_c`` balances classes: a long-range pair crosses a membrane far more often than a nearest one).
+
+    Parameters
+    ----------
+    logits : (N, K, H, W) tensor
+        The network's affinity channels, before the sigmoid.
+    target : (N, H, W, K) tensor
+        :func:`biounet.core.affinities.affinities` of the label tiles: 1 same cell, 0 not, -1 no target.
+
+    References
+    ----------
+    .. [1] Wolf et al. (2020). The Mutex Watershed. IEEE TPAMI. arXiv:1904.12654
+
+    Examples
+    --------
+    >>> target = torch.tensor([[[[1.0], [0.0], [-1.0]]]])   # (1, 1, 3, 1): same cell, not, no target
+    >>> round(float(affinity_loss(torch.zeros(1, 1, 1, 3), target)), 4)   # log 2 for each counted pair
+    0.6931
+    """
+    target = target.permute(0, 3, 1, 2)
+    if logits.shape != target.shape:
+        raise ValueError(f"affinity logits {tuple(logits.shape)} and targets {tuple(target.shape)} (channels last) "
+                         "do not match")
+    valid = target >= 0
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    positive = (target > 0.5) & valid
+    dims = (0, 2, 3)
+    count = valid.sum(dims, keepdim=True).clamp_min(1)
+    share = positive.sum(dims, keepdim=True) / count
+    weight = torch.where(positive, 0.5 / share.clamp_min(1e-3), 0.5 / (1 - share).clamp_min(1e-3)) * valid
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target.clamp_min(0), reduction="none")
+    return (bce * weight).sum() / valid.sum()
 
 
 class WeightedCrossEntropy(nn.Module):

@@ -40,9 +40,11 @@ from biounet.core.device import autocast, resolve_device
 from biounet.core.extras import MissingExtra, missing_message
 from biounet.core.model import UNet, output_shape
 from biounet.core.samples import Sample
+from biounet.core.affinities import OFFSETS, affinities
 from biounet.core.starconvex import star_targets
 from biounet.core.targets import (
     IGNORE,
+    MEMBRANES,
     class_frequencies,
     class_names,
     num_target_classes,
@@ -77,7 +79,7 @@ from biounet.training.config import (
 )
 from biounet.training.distributed import Distributed, agree, barrier, init_distributed, rank_device
 from biounet.training.events import Progress, StepEvent, ValidationEvent
-from biounet.training.loss import distance_loss, star_loss, weighted_cross_entropy
+from biounet.training.loss import affinity_loss, distance_loss, star_loss, weighted_cross_entropy
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +111,7 @@ def prepare_samples(samples: list[Sample], config: TrainConfig, num_classes: int
         targets = training_targets(classes, instances, num_classes=num_classes, target=config.target, w0=config.w0,
                                    sigma_px=config.sigma_px, class_balance=config.class_balance,
                                    frequencies=frequencies, boundary_px=config.boundary_px, spacing=spacing)
-        extra = targets.distance if targets.star_ids is None else targets.star_ids.astype(np.float32)
+        extra = targets.distance if targets.tile_ids is None else targets.tile_ids.astype(np.float32)
         weights = targets.weights if extra is None else np.stack([targets.weights, extra], -1)
         prepared.append(PreparedSample(sample.name, sample.image, targets.classes, weights))
     return prepared
@@ -147,24 +149,27 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
     def __len__(self) -> int:
         return self.length
 
-    def _star_weights(self, weights: npt.NDArray[np.float32], copies: npt.NDArray[np.int64] | None,
+    def _tile_targets(self, weights: npt.NDArray[np.float32], copies: npt.NDArray[np.int64] | None,
                       ) -> npt.NDArray[np.float32]:
-        """``(h, w, 2 + n_rays)``: the pixel weights, then the star-convex targets of the tile's (augmented)
-        instance ids, which rode through augmentation as channel 1 (:func:`biounet.core.starconvex.star_targets`).
-        A cell and its mirror images beyond the image border are told apart (``copies``), so a ray stops at the
+        """``(h, w, 2 + n_rays)`` or ``(h, w, 1 + k)``: the pixel weights, then the star-convex targets
+        (:func:`biounet.core.starconvex.star_targets`) or the affinities (:func:`biounet.core.affinities.affinities`,
+        -1 where there is none) of the tile's (augmented) instance ids, which rode through augmentation as channel
+        1. A cell and its mirror images beyond the image border are told apart (``copies``), so a ray stops at the
         border as it does on the whole image, where StarDist measures it."""
         if weights.ndim != 3:
-            return weights  # not cells: no star-convex outputs
+            return weights  # neither cells nor membranes: no per-tile outputs
         ids = np.rint(weights[..., 1]).astype(np.int64)
         if copies is not None:
             _, ids = np.unique(np.where(ids > 0, ids * 64 + (copies % 64) + 1, 0), return_inverse=True)
             ids = ids.reshape(weights.shape[:2])
+        if self.config.target == "affinities":
+            return np.concatenate([weights[..., :1], affinities(ids, OFFSETS, annotated=weights[..., 0] > 0)], -1)
         return np.concatenate([weights[..., :1], star_targets(ids.astype(np.int32), self.config.n_rays)], axis=-1)
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.config.seed, self.rank, step))
         images, labels, weights = [], [], []
-        star = self.config.target == "stardist"
+        per_tile = self.config.target in ("stardist", "affinities")
         for _ in range(self.config.batch_size):
             sample = self.samples[rng.choice(len(self.samples), p=self.sample_p)]
             center = tuple(rng.uniform(0, size) for size in sample.classes.shape)
@@ -175,11 +180,11 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
             else:
                 tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=self.config.tile,
                                      out_tile=self.out_shape, center=center, config=self.config.augment, rng=rng,
-                                     mirror_copies=star)
+                                     mirror_copies=per_tile)
             spatial = tile.image.ndim == self.config.dims
             images.append(tile.image[None] if spatial else np.moveaxis(tile.image, -1, 0))
             labels.append(tile.labels)
-            weights.append(self._star_weights(tile.weights, tile.copies) if star else tile.weights)
+            weights.append(self._tile_targets(tile.weights, tile.copies) if per_tile else tile.weights)
         return (torch.from_numpy(np.ascontiguousarray(np.stack(images), dtype=np.float32)),
                 torch.from_numpy(np.stack(labels).astype(np.int64)),
                 torch.from_numpy(np.stack(weights).astype(np.float32)))
@@ -311,7 +316,9 @@ def _new_state(config: TrainConfig, split: Split, device: torch.device) -> RunSt
     torch.manual_seed(config.seed)
     distance = config.target == "distance" and split.task == "cells"
     rays = config.n_rays if config.target == "stardist" and split.task == "cells" else 0
-    model = UNet(config.model_config(split.in_channels, split.num_classes, distance=distance, rays=rays))
+    links = len(OFFSETS) if config.target == "affinities" and split.task == MEMBRANES else 0
+    model = UNet(config.model_config(split.in_channels, split.num_classes, distance=distance, rays=rays,
+                                     affinities=links))
     if config.init is not None:
         load_initial_weights(model, config.init)
     model = model.to(device)
@@ -391,7 +398,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     with autocast(device, config.precision):
         logits = model(images)
     loss = objective(logits.float(), labels.to(device), weights.to(device), distance_weight=config.distance_weight,
-                     ray_weight=config.ray_weight)
+                     ray_weight=config.ray_weight, affinities=config.target == "affinities")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -402,13 +409,19 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
 
 
 def objective(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
-              distance_weight: float = 1.0, ray_weight: float = 0.2) -> torch.Tensor:
+              distance_weight: float = 1.0, ray_weight: float = 0.2, affinities: bool = False) -> torch.Tensor:
     """Weighted cross-entropy (paper eq. 1); with a distance map as the weights' last channel ``(N, H, W, 2)``,
     plus ``distance_weight`` times its squared error (the ``distance`` target, whose network has one more output);
     with star-convex targets ``(N, H, W, 2 + n_rays)``, plus StarDist's loss on the object probability and rays
-    (:func:`biounet.training.loss.star_loss`)."""
+    (:func:`biounet.training.loss.star_loss`); with ``affinities`` and their targets ``(N, H, W, 1 + k)``, plus
+    the affinities' binary cross-entropy (:func:`biounet.training.loss.affinity_loss`)."""
     if weights.ndim == labels.ndim:
         return weighted_cross_entropy(logits, labels, weights, ignore_index=IGNORE)
+    if affinities:
+        links = weights.shape[-1] - 1
+        classes = logits.shape[1] - links
+        loss = weighted_cross_entropy(logits[:, :classes], labels, weights[..., 0], ignore_index=IGNORE)
+        return loss + affinity_loss(logits[:, classes:], weights[..., 1:])
     if weights.shape[-1] > 2:
         classes = logits.shape[1] - (weights.shape[-1] - 1)
         loss = weighted_cross_entropy(logits[:, :classes], labels, weights[..., 0], ignore_index=IGNORE)
