@@ -154,22 +154,23 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
         """``(h, w, 2 + n_rays)`` or ``(h, w, 1 + k)``: the pixel weights, then the star-convex targets
         (:func:`biounet.core.starconvex.star_targets`) or the affinities (:func:`biounet.core.affinities.affinities`,
         -1 where there is none) of the tile's (augmented) instance ids, which rode through augmentation as channel
-        1. A cell and its mirror images beyond the image border are told apart (``copies``), so a ray stops at the
-        border as it does on the whole image, where StarDist measures it."""
+        1. For rays, a cell and its mirror images beyond the image border are told apart (``copies``), so a ray
+        stops at the border as it does on the whole image, where StarDist measures it; affinities join a cell to
+        its mirror image, as the mirrored tile shows no membrane there."""
         if weights.ndim != 3:
             return weights  # neither cells nor membranes: no per-tile outputs
         ids = np.rint(weights[..., 1]).astype(np.int64)
+        if self.config.target == "affinities":
+            return np.concatenate([weights[..., :1], affinities(ids, OFFSETS, annotated=weights[..., 0] > 0)], -1)
         if copies is not None:
             _, ids = np.unique(np.where(ids > 0, ids * 64 + (copies % 64) + 1, 0), return_inverse=True)
             ids = ids.reshape(weights.shape[:2])
-        if self.config.target == "affinities":
-            return np.concatenate([weights[..., :1], affinities(ids, OFFSETS, annotated=weights[..., 0] > 0)], -1)
         return np.concatenate([weights[..., :1], star_targets(ids.astype(np.int32), self.config.n_rays)], axis=-1)
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rng = np.random.default_rng((self.config.seed, self.rank, step))
         images, labels, weights = [], [], []
-        per_tile = self.config.target in ("stardist", "affinities")
+        per_tile, star = self.config.target in ("stardist", "affinities"), self.config.target == "stardist"
         for _ in range(self.config.batch_size):
             sample = self.samples[rng.choice(len(self.samples), p=self.sample_p)]
             center = tuple(rng.uniform(0, size) for size in sample.classes.shape)
@@ -180,7 +181,7 @@ class TileSampler(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, tor
             else:
                 tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=self.config.tile,
                                      out_tile=self.out_shape, center=center, config=self.config.augment, rng=rng,
-                                     mirror_copies=per_tile)
+                                     mirror_copies=star)
             spatial = tile.image.ndim == self.config.dims
             images.append(tile.image[None] if spatial else np.moveaxis(tile.image, -1, 0))
             labels.append(tile.labels)
