@@ -92,6 +92,7 @@ def main() -> None:
           "segments": {key: mean.get(f"segments_{key}") for key in MEASURES},
           "segments_per_slice": float(np.mean([row["segments"] for row in scores["images"]])),
           "segment_params": model.get("segment_params"), "validation_scores": model.get("segment_scores"),
+          "tta": model.get("tta", False),
           "post_processing_seconds_per_slice": seconds, "per_slice": scores["images"],
           "config": (run / "config.toml").read_text()})
 

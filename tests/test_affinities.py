@@ -158,6 +158,9 @@ def test_predict_writes_the_mutex_watershed_segments_and_they_do_not_depend_on_t
     maps = [predict_image(predictor, image, tile=tile) for tile in (124, None)]
     segments = [segments_from_affinities(m[2:], m[1], params) for m in maps]
     np.testing.assert_array_equal(segments[0], segments[1])
+    assert payload["tta"] is False and load_predictor(affinity_model, device="cpu").tta is False
+    with pytest.raises(ValueError, match="affinities turn with the image"):
+        load_predictor(affinity_model, device="cpu", tta=True)
 
 
 def test_affinities_on_cell_instances_is_a_one_line_error(tmp_path):

@@ -123,6 +123,31 @@ def test_the_run_stores_segment_settings_chosen_on_its_validation_images(membran
     params = SegmentParams(**payload["segment_params"])
     assert params.sigma_seeds in SEGMENT_GRID["sigma_seeds"] and params.bias in SEGMENT_GRID["bias"]
     assert set(payload["segment_scores"]) == {"rand_error", "warping_error", "pixel_error"}
+    assert isinstance(payload["tta"], bool)  # chosen by the validation Rand error of averaged vs. plain maps
+
+
+def test_predict_averages_over_rotations_as_the_model_chose_unless_told(membrane_model, tmp_path):
+    from biounet.data.checkpoint import load_checkpoint, save_checkpoint
+    from biounet.inference.predict import load_predictor
+
+    for chosen in (True, False):
+        path = tmp_path / f"tta_{chosen}.pt"
+        save_checkpoint(path, {**load_checkpoint(membrane_model), "tta": chosen})
+        assert load_predictor(path, device="cpu").tta is chosen
+        assert load_predictor(path, device="cpu", tta=not chosen).tta is (not chosen)
+
+
+def test_segment_settings_trade_pixel_error_for_rand_error_up_to_the_papers(monkeypatch):
+    from biounet.evaluation import validation
+
+    rows = [(SegmentParams(membrane_threshold=0.5), {"rand_error": 0.05, "warping_error": 0.0, "pixel_error": 0.050}),
+            (SegmentParams(membrane_threshold=0.9), {"rand_error": 0.03, "warping_error": 0.0, "pixel_error": 0.060}),
+            (SegmentParams(membrane_threshold=0.95), {"rand_error": 0.02, "warping_error": 0.0, "pixel_error": 0.07})]
+    monkeypatch.setattr(validation, "segment_table", lambda probs, samples: rows)
+    assert validation.choose_segment_params([], [])[0].membrane_threshold == 0.9  # 0.07 > the paper's 0.0611
+    wide = [(params, {**scores, "pixel_error": scores["pixel_error"] + 0.1}) for params, scores in rows]
+    monkeypatch.setattr(validation, "segment_table", lambda probs, samples: wide)
+    assert validation.choose_segment_params([], [])[0].membrane_threshold == 0.5  # none under it: within 5 %
 
 
 def test_segments_do_not_depend_on_the_tile_size(membrane_model):

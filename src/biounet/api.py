@@ -35,7 +35,7 @@ def predict_image(
     output: str = "probabilities",
     device: str = "auto",
     precision: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     tile: int | None = None,
     watershed: bool = False,
 ) -> npt.NDArray[Any]:
@@ -84,7 +84,7 @@ def predict_image(
                                   watershed=watershed)
 
 
-def _as_predictor(model: Any, *, device: str, precision: str, tta: bool) -> Predictor:
+def _as_predictor(model: Any, *, device: str, precision: str, tta: bool | None) -> Predictor:
     from biounet.core.device import resolve_device, resolve_precision
     from biounet.core.model import UNet
     from biounet.inference.predict import TorchPredictor, load_predictor
@@ -95,7 +95,7 @@ def _as_predictor(model: Any, *, device: str, precision: str, tta: bool) -> Pred
     if isinstance(model, UNet):
         torch_device = resolve_device(device)
         return TorchPredictor(model, device=torch_device, precision=resolve_precision(precision, torch_device),
-                              tta=tta)
+                              tta=bool(tta))
     if isinstance(model, (str, os.PathLike)):
         return load_predictor(model, device=device, precision=precision, tta=tta)
     raise TypeError(f"model must be a checkpoint path, a UNet or a Predictor, got {type(model).__name__}")

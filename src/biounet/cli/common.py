@@ -42,6 +42,27 @@ def tile(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"must be 'auto' or a positive integer, got {text!r}") from None
 
 
+def diameter(text: str) -> float:
+    """Parse an object diameter in pixels: a positive number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of pixels, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {text}")
+    return value
+
+
+def train_diameter(text: str) -> float | str:
+    """Parse ``auto``, ``off`` or a positive object diameter in pixels (``biounet train --diameter``)."""
+    if text in ("auto", "off"):
+        return text
+    try:
+        return diameter(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto, off or a positive number of pixels, got {text!r}") from None
+
+
 def pixel_size(text: str) -> tuple[float, float]:
     """Parse a pixel size in micrometres: ``0.19`` or ``0.19,0.2`` (y, x)."""
     from biounet.data.scale import parse_pixel_size

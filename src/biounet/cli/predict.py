@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from biounet.cli.common import DEVICES, CliError, memory, pixel_size, positive_int, subcommand, tile
+from biounet.cli.common import DEVICES, CliError, diameter, memory, pixel_size, positive_int, subcommand, tile
 
 EXAMPLE = ("examples:\n  biounet predict runs/cells/model.pt cells/images --out results --instances --save-rois\n"
            "  biounet predict model.pt a.tif b.png --out results --save-probabilities --tta")
@@ -36,7 +36,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                          help="auto: bf16 on CUDA or a CPU with native bf16, else fp32; fp32 (tiling exact to "
                          "float rounding) or bf16")
     predict.add_argument("--save-probabilities", action="store_true", help="also write <stem>_prob.tif")
-    predict.add_argument("--tta", action="store_true", help="average over the 8 rotations/flips")
+    predict.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                         help="average over the 8 rotations/flips (default: as the model's training run chose on its "
+                         "validation images: on for membrane models where it lowered the Rand error, else off)")
     predict.add_argument("--compile", action="store_true",
                          help="torch.compile the network first (pays off on many tiles of one size)")
     _add_output_options(predict)
@@ -69,9 +71,14 @@ def _add_output_options(predict: argparse.ArgumentParser) -> None:
                          help="the images' pixel size in micrometres, 0.19, or 0.19,0.2 for y,x; images of another "
                          "pixel size than the model's are resampled to it and back (default: from OME-TIFF/OME-Zarr "
                          "metadata)")
+    predict.add_argument("--diameter", type=diameter, default=None, metavar="PX",
+                         help="the cells' diameter in these images, in px, for a model trained at a common diameter "
+                         "(train --diameter): images are resampled so their cells have the model's (default: "
+                         "estimated by a first prediction of each 2-D image; blockwise, Dask and OME-Zarr outputs "
+                         "are predicted at the image's own scale)")
     predict.add_argument("--no-rescale", dest="rescale", action="store_false",
-                         help="predict every image at its own scale, whatever its pixel size (default: off: images "
-                         "are resampled to the model's pixel size)")
+                         help="predict every image at its own scale, whatever its pixel size or cell diameter "
+                         "(default: off: images are resampled to the model's pixel size or cell diameter)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     options = PredictOptions(  # a distance or membrane model's instances are made from the probability file
         tile=args.tile, batch_size=args.batch_size,
         save_probabilities=args.save_probabilities or needs_probabilities(target),
-        memory_budget=budget.bytes, pixel_size_um=args.pixel_size, rescale=args.rescale,
+        memory_budget=budget.bytes, pixel_size_um=args.pixel_size, rescale=args.rescale, diameter_px=args.diameter,
     )
     if args.dask is not None or args.dask_workers is not None:
         return _predict_blockwise(args, options)

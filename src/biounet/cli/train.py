@@ -9,7 +9,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from biounet.cli.common import DEVICES, duration, pixel_size, positive_int, subcommand, train_progress
+from biounet.cli.common import DEVICES, duration, pixel_size, positive_int, subcommand, train_diameter, train_progress
 
 EXAMPLE = ("examples:\n  biounet train --data cells --out runs/cells --time-budget 30m\n"
            "  biounet train --data isbi2012 --out runs/em --recipe paper --iterations 20000")
@@ -51,6 +51,11 @@ def _add_data_options(train: argparse.ArgumentParser, d: dict[str, Any]) -> None
                        f"(instances), or auto: decided from the files (default: {d['label_kind']})")
     train.add_argument("--silver", action="store_true", default=None,
                        help="ctc layout: also train on the silver-truth frames (default: off)")
+    train.add_argument("--diameter", type=train_diameter, metavar="auto|off|PX",
+                       help="instance-labelled cells: resample each training image so that its median cell is this "
+                       "many px across, and store it with the model, which then resamples new images the same way "
+                       "(their cells' size estimated by a first prediction, or predict --diameter); auto: the "
+                       f"training images' median; off: each image at its own scale (default: {d['diameter']})")
     train.add_argument("--exclude", type=lambda text: tuple(t for t in text.split(",") if t), metavar="NAMES",
                        help="comma-separated image names to hold out of training and validation (default: none)")
 

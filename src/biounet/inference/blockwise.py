@@ -230,7 +230,7 @@ class BlockJob:
     shape: tuple[int, int, int]  # planes, H, W
     device: str
     precision: str
-    tta: bool
+    tta: bool | None
     in_tile: int
     block: int
     batch_size: int
@@ -348,7 +348,7 @@ def predict_blockwise(
     *,
     device: str = "auto",
     precision: str = "auto",
-    tta: bool = False,
+    tta: bool | None = None,
     block_size: int | None = None,
     instances: InstanceParams | None = None,
     target: str | None = None,
@@ -461,7 +461,7 @@ def _check_local_instances(predictor: Predictor, params: InstanceParams, target:
 
 def _make_job(
     predictor: Predictor, source: ImageSource, model: str | os.PathLike[str], out: Path, options: PredictOptions,
-    *, device: str, precision: str, tta: bool, block_size: int | None,
+    *, device: str, precision: str, tta: bool | None, block_size: int | None,
 ) -> BlockJob:
     check_native_scale(predictor, source, options, "blockwise prediction")
     shape = (source.height, source.width)
@@ -484,7 +484,7 @@ def _check_not_input(job: BlockJob, source: ImageSource) -> BlockJob:
 
 def _make_volume_job(
     predictor: Predictor, source: ImageSource, model: str | os.PathLike[str], out: Path, options: PredictOptions,
-    *, device: str, precision: str, tta: bool, block_size: int | None,
+    *, device: str, precision: str, tta: bool | None, block_size: int | None,
 ) -> VolumeJob:
     """The job of a zarr volume ``(Z, Y, X)`` and a 3D U-Net: the one-process tile shape, the whole volume's
     normalisation, boxes of :func:`volume_block_shape`."""
@@ -562,7 +562,7 @@ def _wait(futures: Sequence[Any], progress: Callable[[int, int], None] | None, *
 
 
 @functools.lru_cache(maxsize=2)
-def _worker_predictor(model: str, device: str, precision: str, tta: bool) -> Predictor:
+def _worker_predictor(model: str, device: str, precision: str, tta: bool | None) -> Predictor:
     """One predictor per worker process and settings, loaded for its first block."""
     return load_predictor(model, device=device, precision=precision, tta=tta)
 

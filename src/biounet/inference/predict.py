@@ -49,6 +49,7 @@ from biounet.data.files import (
     output_stem,
     remove_tree,
 )
+from biounet.data.diameter import check_diameter, diameter_zoom, median_diameter
 from biounet.data.images import ImageSource, label_dtype, open_image, write_tiff
 from biounet.data.normalization import normalization_for, normalize
 from biounet.data.omezarr import write_ome_tiff_volume
@@ -56,6 +57,7 @@ from biounet.data.volumes import volume_normalization
 from biounet.data.scale import PixelSizeUm, micrometres, physical_micrometres, resample, scaled_shape, zoom_factors
 from biounet.inference.exported import OnnxPredictor
 from biounet.inference.fusion import FusedUNet, fusion_available, parameter_versions
+from biounet.inference.instances import instances_from_labels
 from biounet.inference.predict_volume import (
     check_dims,
     count_tiles_for,
@@ -156,6 +158,7 @@ class TorchPredictor(Predictor):
     compile: bool = False
     pixel_size_um: tuple[float, float] | None = None
     fuse: bool = True
+    diameter_px: float | None = None
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -199,11 +202,15 @@ class TorchPredictor(Predictor):
 
 
 def load_predictor(
-    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto", tta: bool = False,
+    path: str | os.PathLike[str], *, device: str = "auto", precision: str = "auto", tta: bool | None = None,
     compile: bool = False,
 ) -> Predictor:
     """Build a :class:`TorchPredictor` from a biounet checkpoint, or an ONNX-runtime predictor from an exported
     ``.onnx`` model (see :mod:`biounet.integrations.export`).
+
+    ``tta=None`` (the default) takes the checkpoint's ``tta``, the choice of its training run (membrane models:
+    test-time augmentation where it lowered the validation Rand error), off elsewhere. A model with directional
+    outputs (radial distances, affinities) cannot be averaged over rotations: ``tta=True`` is then an error.
 
     ``precision="auto"`` (the default) is bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere
     (:func:`biounet.core.device.resolve_precision`); tiling is exact to float rounding only in fp32, so pass
@@ -211,11 +218,18 @@ def load_predictor(
     if Path(path).suffix.lower() == ".onnx":
         if compile:
             raise ValueError(f"{path}: --compile applies to biounet checkpoints, not to ONNX models")
-        return OnnxPredictor(path, device=device, precision=precision, tta=tta)
+        return OnnxPredictor(path, device=device, precision=precision, tta=bool(tta))
     payload = load_checkpoint(path)
     torch_device = resolve_device(device)
+    model = model_from_payload(payload, path)
+    if tta is None:
+        tta = bool(payload.get("tta", False))
+    elif tta and (model.config.ray_channels or model.config.affinity_channels):
+        raise ValueError(f"{path}: --tta averages the outputs of rotated images, but this model's "
+                         f"{'radial distances' if model.config.ray_channels else 'affinities'} turn with the image: "
+                         "predict it without --tta")
     return TorchPredictor(
-        model=model_from_payload(payload, path),
+        model=model,
         normalization=str(payload["normalization"]),
         class_names=list(payload.get("class_names") or []),
         device=torch_device,
@@ -223,6 +237,7 @@ def load_predictor(
         tta=tta,
         compile=compile,
         pixel_size_um=_pixel_size_of(payload),
+        diameter_px=payload.get("diameter_px"),
     )
 
 
@@ -376,11 +391,14 @@ class PredictOptions:
     save_probabilities: bool = False
     memory_budget: int | None = None  # bytes; None: the machine's default (resolve_memory_budget)
     pixel_size_um: PixelSizeUm | None = None  # the images' pixel size (y, x); None: from their metadata
-    rescale: bool = True  # resample images to the model's pixel size (biounet.data.scale)
+    rescale: bool = True  # resample images to the model's pixel size (biounet.data.scale) or object diameter
+    diameter_px: float | None = None  # the images' object diameter; None: estimated (models with a diameter)
 
     def __post_init__(self) -> None:
         if self.pixel_size_um is not None:
             micrometres(*self.pixel_size_um)  # checks it
+        if self.diameter_px is not None:
+            check_diameter(self.diameter_px)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.memory_budget is not None and self.memory_budget < 1:
@@ -469,6 +487,9 @@ def predict_file(
         return predict_volume_file(predictor, source, out_dir, options, progress=progress)
     image_um, zoom, shape = prediction_scale(predictor, source, options)
     planes, height, width = source.planes, source.height, source.width
+    if zoom is None and planes == 1:
+        zoom = object_zoom(predictor, source, options)
+        shape = shape if zoom is None else scaled_shape(shape, zoom)
     in_tile = tile_for(predictor, shape, options)
     out_dir = check_writable_dir(out_dir)
     geometry = predictor.geometry(in_tile)
@@ -593,6 +614,28 @@ def prediction_scale(
     zoom = zoom_to_model(predictor, image_um, options)
     shape = (source.height, source.width)
     return image_um, zoom, shape if zoom is None else scaled_shape(shape, zoom)
+
+
+def estimate_diameter(predictor: Predictor, image: npt.NDArray[np.float32], tile: int | None = None) -> float | None:
+    """The median diameter (px) of the cells a first prediction of a normalised ``(H, W, C)`` image finds at its
+    own scale (class labels made instances as ``--instances`` makes them from labels); None where it finds none."""
+    labels = class_labels(predict_image(predictor, image, tile=tile), predictor.num_classes)
+    return median_diameter(instances_from_labels(labels))
+
+
+def object_zoom(predictor: Predictor, source: ImageSource, options: PredictOptions) -> tuple[float, float] | None:
+    """How much to enlarge a 2-D image so that its cells are the model's common diameter
+    (:mod:`biounet.data.diameter`): from ``options.diameter_px``, else a first prediction
+    (:func:`estimate_diameter`); None for models without one, with ``options.rescale`` off, or sizes within 10 %."""
+    if predictor.diameter_px is None or not options.rescale:
+        return None
+    diameter = options.diameter_px
+    if diameter is None:
+        image = normalization_for(source, 0, predictor.normalization).apply(
+            source.read(0, slice(0, source.height), slice(0, source.width)))
+        diameter = estimate_diameter(predictor, image, tile=options.tile)
+    zoom = diameter_zoom(diameter, predictor.diameter_px)
+    return None if zoom is None else (zoom, zoom)
 
 
 def check_native_scale(predictor: Predictor, source: ImageSource, options: PredictOptions, how: str) -> None:

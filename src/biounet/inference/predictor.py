@@ -40,6 +40,9 @@ class Predictor(ABC):
     pixel_size_um : (float, float) or None
         Pixel size ``(y, x)`` in micrometres of the images the network was trained on (:mod:`biounet.data.scale`);
         None where unknown.
+    diameter_px : float or None
+        The object diameter in pixels its training images were resampled to (:mod:`biounet.data.diameter`); new
+        images are resampled the same way. None: images are predicted at their own scale.
     """
 
     normalization: str
@@ -47,6 +50,7 @@ class Predictor(ABC):
     tta: bool
     precision: str
     pixel_size_um: tuple[float, float] | None = None
+    diameter_px: float | None = None
 
     @property
     @abstractmethod

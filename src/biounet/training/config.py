@@ -21,6 +21,7 @@ from typing import Any
 
 from biounet.core.device import COMPUTE_PRECISIONS as PRECISIONS
 from biounet.core.model import ModelConfig, anisotropic_levels, nearest_valid_shape, nearest_valid_sizes, output_shape, output_size
+from biounet.data.diameter import check_diameter
 from biounet.data.datasets import LABEL_KINDS
 from biounet.data.files import write_text
 from biounet.data.normalization import NORMALIZATIONS
@@ -94,6 +95,7 @@ class TrainConfig:
     tile_z: int | None = None  # 3D: input window depth; None: from the in-plane tile and the voxel size
     flat_levels: int = 0  # 3D: in-plane-only levels for anisotropic voxels (core.model.anisotropic_levels)
     voxel_size: tuple[float, float, float] | None = None  # µm (z, y, x) of training volumes; None: their metadata
+    diameter: float | str = "auto"  # cells: px the median object is resampled to (data.diameter); auto | off | px
 
     def __post_init__(self) -> None:
         for name, allowed in (("target", TRAIN_TARGETS), ("select_by", SELECT_BY), ("label_kind", LABEL_KINDS)):
@@ -103,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"compile must be True, False or 'auto', got {self.compile!r}")
         if self.pixel_size is not None:
             micrometres(*self.pixel_size)  # checks it
+        if self.diameter not in ("auto", "off"):
+            check_diameter(self.diameter)  # names the bad value
         if self.boundary_px < 1 or self.w0 < 0 or self.sigma_px <= 0:
             raise ValueError(f"boundary_px must be >= 1, w0 >= 0 and sigma_px > 0; got {self.boundary_px}, "
                              f"{self.w0}, {self.sigma_px}")
