@@ -124,6 +124,11 @@ def test_predict_resamples_an_image_to_the_models_diameter_and_back(cell_model, 
     off = predict_file(predictor, tmp_path / "cells.tif", tmp_path / "c",
                        PredictOptions(diameter_px=model_diameter / 2, rescale=False))
     assert off.zoom is None
+    capsys.readouterr()
+    assert main(["predict", str(cell_model), str(tmp_path / "cells.tif"), "--out", str(tmp_path / "e"), "--instances",
+                 "--diameter", str(model_diameter / 2)]) == 0
+    assert "cells resampled to the model's diameter" in capsys.readouterr().err
+    assert tifffile.imread(tmp_path / "e" / "cells_instances.tif").shape == (150, 170)
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", str(cell_model), str(tmp_path / "cells.tif"), "--out", str(tmp_path / "d"), "--diameter", "0"])
     assert exit_info.value.code == 2 and "positive number of pixels, got 0" in capsys.readouterr().err

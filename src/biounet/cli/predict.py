@@ -160,8 +160,7 @@ def _predict_files(args: argparse.Namespace, predictor: Any, inputs: list[Path],
                     " x ".join(map(str, result.in_shape)) + " voxels (z, y, x)")
             print(f"{path}: wrote {', '.join(str(p) for p in written)} ({result.tiles} tiles of {tile}{counted})")
         if result.zoom is not None and not args.quiet:
-            print(f"{path}: {_scale_note(result.pixel_size_um, predictor.pixel_size_um, result.zoom)}",
-                  file=sys.stderr)
+            print(f"{path}: {_scale_note(result.pixel_size_um, predictor, result.zoom)}", file=sys.stderr)
 
 
 def _extra_outputs(args: argparse.Namespace, inputs: list[Path], target: str | None, params: Any,
@@ -210,10 +209,15 @@ def _check_segments(target: str | None, args: argparse.Namespace) -> None:
         raise CliError(str(err)) from err
 
 
-def _scale_note(image_um: tuple[float, float], model_um: tuple[float, float], zoom: tuple[float, float]) -> str:
-    return (f"pixel size {image_um[0]:.4g} x {image_um[1]:.4g} µm, the model's {model_um[0]:.4g} x "
-            f"{model_um[1]:.4g} µm: predicted resampled x{zoom[0]:.3g} x {zoom[1]:.3g} to the model's scale, "
-            "outputs resampled back to the image's size")
+def _scale_note(image_um: tuple[float, float] | None, predictor: Any, zoom: tuple[float, float]) -> str:
+    model_um = predictor.pixel_size_um
+    if image_um is None or model_um is None:
+        why = f"its cells resampled to the model's diameter, {predictor.diameter_px:.3g} px"
+    else:
+        why = (f"pixel size {image_um[0]:.4g} x {image_um[1]:.4g} µm, the model's {model_um[0]:.4g} x "
+               f"{model_um[1]:.4g} µm")
+    return (f"{why}: predicted resampled x{zoom[0]:.3g} x {zoom[1]:.3g} to the model's scale, outputs resampled back "
+            "to the image's size")
 def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     """``predict --dask ADDRESS`` / ``--dask-workers N``: zarr images block by block (:mod:`biounet.inference.blockwise`)."""
     import dataclasses
