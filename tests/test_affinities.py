@@ -72,7 +72,7 @@ def _two_cells_with_a_gap(rng) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def test_a_gap_in_a_membrane_does_not_merge_two_cells_whose_long_range_affinities_repel(rng):
-    affs, membrane, ids = _two_cells_with_a_gap(rng)
+    affs, membrane, _ = _two_cells_with_a_gap(rng)
     segments = segments_from_affinities(affs, membrane, SegmentParams(min_size_px=25))
     left, right = np.unique(segments[:, :30]), np.unique(segments[:, 49:])
     assert left.size == 1 and right.size == 1 and left[0] != right[0] and 0 not in (left[0], right[0])

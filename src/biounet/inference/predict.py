@@ -39,6 +39,7 @@ import torch
 from biounet.core.device import autocast, resolve_device, resolve_precision
 from biounet.core.model import ModelConfig, UNet, nearest_valid_sizes, output_probabilities, output_size, smallest_tile
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
+from biounet.data.diameter import check_diameter, diameter_zoom, median_diameter
 from biounet.data.files import (
     OutputError,
     atomic_path,
@@ -49,12 +50,11 @@ from biounet.data.files import (
     output_stem,
     remove_tree,
 )
-from biounet.data.diameter import check_diameter, diameter_zoom, median_diameter
 from biounet.data.images import ImageSource, label_dtype, open_image, write_tiff
 from biounet.data.normalization import normalization_for, normalize
 from biounet.data.omezarr import write_ome_tiff_volume
-from biounet.data.volumes import volume_normalization
 from biounet.data.scale import PixelSizeUm, micrometres, physical_micrometres, resample, scaled_shape, zoom_factors
+from biounet.data.volumes import volume_normalization
 from biounet.inference.exported import OnnxPredictor
 from biounet.inference.fusion import FusedUNet, fusion_available, parameter_versions
 from biounet.inference.instances import instances_from_labels
@@ -67,8 +67,8 @@ from biounet.inference.predict_volume import (
     write_volume_outputs,
 )
 from biounet.inference.predictor import Predictor
-from biounet.inference.volumes import volume_geometry
 from biounet.inference.tiling import ReadFn, TileGeometry, Window, count_tiles, predict_tiled
+from biounet.inference.volumes import volume_geometry
 
 DEFAULT_MEMORY_BUDGET = 1024 * 2**20
 """Budget where the machine's available memory is unknown, and :func:`choose_in_tile`'s fixed default."""

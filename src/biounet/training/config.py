@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from biounet.core.device import COMPUTE_PRECISIONS as PRECISIONS
-from biounet.core.model import ModelConfig, anisotropic_levels, nearest_valid_shape, nearest_valid_sizes, output_shape, output_size
-from biounet.data.diameter import check_diameter
+from biounet.core.model import (
+    ModelConfig,
+    anisotropic_levels,
+    nearest_valid_shape,
+    nearest_valid_sizes,
+    output_shape,
+    output_size,
+)
 from biounet.data.datasets import LABEL_KINDS
+from biounet.data.diameter import check_diameter
 from biounet.data.files import write_text
 from biounet.data.normalization import NORMALIZATIONS
 from biounet.data.scale import PixelSizeUm, common_pixel_size, micrometres

@@ -35,12 +35,12 @@ import numpy.typing as npt
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from biounet.core.affinities import OFFSETS, affinities
 from biounet.core.callable_module import make_callable
 from biounet.core.device import autocast, resolve_device
 from biounet.core.extras import MissingExtra, missing_message
 from biounet.core.model import UNet, output_shape
 from biounet.core.samples import Sample
-from biounet.core.affinities import OFFSETS, affinities
 from biounet.core.starconvex import star_targets
 from biounet.core.targets import (
     IGNORE,
@@ -415,7 +415,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
     with autocast(device, config.precision):
         logits = model(images)
     loss = objective(logits.float(), labels.to(device), weights.to(device), distance_weight=config.distance_weight,
-                     ray_weight=config.ray_weight, affinities=config.target == "affinities")
+                     ray_weight=config.ray_weight, affinity_target=config.target == "affinities")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -426,15 +426,15 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
 
 
 def objective(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, *,
-              distance_weight: float = 1.0, ray_weight: float = 0.2, affinities: bool = False) -> torch.Tensor:
+              distance_weight: float = 1.0, ray_weight: float = 0.2, affinity_target: bool = False) -> torch.Tensor:
     """Weighted cross-entropy (paper eq. 1); with a distance map as the weights' last channel ``(N, H, W, 2)``,
     plus ``distance_weight`` times its squared error (the ``distance`` target, whose network has one more output);
     with star-convex targets ``(N, H, W, 2 + n_rays)``, plus StarDist's loss on the object probability and rays
-    (:func:`biounet.training.loss.star_loss`); with ``affinities`` and their targets ``(N, H, W, 1 + k)``, plus
+    (:func:`biounet.training.loss.star_loss`); with ``affinity_target`` and affinities ``(N, H, W, 1 + k)``, plus
     the affinities' binary cross-entropy (:func:`biounet.training.loss.affinity_loss`)."""
     if weights.ndim == labels.ndim:
         return weighted_cross_entropy(logits, labels, weights, ignore_index=IGNORE)
-    if affinities:
+    if affinity_target:
         links = weights.shape[-1] - 1
         classes = logits.shape[1] - links
         loss = weighted_cross_entropy(logits[:, :classes], labels, weights[..., 0], ignore_index=IGNORE)

@@ -1,0 +1,113 @@
+"""Few annotations: two 256x256 crops of one DSB2018 nuclei image to train on, the rest of the image scored, biounet
+(every default) beside StarDist (``benchmarks/peers.py``, its defaults) at the same CPU budget.
+
+The image (``--image``, default ``0ea221716cf1``: 520x696 px, 369 nuclei) is cut at its middle column: the left
+part gives the two training crops (rows 0-255 and 256-511, columns 0-255), the right part is the test image. Both
+tools read the same pairs folder and are scored by ``biounet evaluate --kind instances`` (object accuracy and F1
+at IoU 0.5, SEG; nuclei cut by the middle line are in the truth as they are cut). Prints one JSON line per tool,
+then a summary, and writes it to ``--results``.
+
+    python experiments/few_annotations.py --time-budget 10m --results experiments/results/few_annotations_10m.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tifffile
+from _common import SHARED_DATA, Timer, biounet, emit, hardware
+
+DATA = SHARED_DATA / "dsb2018-fluo"
+REPO = Path(__file__).resolve().parents[1]
+CROP = 256
+
+
+def build_case(name: str, out: Path) -> tuple[Path, Path]:
+    """``out/train`` (images/, labels/: two crops of the left part) and ``out/test`` (the right part)."""
+    image = tifffile.imread(DATA / "images" / f"{name}.tif")
+    labels = tifffile.imread(DATA / "labels" / f"{name}.tif")
+    middle = image.shape[1] // 2
+    if image.shape[0] < 2 * CROP or middle < CROP:
+        raise SystemExit(f"{name}: {image.shape} is too small for two {CROP}x{CROP} crops beside a test half")
+    train, test = out / "train", out / "test"
+    for folder in (train, test):
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "images").mkdir(parents=True)
+        (folder / "labels").mkdir()
+    for index, top in enumerate((0, CROP)):
+        crop = (slice(top, top + CROP), slice(0, CROP))
+        tifffile.imwrite(train / "images" / f"crop{index}.tif", image[crop])
+        tifffile.imwrite(train / "labels" / f"crop{index}.tif", _relabelled(labels[crop]))
+    tifffile.imwrite(test / "images" / f"{name}_right.tif", image[:, middle:])
+    tifffile.imwrite(test / "labels" / f"{name}_right.tif", _relabelled(labels[:, middle:]))
+    return train, test
+
+
+def _relabelled(labels: np.ndarray) -> np.ndarray:
+    """Instance ids 1..n of a crop (the ids of the nuclei it keeps, renumbered)."""
+    _, inverse = np.unique(labels, return_inverse=True)
+    return inverse.reshape(labels.shape).astype(np.uint16)
+
+
+def scores_of(pred: Path, truth: Path) -> dict[str, Any]:
+    pooled = json.loads(biounet("evaluate", "--pred", str(pred), "--truth", str(truth), "--kind", "instances",
+                                "--json").stdout)["pooled"]
+    keep = ("average_precision", "f1", "seg", "merged", "split", "missed", "spurious", "cells", "predicted_cells")
+    return {key: pooled[key] for key in keep}
+
+
+def run_biounet(train: Path, test: Path, out: Path, budget: str) -> dict[str, Any]:
+    run, pred = out / "biounet" / "run", out / "biounet" / "pred"
+    shutil.rmtree(out / "biounet", ignore_errors=True)
+    command = ["train", "--data", str(train), "--out", str(run), "--time-budget", budget, "-q"]
+    with Timer() as timer:
+        biounet(*command)
+    biounet("predict", str(run / "model.pt"), *map(str, sorted((test / "images").iterdir())), "--out", str(pred),
+            "--instances", "-q")
+    return {"tool": "biounet", "command": "biounet " + " ".join(command), "training_seconds": timer.seconds,
+            **scores_of(pred, test / "labels")}
+
+
+def run_stardist(train: Path, test: Path, out: Path, budget: str) -> dict[str, Any]:
+    pred = out / "stardist" / "pred"
+    shutil.rmtree(out / "stardist", ignore_errors=True)
+    command = [sys.executable, str(REPO / "benchmarks" / "peers.py"), "stardist", "--data", str(train), "--test",
+               *map(str, sorted((test / "images").iterdir())), "--time-budget", budget, "--out", str(pred)]
+    with Timer() as timer:
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+    peer = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"tool": "stardist", "command": " ".join(command[1:]), "wall_seconds": timer.seconds, "peer": peer,
+            **scores_of(pred, test / "labels")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image", default="0ea221716cf1", help="a DSB2018 image id with room for the crops")
+    parser.add_argument("--time-budget", default="10m")
+    parser.add_argument("--tools", default="biounet,stardist")
+    parser.add_argument("--out", type=Path, default=Path("runs/few_annotations"))
+    parser.add_argument("--results", type=Path, default=None, help="also write the summary JSON here")
+    args = parser.parse_args()
+    train, test = build_case(args.image, args.out)
+    runners = {"biounet": run_biounet, "stardist": run_stardist}
+    rows = []
+    for tool in args.tools.split(","):
+        rows.append(runners[tool](train, test, args.out, args.time_budget))
+        emit(rows[-1])
+    summary = {"experiment": "few_annotations", "image": args.image, "budget": args.time_budget,
+               "train": "two 256x256 crops of the left part", "test": "the right part", "hardware": hardware(),
+               "runs": rows}
+    emit(summary)
+    if args.results is not None:
+        args.results.write_text(json.dumps(summary, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
