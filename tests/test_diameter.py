@@ -89,17 +89,58 @@ def test_a_run_stores_the_common_diameter_of_its_training_images(cell_model):
     assert split.diameter_px == pytest.approx(common_diameter(split.train), rel=0.1)
 
 
-def test_the_first_prediction_measures_the_cells_it_finds(cell_model, monkeypatch):
+def _boundary_outputs(instances: np.ndarray) -> np.ndarray:
+    """One-hot outputs of a boundary model that predicts ``instances`` exactly."""
     from biounet.core.targets import boundary_band
+
+    classes = np.where(boundary_band(instances, boundary_px=2), 2, (instances > 0).astype(int))
+    return np.stack([classes == k for k in range(3)]).astype(np.float32)
+
+
+def test_the_first_prediction_measures_the_cells_it_finds(cell_model, monkeypatch):
     from biounet.inference import predict
     from biounet.inference.predict import estimate_diameter, load_predictor
 
-    discs = _discs(9.0, size=120).instances
-    classes = np.where(boundary_band(discs, boundary_px=2), 2, (discs > 0).astype(int))
-    one_hot = np.stack([classes == k for k in range(3)]).astype(np.float32)
-    monkeypatch.setattr(predict, "predict_image", lambda predictor, image, tile=None: one_hot)
+    outputs = _boundary_outputs(_discs(9.0, size=120).instances)
+    monkeypatch.setattr(predict, "predict_image", lambda predictor, image, tile=None: outputs)
     predictor = load_predictor(cell_model, device="cpu", precision="fp32")
-    assert estimate_diameter(predictor, np.zeros((120, 120, 1), np.float32)) == pytest.approx(18.0, rel=0.1)
+    predictor.diameter_calibration = 1.0
+    assert estimate_diameter(predictor, np.zeros((120, 120, 1), np.float32), passes=1) == pytest.approx(18.0, rel=0.1)
+    predictor.diameter_calibration = 1.5  # its cells measured 1.5x too large on its validation images
+    assert estimate_diameter(predictor, np.zeros((120, 120, 1), np.float32), passes=1) == pytest.approx(12.0, rel=0.1)
+
+
+def test_the_calibration_is_how_much_larger_predicted_cells_measure_than_labelled_ones():
+    from biounet.training.train import Split, diameter_calibration
+
+    samples = [_discs(radius, size=96) for radius in (6.0, 8.0, 10.0)]
+    probs = [_boundary_outputs(_discs(radius * 1.2, size=96, spacing=int(2 * radius + 6)).instances)
+             for radius in (6.0, 8.0, 10.0)]  # every predicted disc 1.2x the labelled one
+    split = Split(train=samples, validation=samples, task="cells", in_channels=1, num_classes=3, dataset_classes=2,
+                  diameter_px=16.0)
+    assert diameter_calibration(probs, split)["diameter_calibration"] == pytest.approx(1.2, rel=0.05)
+    assert diameter_calibration(probs, Split(samples, samples, "cells", 1, 3, 2, None)) == {}
+
+
+def test_the_estimate_predicts_again_at_the_scale_it_asks_for(cell_model, monkeypatch):
+    """Cells 8 px across that a prediction at the image's own scale merges (they measure 1.5x): the second pass,
+    at the zoom the first measure asked for, sees them apart, and the third confirms the scale."""
+    from biounet.inference import predict
+    from biounet.inference.predict import estimate_diameter, load_predictor
+
+    calls = []
+
+    def fake(predictor, image, tile=None):
+        zoom = image.shape[0] / 200
+        calls.append(round(zoom, 3))
+        apparent = 8.0 * zoom * (1.5 if zoom == 1.0 else 1.0)
+        return _boundary_outputs(_discs(apparent / 2, size=image.shape[0]).instances)
+
+    monkeypatch.setattr(predict, "predict_image", fake)
+    predictor = load_predictor(cell_model, device="cpu", precision="fp32")
+    predictor.diameter_px, predictor.diameter_calibration = 16.0, 1.0
+    assert estimate_diameter(predictor, np.zeros((200, 200, 1), np.float32)) == pytest.approx(8.0, rel=0.1)
+    assert len(calls) == 3 and calls[0] == 1.0 and calls[2] == pytest.approx(2.0, rel=0.1)
 
 
 def test_predict_resamples_an_image_to_the_models_diameter_and_back(cell_model, tmp_path, capsys):

@@ -39,6 +39,7 @@ import torch
 from biounet.core.device import autocast, resolve_device, resolve_precision
 from biounet.core.model import ModelConfig, UNet, nearest_valid_sizes, output_probabilities, output_size, smallest_tile
 from biounet.data.checkpoint import load_checkpoint, model_from_payload
+from biounet.data.diameter import TOLERANCE as DIAMETER_TOLERANCE
 from biounet.data.diameter import check_diameter, diameter_zoom, median_diameter
 from biounet.data.files import (
     OutputError,
@@ -159,6 +160,7 @@ class TorchPredictor(Predictor):
     pixel_size_um: tuple[float, float] | None = None
     fuse: bool = True
     diameter_px: float | None = None
+    diameter_calibration: float = 1.0
 
     def __post_init__(self) -> None:
         self.model = self.model.to(self.device).eval()
@@ -238,6 +240,7 @@ def load_predictor(
         compile=compile,
         pixel_size_um=_pixel_size_of(payload),
         diameter_px=payload.get("diameter_px"),
+        diameter_calibration=float(payload.get("diameter_calibration") or 1.0),
     )
 
 
@@ -616,11 +619,42 @@ def prediction_scale(
     return image_um, zoom, shape if zoom is None else scaled_shape(shape, zoom)
 
 
-def estimate_diameter(predictor: Predictor, image: npt.NDArray[np.float32], tile: int | None = None) -> float | None:
-    """The median diameter (px) of the cells a first prediction of a normalised ``(H, W, C)`` image finds at its
-    own scale (class labels made instances as ``--instances`` makes them from labels); None where it finds none."""
-    labels = class_labels(predict_image(predictor, image, tile=tile), predictor.num_classes)
-    return median_diameter(instances_from_labels(labels))
+def predicted_diameter(outputs: npt.NDArray[np.float32], num_classes: int) -> float | None:
+    """The median diameter (px) of the cells in a prediction ``(K', H, W)``: its class labels made instances as
+    ``--instances`` makes them from labels (:func:`~biounet.inference.instances.instances_from_labels`)."""
+    return median_diameter(instances_from_labels(class_labels(outputs, num_classes)))
+
+
+DIAMETER_PASSES = 3
+"""Predictions :func:`estimate_diameter` may make: small cells merge at their own scale, so the first measure runs
+large; each further pass predicts at the scale the last measure asked for and measures again."""
+
+
+def estimate_diameter(predictor: Predictor, image: npt.NDArray[np.float32], tile: int | None = None,
+                      passes: int = DIAMETER_PASSES) -> float | None:
+    """The median diameter (px) of the cells in a normalised ``(H, W, C)`` image, as the model's own predictions find
+    them (class labels made instances as ``--instances`` makes them from labels); None where they find none.
+
+    The first prediction is at the image's scale; while the measure asks for a zoom beyond
+    :data:`biounet.data.diameter.TOLERANCE` and passes remain, the image is predicted again at that zoom and its
+    cells measured there (in the image's pixels). Each measure is divided by the model's
+    ``diameter_calibration``: how much larger its predicted cells measure than the true ones on its validation
+    images (:func:`predicted_diameter` against the labels, at the common diameter)."""
+    zoom, diameter = 1.0, None
+    for _ in range(passes):
+        shape = scaled_shape(image.shape[:2], (zoom, zoom))
+        scaled = image if zoom == 1.0 else np.moveaxis(resample(np.moveaxis(image, -1, 0), shape, order=3), 0, -1)
+        measured = predicted_diameter(predict_image(predictor, scaled, tile=tile), predictor.num_classes)
+        if measured is None:
+            return diameter
+        diameter = measured / zoom / predictor.diameter_calibration
+        if predictor.diameter_px is None:
+            return diameter
+        wanted = predictor.diameter_px / diameter  # the zoom this measure asks for
+        if abs(wanted / zoom - 1.0) <= DIAMETER_TOLERANCE:
+            return diameter  # measured at (about) the scale it asks for
+        zoom = wanted
+    return diameter
 
 
 def object_zoom(predictor: Predictor, source: ImageSource, options: PredictOptions) -> tuple[float, float] | None:

@@ -43,6 +43,9 @@ class Predictor(ABC):
     diameter_px : float or None
         The object diameter in pixels its training images were resampled to (:mod:`biounet.data.diameter`); new
         images are resampled the same way. None: images are predicted at their own scale.
+    diameter_calibration : float
+        How much larger the network's predicted cells measure than the true ones (its validation images), by
+        which a measured diameter is divided.
     """
 
     normalization: str
@@ -51,6 +54,7 @@ class Predictor(ABC):
     precision: str
     pixel_size_um: tuple[float, float] | None = None
     diameter_px: float | None = None
+    diameter_calibration: float = 1.0
 
     @property
     @abstractmethod

@@ -53,7 +53,7 @@ from biounet.core.targets import (
 )
 from biounet.data.checkpoint import load_checkpoint, model_from_payload, model_payload, save_checkpoint
 from biounet.data.datasets import detect_layout, load_dataset, split_samples
-from biounet.data.diameter import common_diameter, to_common_diameter
+from biounet.data.diameter import common_diameter, median_diameter, to_common_diameter
 from biounet.data.files import write_text
 from biounet.data.volumes import normalize_volume, split_volume
 from biounet.evaluation.validation import (
@@ -66,6 +66,7 @@ from biounet.evaluation.validation import (
     task_scores,
 )
 from biounet.inference.instances import InstanceParams
+from biounet.inference.predict import predicted_diameter
 from biounet.inference.segments import EXTRA as SEGMENTS_EXTRA
 from biounet.inference.segments import SegmentParams
 from biounet.training.augment import sample_volume_window, sample_window
@@ -764,7 +765,23 @@ def _post_processing(model: UNet, config: TrainConfig, split: Split, device: tor
             return {}
     params, seg = choose_instance_params(probs, split.validation, target=config.target)
     logger.info("instance post-processing chosen on the validation images: %s (SEG %.4f)", params, seg)
-    return {"instance_params": asdict(params), "instance_params_seg": seg}
+    return {"instance_params": asdict(params), "instance_params_seg": seg,
+            **diameter_calibration(probs, split)}
+
+
+def diameter_calibration(probs: list[npt.NDArray[np.float32]], split: Split) -> dict[str, float]:
+    """``{"diameter_calibration": r}`` for a run at a common diameter: the median over validation images of how much
+    larger the predicted cells measure than the labelled ones (:func:`biounet.inference.predict.predicted_diameter`),
+    by which prediction divides its measures; empty for other runs or where nothing was measured."""
+    if split.diameter_px is None:
+        return {}
+    ratios = []
+    for prob, sample in zip(probs, split.validation):
+        measured = predicted_diameter(prob, split.num_classes)
+        true = median_diameter(sample.instances) if sample.instances is not None else None
+        if measured and true:
+            ratios.append(measured / true)
+    return {"diameter_calibration": float(np.median(ratios))} if ratios else {}
 
 
 def _segment_post_processing(model: UNet, config: TrainConfig, split: Split, device: torch.device,
