@@ -219,6 +219,16 @@ def dsb2018() -> str:
         "python benchmarks/peers_table.py --cases dsb --budgets 10m")
 
 
+def few_annotations() -> str:
+    path = f"{EXPERIMENTS}/few_annotations_10m.json"
+    run = _first(path)
+    rows = [[r["tool"], fixed(r["average_precision"], 3), fixed(r["f1"], 3), fixed(r["seg"], 3),
+             f"{r['merged']} / {r['missed']} / {r['spurious']}"] for r in run["runs"]]
+    return table(["10 min, two 256x256 crops", "accuracy at IoU 0.5", "F1", "SEG",
+                  "merged / missed / spurious"], rows) + source(
+        [path], machine(run), "python experiments/few_annotations.py --time-budget 10m")
+
+
 def batch_norm() -> str:
     arms = (("nobn", "the paper's network (no normalisation)"),
             ("bn", "batch norm, running statistics as training leaves them"),
@@ -404,6 +414,7 @@ def in_process() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "isbi2012": isbi2012, "isbi2012_segments": isbi2012_segments,
     "segment_methods": segment_methods, "dic_hela": dic_hela, "nuclei": nuclei, "dsb2018": dsb2018,
+    "few_annotations": few_annotations,
     "batch_norm": batch_norm, "before_batch_norm": before_batch_norm, "finetune": finetune, "nuclei3d": nuclei3d,
     "as_a_user_runs_it": as_a_user_runs_it, "tile_size": tile_size, "training": training,
     "time_to_quality": time_to_quality, "augment_overlap": augment_overlap, "big_images": big_images,
