@@ -167,4 +167,4 @@ def test_affinities_on_cell_instances_is_a_one_line_error(tmp_path):
     from biounet.training.config import TrainConfig, resolve_target
 
     with pytest.raises(ValueError, match="--target affinities needs 2D membrane labels.*cells"):
-        resolve_target(TrainConfig(data="x", target="affinities"), "cells")
+        resolve_target(TrainConfig(data="x", target="affinities", iterations=1), "cells")

@@ -111,11 +111,12 @@ def test_cli_predict_of_a_trained_model_equals_the_module(tmp_path):
     write_tiff(tmp_path / "img.tif", make_sample("cells", size=(150, 170), rng=5).image[..., 0])
     model = tmp_path / "run" / "model.pt"
     assert main(["predict", str(model), str(tmp_path / "img.tif"), "--out", str(tmp_path / "cli"),
-                 "--precision", "fp32", "--save-probabilities", "-q"]) == 0
+                 "--precision", "fp32", "--save-probabilities", "--no-rescale", "-q"]) == 0
     cli_labels = tifffile.imread(tmp_path / "cli" / "img.tif")
     cli_probs = tifffile.imread(tmp_path / "cli" / "img_prob.tif")
     plain = TorchPredictor(load_model(model), precision="fp32", fuse=False)
-    result = predict_file(plain, tmp_path / "img.tif", tmp_path / "plain", PredictOptions(save_probabilities=True))
+    result = predict_file(plain, tmp_path / "img.tif", tmp_path / "plain",
+                          PredictOptions(save_probabilities=True, rescale=False))
     plain_probs = tifffile.imread(result.probabilities_path)
     np.testing.assert_allclose(cli_probs, plain_probs, atol=1e-5)
     assert_labels_agree_where_decided(cli_labels, tifffile.imread(result.labels_path), plain_probs, 1e-5)

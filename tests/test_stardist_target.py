@@ -79,7 +79,7 @@ def test_train_predict_evaluate_hands_on_star_outputs(tmp_path, capsys):
     tifffile.imwrite(tmp_path / "in" / "a.tif", (sample.image[..., 0] * 255).astype(np.uint8))
     tifffile.imwrite(tmp_path / "truth" / "a.tif", sample.instances.astype(np.int32))
     assert main(["predict", str(tmp_path / "run" / "model.pt"), str(tmp_path / "in" / "a.tif"), "--out",
-                 str(tmp_path / "out"), "--instances", "--save-probabilities", "--quiet"]) == 0
+                 str(tmp_path / "out"), "--instances", "--save-probabilities", "--no-rescale", "--quiet"]) == 0
     probs = tifffile.imread(tmp_path / "out" / "a_prob.tif")
     instances = tifffile.imread(tmp_path / "out" / "a_instances.tif")
     assert probs.shape == (3 + 1 + 8, 96, 96)  # classes, object probability, rays
@@ -98,6 +98,25 @@ def test_train_predict_evaluate_hands_on_star_outputs(tmp_path, capsys):
     assert pooled["predicted_cells"] == instances.max()
 
 
+def test_rays_resampled_back_are_lengths_in_the_images_pixels():
+    """An image predicted enlarged 2x (pixel size or cell diameter): rays measured in the enlarged image's pixels
+    are halved on the way back, so the polygons outline the image's cells."""
+    from biounet.core.model import ModelConfig, UNet
+    from biounet.inference.predict import TorchPredictor, predict_rescaled
+
+    class Constant(TorchPredictor):
+        def _probabilities(self, batch):
+            out = super()._probabilities(batch)
+            out[:, 4:] = 10.0  # every ray 10 px long in the enlarged image
+            return out
+
+    model = UNet(ModelConfig(num_classes=3, ray_channels=8, depth=2, base_channels=4))
+    predictor = Constant(model, precision="fp32")
+    outputs = predict_rescaled(predictor, np.zeros((60, 60, 1), np.float32), (120, 120), predictor.geometry(92))
+    assert outputs.shape == (12, 60, 60)
+    np.testing.assert_allclose(outputs[4:], 5.0, atol=1e-4)
+
+
 def test_rays_stop_at_the_image_border_not_in_its_mirror_image():
     """A tile reaching past the border reads a mirrored copy of the cell there, with the same id: the star
     targets must still see two cells, so that a ray stops at the border as on the whole image."""
@@ -111,7 +130,7 @@ def test_rays_stop_at_the_image_border_not_in_its_mirror_image():
     sampler = TileSampler([sample], config, length=1)
     tile = sample_window(sample.image, sample.classes, sample.weights, in_tile=92, out_tile=sampler.out_tile,
                          center=(0.0, 15.0), config=config.augment, rng=0, mirror_copies=True)
-    star = sampler._star_weights(tile.weights, tile.copies)
+    star = sampler._tile_targets(tile.weights, tile.copies)
     top = sampler.out_tile // 2  # the output row at source row 0 (the window's centre)
     up = 6  # ray 6 of 8 points to -y
     assert tile.labels[top - 1, sampler.out_tile // 2] == 1  # the mirror image of the cell is in the tile

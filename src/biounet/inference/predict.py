@@ -690,12 +690,17 @@ def predict_rescaled(
 ) -> npt.NDArray[np.float32]:
     """Outputs ``(K', H, W)`` of a normalised ``(H, W, C)`` image predicted at the model's scale: the image is
     resampled to ``shape`` (cubic), predicted tile by tile, and the probabilities resampled back (linear, so they
-    stay in [0, 1] and sum to 1) [Falk et al. 2019]."""
+    stay in [0, 1] and sum to 1) [Falk et al. 2019]. A star-convex model's radial distances, lengths in the
+    resampled image's pixels, are converted to the image's (divided by the mean zoom)."""
     scaled = np.moveaxis(resample(np.moveaxis(image, -1, 0), shape, order=3), 0, -1)
     outputs = np.zeros((predictor.output_channels, *shape), dtype=np.float32)
     predict_plane(predictor, lambda rows, cols: scaled[rows, cols], shape, geometry, probabilities=outputs,
                   batch_size=batch_size, progress=progress, path=path)
-    return resample(outputs, image.shape[:2], order=1)
+    back = resample(outputs, image.shape[:2], order=1)
+    rays = predictor.model_config.ray_channels
+    if rays:
+        back[-rays:] /= (shape[0] / image.shape[0] + shape[1] / image.shape[1]) / 2
+    return back
 
 
 def tile_counter(total: int, progress: Callable[[int, int], None] | None) -> Callable[[int], None]:
