@@ -45,9 +45,11 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def emit(record: dict[str, Any]) -> None:
-    """Print one JSON line to stdout."""
+def emit(record: dict[str, Any], results: Path | None = None) -> None:
+    """Print one JSON line to stdout; with ``results``, also write the record there (indented JSON)."""
     print(json.dumps(record), flush=True)
+    if results is not None:
+        results.write_text(json.dumps(record, indent=1) + "\n")
 
 
 class Timer:

@@ -104,9 +104,7 @@ def main() -> None:
     summary = {"experiment": "few_annotations", "image": args.image, "budget": args.time_budget,
                "train": "two 256x256 crops of the left part", "test": "the right part", "hardware": hardware(),
                "runs": rows}
-    emit(summary)
-    if args.results is not None:
-        args.results.write_text(json.dumps(summary, indent=1) + "\n")
+    emit(summary, args.results)
 
 
 if __name__ == "__main__":

@@ -85,9 +85,7 @@ def main() -> None:
         rows.append(row)
     summary = {"experiment": "nuclei", "data": "dsb2018-fluo, every 5th image held back", "hardware": hardware(),
                "runs": rows}
-    emit(summary)
-    if args.results is not None:
-        args.results.write_text(json.dumps(summary, indent=1) + "\n")
+    emit(summary, args.results)
 
 
 if __name__ == "__main__":
