@@ -22,7 +22,7 @@ from PIL import Image
 
 from biounet.core.samples import Sample
 from biounet.evaluation import metrics
-from biounet.evaluation.validation import PIXEL_ERROR_BOUND, segment_table
+from biounet.evaluation.validation import pick_segment_setting, segment_table
 
 Row = tuple[object, dict[str, float]]
 
@@ -50,14 +50,13 @@ def rules(table: list[Row], reference: dict[str, float]) -> dict[str, Row]:
     settings within 5 % of the best pixel error); the others for comparison."""
     best_pixel = min(scores["pixel_error"] for _, scores in table)
     admissible = [row for row in table if row[1]["pixel_error"] <= 1.05 * best_pixel]
-    bound = max(PIXEL_ERROR_BOUND, 1.05 * best_pixel)
 
     def relative(row: Row) -> float:
         return (row[1]["rand_error"] / reference["rand_error"]
                 + row[1]["warping_error"] / reference["warping_error"])
 
     return {
-        "current": min([row for row in table if row[1]["pixel_error"] <= bound], key=lambda row: row[1]["rand_error"]),
+        "current": pick_segment_setting(table),
         "rand": min(admissible, key=lambda row: row[1]["rand_error"]),
         "rand_and_warping": min(admissible, key=relative),
         "warping": min(admissible, key=lambda row: row[1]["warping_error"]),

@@ -240,7 +240,12 @@ def choose_segment_params(probs: Sequence[npt.NDArray[np.float32]], samples: Seq
     The challenge ranks by the Rand score; the pixel error bound keeps the boundaries near the truth's width.
     Searched: :data:`SEGMENT_GRID` (:data:`AFFINITY_GRID` for an affinities model); ties keep the earlier setting.
     """
-    table = segment_table(probs, samples)
+    return pick_segment_setting(segment_table(probs, samples))
+
+
+def pick_segment_setting(table: Sequence[tuple[SegmentParams, dict[str, float]]],
+                         ) -> tuple[SegmentParams, dict[str, float]]:
+    """The row of a :func:`segment_table` that :func:`choose_segment_params` picks."""
     best_pixel = min(scores["pixel_error"] for _, scores in table)
     bound = max(PIXEL_ERROR_BOUND, 1.05 * best_pixel)
     admissible = [row for row in table if row[1]["pixel_error"] <= bound]
@@ -249,6 +254,6 @@ def choose_segment_params(probs: Sequence[npt.NDArray[np.float32]], samples: Seq
 
 __all__ = [
     "AFFINITY_GRID", "HIGHER_IS_BETTER", "PIXEL_ERROR_BOUND", "SEGMENT_GRID", "cell_scores", "choose_instance_params",
-    "choose_segment_params", "dataset_task", "instance_param_grid", "mean_iou", "membrane_scores", "predict_samples", "score_name",
-    "segment_table", "task_scores",
+    "choose_segment_params", "dataset_task", "instance_param_grid", "mean_iou", "membrane_scores",
+    "pick_segment_setting", "predict_samples", "score_name", "segment_table", "task_scores",
 ]
