@@ -49,7 +49,8 @@ from biounet.core.weights import border_weights, check_spacing, class_balance_we
 TARGETS: tuple[str, ...] = ("paper", "boundary", "distance", "stardist", "affinities")
 TASKS: tuple[str, ...] = ("cells", "membranes", "classes")
 MEMBRANES = "membranes"
-"""The task of cells between membranes (ISBI 2012), the one the ``affinities`` target serves."""
+"""The task of cells between membranes (ISBI 2012), the one the ``affinities`` target serves; also the name of a
+membrane model's post-processing (its checkpoint's ``task``: segments of its class-1 map or its affinities)."""
 STAR_LIKE_BOUNDARY: tuple[str, ...] = ("boundary", "stardist")
 """Targets whose classes are background / interior / boundary (``stardist`` adds its outputs to those)."""
 BOUNDARY_CLASS = 2

@@ -25,7 +25,7 @@ import numpy.typing as npt
 from scipy import ndimage
 
 from biounet.core.affinities import OFFSETS
-from biounet.core.targets import BOUNDARY_CLASS, TARGETS
+from biounet.core.targets import BOUNDARY_CLASS, MEMBRANES, TARGETS
 from biounet.core.weights import nearest_two_distances
 from biounet.inference.polygons import MASKS, StarParams, star_instances
 from biounet.inference.segments import SegmentParams, segments_from_affinities, segments_from_membranes
@@ -239,8 +239,6 @@ def instances_from_distance(
     return fill_gaps(_sequential(_drop_small(np.asarray(flooded, dtype=np.int32), min_size_px)))
 
 
-MEMBRANES = "membranes"
-"""The post-processing name of a membrane model (its checkpoint's ``task``): segments of its class-1 map."""
 SEEDED_BY_OUTPUTS: tuple[str, ...] = ("distance", "stardist")
 """Targets whose instances need the outputs beyond the classes (the distance map; the probability and rays)."""
 
