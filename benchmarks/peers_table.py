@@ -29,6 +29,7 @@ budgets x 3 tools) is about 3 x 3 x 40 = 360 minutes of training.
     python benchmarks/peers_table.py --cases nuclei --budgets 10m --tools stardist
     python benchmarks/peers_table.py --prepare-only --work /tmp/peers  # build the case folders and stop
     python benchmarks/peers_table.py --render                          # only rewrite the Markdown
+    python benchmarks/peers_table.py --cases dsb --tools biounet --rechoose  # post-processing chosen again
 """
 
 from __future__ import annotations
@@ -309,6 +310,26 @@ def _biounet(case: Case, budget_s: float, run: Path, extra: Sequence[str]) -> di
             "wall_s": time.perf_counter() - start}
 
 
+def _rechosen(case: Case, run: Path, previous: dict[str, Any]) -> dict[str, Any]:
+    """A biounet run already trained: its post-processing chosen again on its own validation images by the current
+    rules (:func:`biounet.training.train.rechoose_post_processing`), its test images predicted again."""
+    from dataclasses import asdict
+
+    from biounet.training.train import rechoose_post_processing
+
+    start = time.perf_counter()
+    params = rechoose_post_processing(run / "run")
+    if (run / "pred").exists():
+        shutil.rmtree(run / "pred")
+    predict = [sys.executable, "-m", "biounet", "predict", run / "run" / "model.pt", case.test_images[0].parent,
+               "--out", run / "pred", "--instances", "-q"]
+    _run(predict)
+    kept = {key: previous[key] for key in ("version", "trained", "steps", "train_s", "train_wall_s") if key in previous}
+    rechoose = f"biounet.training.train.rechoose_post_processing({_shown([run / 'run'])!r})"
+    return {**kept, "commands": [previous["commands"][0], rechoose, _shown(predict)], "rechosen": asdict(params),
+            "wall_s": time.perf_counter() - start}
+
+
 def _peer(tool: str, case: Case, budget_s: float, run: Path) -> dict[str, Any]:
     command = [sys.executable, REPO / "benchmarks" / "peers.py", tool, "--data", case.train, "--test",
                case.test_images[0].parent, "--time-budget", budget_label(budget_s), "--out", run / "pred"]
@@ -338,17 +359,25 @@ def _evaluate(case: Case, pred: Path) -> tuple[dict[str, Any], list[str]]:
     return pooled_scores(all_images, json.loads(_run(complete, capture=True))), [_shown(every), _shown(complete)]
 
 
-def run_one(case: Case, budget_s: float, tool: str, work: Path, biounet_extra: Sequence[str]) -> dict[str, Any]:
-    """Train, predict and score one tool on one case for one budget; the record for the results file."""
-    run = work / "runs" / case.name / budget_label(budget_s) / tool
-    if run.exists():
-        shutil.rmtree(run)
-    run.mkdir(parents=True)
+def _trained(case: Case, budget_s: float, tool: str, run: Path, biounet_extra: Sequence[str]) -> dict[str, Any]:
     if tool.startswith("biounet"):
         target = ["--target", tool.removeprefix("biounet-")] if tool != "biounet" else []
-        result = _biounet(case, budget_s, run, [*target, *biounet_extra])
+        return _biounet(case, budget_s, run, [*target, *biounet_extra])
+    return _peer(tool, case, budget_s, run)
+
+
+def run_one(case: Case, budget_s: float, tool: str, work: Path, biounet_extra: Sequence[str],
+            previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, predict and score one tool on one case for one budget; the record for the results file. With the
+    ``previous`` record of a biounet run whose folder is still there: its post-processing chosen again instead."""
+    run = work / "runs" / case.name / budget_label(budget_s) / tool
+    if previous is not None:
+        result = _rechosen(case, run, previous)
     else:
-        result = _peer(tool, case, budget_s, run)
+        if run.exists():
+            shutil.rmtree(run)
+        run.mkdir(parents=True)
+        result = _trained(case, budget_s, tool, run, biounet_extra)
     scores, evaluate_commands = _evaluate(case, run / "pred")
     return {"case": case.name, "budget_s": budget_s, "tool": tool, "scores": scores, **result,
             "commands": [*result["commands"], *evaluate_commands], "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -364,6 +393,21 @@ def _machine() -> dict[str, Any]:
     return {"cpu": cpu, "cores": os.cpu_count(), "loadavg_1min": os.getloadavg()[0]}
 
 
+def _record(args: argparse.Namespace, case: Case, budget_s: float, tool: str,
+            previous: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The new record of one run (None: nothing to do): trained unless the results file has it (``--redo``: again);
+    with ``--rechoose``, a biounet run it has, its post-processing chosen again."""
+    if args.rechoose:
+        if not tool.startswith("biounet") or previous is None:
+            return None
+        return run_one(case, budget_s, tool, args.work, [], previous=previous)
+    if previous is not None and not args.redo:
+        print(f"peers_table.py: {run_key(case.name, budget_s, tool)} already in {args.results}, skipped",
+              file=sys.stderr)
+        return None
+    return run_one(case, budget_s, tool, args.work, args.biounet_extra.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -376,6 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--redo", action="store_true", help="run again what the results file already has")
     parser.add_argument("--prepare-only", action="store_true", help="build the case folders and stop")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the results file")
+    parser.add_argument("--rechoose", action="store_true",
+                        help="biounet runs already in the results file and --work: choose their post-processing again "
+                             "with the current rules and predict and score again, without training")
     args = parser.parse_args(argv)
     try:
         cases = parse_names(args.cases, CASES, "--cases")
@@ -398,15 +445,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name in cases:
         for budget_s in budgets:
             for tool in tools:
-                key = run_key(name, budget_s, tool)
-                if key in done and not args.redo:
-                    print(f"peers_table.py: {key} already in {args.results}, skipped", file=sys.stderr)
+                record = _record(args, prepared[name], budget_s, tool, done.get(run_key(name, budget_s, tool)))
+                if record is None:
                     continue
-                record = run_one(prepared[name], budget_s, tool, args.work, args.biounet_extra.split())
                 print(json.dumps(record), flush=True)
                 with args.results.open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
-                done[key] = record
+                done[run_key(name, budget_s, tool)] = record
                 markdown.write_text(render_markdown(done.values()))
     return 0
 

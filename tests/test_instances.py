@@ -6,15 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from biounet.core.targets import training_targets
 from biounet.evaluation import metrics
 from biounet.inference.instances import (
     InstanceParams,
     fill_gaps,
+    instances_from_boundary,
     instances_from_foreground,
     instances_from_labels,
     instances_from_probabilities,
+    split_seeds,
 )
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -105,3 +108,47 @@ def test_dic_hela_gold_truth_survives_the_cut():
         probs, _ = _perfect_prediction(truth, "paper")
         predicted = instances_from_probabilities(probs, params=InstanceParams(min_size_px=0))
         assert metrics.seg_score(predicted, truth).mean_jaccard > 0.995
+
+
+def _discs(centres: list[tuple[int, int]], radius: float, shape: tuple[int, int] = (48, 80)) -> np.ndarray:
+    rows, cols = np.indices(shape)
+    labels = np.zeros(shape, np.int32)
+    for index, (row, col) in enumerate(centres, start=1):
+        labels[(rows - row) ** 2 + (cols - col) ** 2 <= radius**2] = index
+    return labels
+
+
+def test_split_seeds_cuts_two_overlapping_discs_at_their_neck():
+    pair = _discs([(24, 25), (24, 40)], 9.0) > 0            # one seed: two discs whose interiors overlap
+    assert ndimage.label(pair)[1] == 1
+    parts = split_seeds(pair.astype(np.int32), 0.2)
+    assert parts.max() == 2
+    assert parts[24, 25] != parts[24, 40] and parts[24, 25] > 0 and parts[24, 40] > 0
+    assert np.array_equal(parts > 0, pair)                  # every seed pixel kept, none added
+    assert np.array_equal(split_seeds(pair.astype(np.int32), 0.0), pair.astype(np.int32))
+
+
+def test_split_seeds_keeps_discs_ellipses_and_separate_seeds_whole():
+    rows, cols = np.indices((48, 80))
+    ellipse = ((rows - 24) / 8.0) ** 2 + ((cols - 40) / 20.0) ** 2 <= 1    # 2.5:1, one ridge, one maximum
+    assert split_seeds(ellipse.astype(np.int32), 0.2).max() == 1
+    seeds = _discs([(12, 12), (12, 40), (36, 60)], 6.0)   # three seeds apart: three labels, one per seed
+    parts = split_seeds(seeds, 0.3)
+    for index in (1, 2, 3):
+        assert np.unique(parts[seeds == index]).size == 1   # a part never spans two seeds, a seed stays whole
+    assert np.unique(parts[parts > 0]).size == 3
+
+
+def test_boundary_instances_split_nuclei_whose_interiors_touch():
+    truth = _discs([(24, 25), (24, 40)], 9.0)
+    interior = (truth > 0).astype(np.float32)               # the interiors join: one seed without the cut
+    boundary = np.zeros_like(interior)
+    assert instances_from_boundary(interior, boundary, min_size_px=0).max() == 1
+    cut = instances_from_boundary(interior, boundary, min_size_px=0, split_prominence=0.2)
+    assert cut.max() == 2
+    assert metrics.seg_score(cut, truth).mean_jaccard > 0.9
+
+
+def test_split_prominence_out_of_range_is_an_error():
+    with pytest.raises(ValueError, match="split_prominence"):
+        InstanceParams(split_prominence=1.0)

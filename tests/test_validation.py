@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from biounet.core.samples import IGNORE, Sample
-from biounet.evaluation.validation import cell_scores, choose_instance_params
+from biounet.evaluation.validation import cell_scores, choose_instance_params, split_param_grid
 from biounet.inference.instances import InstanceParams
 
 
@@ -43,3 +44,30 @@ def test_cells_on_unannotated_pixels_are_neither_right_nor_wrong():
     partial = Sample("cells", sample.image, classes, sample.instances)
     scores = cell_scores([probs], [partial], target="paper", params=InstanceParams(min_size_px=0))
     assert scores["object_f1"] == 1.0
+
+
+def _touching_nuclei() -> tuple[np.ndarray, Sample]:
+    """Two pairs of overlapping discs (annotated as four nuclei) whose predicted interiors join through a neck, and
+    an isolated disc; a perfect boundary band around the union."""
+    rows, cols = np.indices((64, 96))
+    instances = np.zeros((64, 96), np.int32)
+    for index, (row, col) in enumerate(((20, 20), (20, 36), (44, 56), (44, 72), (16, 80)), start=1):
+        instances[((rows - row) ** 2 + (cols - col) ** 2 <= 81) & (instances == 0)] = index
+    union = instances > 0
+    interior = ndimage.binary_erosion(union, iterations=2)
+    probs = np.stack([~union, interior, union & ~interior]).astype(np.float32)
+    classes = np.where(interior, 1, np.where(union, 2, 0)).astype(np.int64)
+    return probs, Sample("nuclei", np.zeros((64, 96, 1), np.float32), classes, instances)
+
+
+def test_choice_cuts_seeds_where_touching_nuclei_merge_and_only_then():
+    probs, sample = _touching_nuclei()
+    params, _ = choose_instance_params([probs], [sample], target="boundary")
+    assert params.split_prominence > 0
+    uncut = cell_scores([probs], [sample], target="boundary", params=InstanceParams(min_size_px=16))
+    cut = cell_scores([probs], [sample], target="boundary", params=params)
+    assert cut["object_f1"] == 1.0 > uncut["object_f1"]
+    apart, separate = _sample_with_fragments()  # nothing merged: no cut is chosen
+    no_cut = np.stack([apart[0], apart[1], np.zeros_like(apart[1])])
+    assert choose_instance_params([no_cut], [separate], target="boundary")[0].split_prominence == 0.0
+    assert split_param_grid(params, "paper") == [] and split_param_grid(params, "boundary", dims=3) == []

@@ -9,6 +9,7 @@ keeps ``best.pt`` by :func:`score_name`. At the end it picks the instance post-p
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from itertools import product
 
 import numpy as np
@@ -148,6 +149,14 @@ def task_scores(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Samp
     return scores
 
 
+SEED_THRESHOLDS: tuple[float, ...] = (0.5, 0.3, 0.4, 0.6, 0.7, 0.8)
+"""The seed (interior, distance) thresholds :func:`instance_param_grid` tries, the default first."""
+SPLIT_PROMINENCES: tuple[float, ...] = (0.2, 0.3, 0.4, 0.5)
+"""The seed cuts (:func:`biounet.inference.instances.split_seeds`) a ``boundary`` model's 2D run tries after its
+other settings (:func:`split_param_grid`). On the dsb nuclei (10-minute run) the cuts at 0.3 lowered the merged
+nuclei of the held-out images from 297 to 210 (``benchmarks/peers_table.py``)."""
+
+
 def instance_param_grid(target: str, dims: int = 2) -> list[InstanceParams]:
     """The post-processing settings :func:`choose_instance_params` tries, simplest first; object sizes in voxels
     for volumes (``dims`` 3), where a cell spans ten times the pixels it spans in a plane."""
@@ -157,7 +166,16 @@ def instance_param_grid(target: str, dims: int = 2) -> list[InstanceParams]:
     if target == "stardist":  # StarDist's optimize_thresholds searches the same two thresholds
         return [InstanceParams(min_size_px=16, seed_threshold=p, overlap_threshold=o, masks=m)
                 for m, p, o in product(("watershed", "polygons"), (0.5, 0.3, 0.4, 0.6, 0.7), (0.4, 0.3, 0.5))]
-    return [InstanceParams(min_size_px=s, seed_threshold=t) for t, s in product((0.5, 0.3, 0.4, 0.6, 0.7, 0.8), sizes)]
+    return [InstanceParams(min_size_px=s, seed_threshold=t) for t, s in product(SEED_THRESHOLDS, sizes)]
+
+
+def split_param_grid(chosen: InstanceParams, target: str, dims: int = 2) -> list[InstanceParams]:
+    """The second round of :func:`choose_instance_params`: for a ``boundary`` model's images (2D), the seed cuts of
+    :data:`SPLIT_PROMINENCES` at every seed threshold and the size already chosen (a cut seed is smaller, so the
+    threshold is searched again); none for other targets and for volumes (their voxels are anisotropic)."""
+    if target != "boundary" or dims != 2:
+        return []
+    return [replace(chosen, seed_threshold=t, split_prominence=p) for p, t in product(SPLIT_PROMINENCES, SEED_THRESHOLDS)]
 
 
 def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample], *,
@@ -166,16 +184,30 @@ def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Se
     images (SEG rewards outlining the annotated cells, F1 also punishes spurious fragments, as the Cell Tracking
     Challenge's overall measure averages SEG and DET), and that SEG.
 
-    Searched: :func:`instance_param_grid`. Ties keep the earlier (simpler) setting.
+    Searched: :func:`instance_param_grid`, then :func:`split_param_grid` around the best. Ties keep the earlier
+    (simpler) setting.
     """
-    grid = instance_param_grid(target, dims=max((s.dims for s in samples), default=2))
+    dims = max((s.dims for s in samples), default=2)
+    best, best_score, best_seg = _best_params(probs, samples, target, instance_param_grid(target, dims=dims))
+    cuts = split_param_grid(best, target, dims=dims)
+    if cuts:
+        cut, cut_score, cut_seg = _best_params(probs, samples, target, cuts)
+        if cut_score > best_score:
+            best, best_seg = cut, cut_seg
+    return best, best_seg
+
+
+def _best_params(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample], target: str,
+                 grid: Sequence[InstanceParams]) -> tuple[InstanceParams, float, float]:
+    """The setting of ``grid`` with the best mean of pooled SEG and object F1 (the first of equal ones), its score
+    and its SEG."""
     best, best_score, best_seg = grid[0], -1.0, 0.0
     for params in grid:
         scores = cell_scores(probs, samples, target=target, params=params)
         score = (scores.get("seg", 0.0) + scores.get("object_f1", 0.0)) / 2
         if score > best_score:
             best, best_score, best_seg = params, score, scores.get("seg", 0.0)
-    return best, best_seg
+    return best, best_score, best_seg
 
 
 SEGMENT_GRID: dict[str, tuple[float, ...]] = {
@@ -253,7 +285,8 @@ def pick_segment_setting(table: Sequence[tuple[SegmentParams, dict[str, float]]]
 
 
 __all__ = [
-    "AFFINITY_GRID", "HIGHER_IS_BETTER", "PIXEL_ERROR_BOUND", "SEGMENT_GRID", "cell_scores", "choose_instance_params",
-    "choose_segment_params", "dataset_task", "instance_param_grid", "mean_iou", "membrane_scores",
-    "pick_segment_setting", "predict_samples", "score_name", "segment_table", "task_scores",
+    "AFFINITY_GRID", "HIGHER_IS_BETTER", "PIXEL_ERROR_BOUND", "SEED_THRESHOLDS", "SEGMENT_GRID",
+    "SPLIT_PROMINENCES", "cell_scores", "choose_instance_params", "choose_segment_params", "dataset_task",
+    "instance_param_grid", "mean_iou", "membrane_scores", "pick_segment_setting", "predict_samples", "score_name",
+    "segment_table", "split_param_grid", "task_scores",
 ]

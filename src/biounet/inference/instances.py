@@ -50,6 +50,9 @@ class InstanceParams:
     masks : str
         ``stardist`` only: ``watershed`` (each detection's mask grown over the predicted foreground) or
         ``polygons`` (StarDist's own masks).
+    split_prominence : float
+        ``boundary`` only: seeds are cut at the necks of their distance transform where a second maximum rises
+        at least this fraction of the seed's largest distance above the neck (:func:`split_seeds`); 0: no cut.
     """
 
     min_size_px: int = 16
@@ -57,6 +60,7 @@ class InstanceParams:
     watershed: bool = False
     overlap_threshold: float = 0.4
     masks: str = "watershed"
+    split_prominence: float = 0.0
 
     def __post_init__(self) -> None:
         if self.min_size_px < 0:
@@ -67,6 +71,8 @@ class InstanceParams:
             raise ValueError(f"overlap_threshold must be in (0, 1), got {self.overlap_threshold}")
         if self.masks not in MASKS:
             raise ValueError(f"masks must be one of {MASKS}, got {self.masks!r}")
+        if not 0.0 <= self.split_prominence < 1.0:
+            raise ValueError(f"split_prominence must be in [0, 1), got {self.split_prominence}")
 
 
 def _check_mask(mask: npt.NDArray[np.bool_], name: str) -> None:
@@ -163,9 +169,44 @@ def instances_from_foreground(
     return fill_gaps(_sequential(labels))
 
 
+def split_seeds(seeds: npt.NDArray[np.integer], prominence: float) -> npt.NDArray[np.int32]:
+    """Seeds cut at the necks of their distance transform: two touching nuclei whose interiors join through a
+    neck are two maxima of the distance to the seed's edge. Every regional maximum of the h-maximum transform
+    (Soille 2003, sec. 6.3.4; ``h = prominence`` times the seed's largest distance) seeds a part: a peak that rises
+    less than ``h`` above its saddle with a higher one joins that one's plateau. A watershed of the negated
+    distance within the seed draws the parts. Scale-free, so one setting serves every cell size. Labels ``1..N``
+    in the order of the seeds; ``prominence`` 0 returns ``seeds`` unchanged.
+
+    >>> two = np.zeros((9, 17), np.int32)
+    >>> two[1:8, 1:8] = two[1:8, 9:16] = two[4, 8] = 1      # two squares joined by a one-pixel neck
+    >>> np.unique(split_seeds(two, 0.3)).tolist()
+    [0, 1, 2]
+    """
+    from skimage.morphology import local_maxima, reconstruction
+    from skimage.segmentation import watershed
+
+    labels = np.asarray(seeds, dtype=np.int32)
+    if prominence <= 0 or not labels.any():
+        return labels
+    out = np.zeros_like(labels)
+    next_id = 1
+    for index, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        mask = labels[box] == index
+        distance = ndimage.distance_transform_edt(np.pad(mask, 1))[(slice(1, -1),) * mask.ndim]
+        relative = distance / distance.max()
+        flooded = reconstruction(np.maximum(relative - prominence, 0), relative, method="dilation")
+        markers = ndimage.label(local_maxima(flooded) & mask, structure=np.ones((3,) * mask.ndim))[0]
+        parts = watershed(-distance, markers, mask=mask) if markers.max() > 1 else mask.astype(np.int32)
+        out[box][mask] = parts[mask] + next_id - 1
+        next_id += int(parts.max())
+    return out
+
+
 def instances_from_boundary(
     interior: npt.NDArray[np.float32], boundary: npt.NDArray[np.float32], *, seed_threshold: float = 0.5,
-    min_size_px: int = 16,
+    min_size_px: int = 16, split_prominence: float = 0.0,
 ) -> npt.NDArray[np.int32]:
     """Instances of the ``boundary`` target: interiors grown over the boundary band by a seeded watershed.
 
@@ -177,6 +218,8 @@ def instances_from_boundary(
         Seeds are the connected components of ``interior > seed_threshold``.
     min_size_px : int
         Seeds smaller than this are dropped.
+    split_prominence : float
+        Seeds are cut at their necks (:func:`split_seeds`); 0: not cut.
 
     Returns
     -------
@@ -190,7 +233,8 @@ def instances_from_boundary(
         raise ValueError(f"interior {interior.shape} and boundary {boundary.shape} must be 2-D or 3-D of the same "
                          "shape")
     foreground = (interior + boundary) > 0.5
-    seeds = _drop_small(ndimage.label(interior > seed_threshold)[0].astype(np.int32), min_size_px)
+    seeds = ndimage.label(interior > seed_threshold)[0].astype(np.int32)
+    seeds = _drop_small(split_seeds(seeds, split_prominence), min_size_px)
     if not seeds.any():
         return np.zeros(interior.shape, np.int32)
     flooded = watershed(np.asarray(boundary, dtype=np.float64), markers=seeds, mask=foreground | (seeds > 0),
@@ -293,7 +337,7 @@ def instances_from_probabilities(
         if probs.shape[0] != BOUNDARY_CLASS + 1:
             raise ValueError(f"a boundary model predicts 3 classes, got {probs.shape[0]}")
         return instances_from_boundary(probs[1], probs[BOUNDARY_CLASS], seed_threshold=params.seed_threshold,
-                                       min_size_px=params.min_size_px)
+                                       min_size_px=params.min_size_px, split_prominence=params.split_prominence)
     foreground = probs.argmax(0) > 0
     if target == "distance":
         if distance is None:
@@ -319,7 +363,8 @@ def instances_from_labels(labels: npt.NDArray[np.integer], *, target: str | None
         target = "boundary" if labels.max(initial=0) == BOUNDARY_CLASS else "paper"
     if target == "boundary":
         return instances_from_boundary((labels == 1).astype(np.float32), (labels == BOUNDARY_CLASS).astype(np.float32),
-                                       seed_threshold=params.seed_threshold, min_size_px=params.min_size_px)
+                                       seed_threshold=params.seed_threshold, min_size_px=params.min_size_px,
+                                       split_prominence=params.split_prominence)
     return instances_from_foreground(labels > 0, min_size_px=params.min_size_px, watershed=params.watershed)
 
 
