@@ -234,3 +234,15 @@ def test_count_parameters_without_norm():
     model = UNet(ModelConfig(depth=2, base_channels=4, batch_norm=True))
     norm_channels = sum(m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d))
     assert count_parameters(model) - count_parameters(model, include_norm=False) == 2 * norm_channels
+
+
+def test_window_depth_is_checked_with_the_levels_the_voxel_size_decides():
+    from biounet.training.config import TrainConfig, resolve_volume
+
+    voxel = (0.2837, 0.1268, 0.1268)  # z about 2.2x coarser: one in-plane-only level, so z 60 is valid
+    config = TrainConfig(data="d", dims=3, depth=3, variant="cicek", tile=164, tile_z=60, iterations=1)
+    resolved, note = resolve_volume(config, [voxel])  # the voxel size from the volumes
+    assert resolved.flat_levels == 1 and resolved.window_shape == (60, 164, 164) and "60 x 164 x 164" in note
+    TrainConfig(data="d", dims=3, depth=3, variant="cicek", tile=164, tile_z=60, iterations=1, voxel_size=voxel)
+    with pytest.raises(ValueError, match="nearest valid"):  # isotropic voxels: no in-plane-only level, z 60 invalid
+        resolve_volume(config, [(0.1268, 0.1268, 0.1268)])

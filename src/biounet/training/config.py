@@ -158,8 +158,11 @@ class TrainConfig:
             raise ValueError("tile_z and flat_levels are settings of 3D training (dims 3)")
         if self.voxel_size is not None and (len(self.voxel_size) != 3 or min(self.voxel_size) <= 0):
             raise ValueError(f"voxel size must be three positive lengths (z, y, x) in µm, got {self.voxel_size}")
-        if self.dims == 3 and self.tile_z is not None:
-            output_shape(self.window_shape, self.model_config(1, 2))  # names the nearest valid sizes
+        if self.dims == 3 and self.tile_z is not None and self.voxel_size is not None:
+            # the valid depths depend on the in-plane-only levels, which the voxel size decides: checked here when
+            # it is given, else by resolve_volume once the volumes tell it
+            flat = self.flat_levels or anisotropic_levels(self.voxel_size, self.depth)
+            output_shape(self.window_shape, replace(self.model_config(1, 2), flat_levels=flat))  # names valid sizes
 
     @property
     def window_shape(self) -> tuple[int, ...]:
@@ -329,6 +332,7 @@ def resolve_volume(config: TrainConfig, sizes: list[tuple[float, ...] | None]) -
         wanted = max(1, round(config.tile * ratio))
         tile_z = nearest_valid_shape((wanted, config.tile, config.tile), config.model_config(1, 2))[0]
     config = replace(config, tile_z=tile_z)
+    output_shape(config.window_shape, config.model_config(1, 2))  # a given depth, now that the levels are known
     where = ("voxel size unknown: taken as isotropic (give --voxel-size Z Y X)" if voxel is None else
              f"voxel size {voxel[0]:.4g} x {voxel[1]:.4g} x {voxel[2]:.4g} µm (z, y, x)")
     return config, (f"3D U-Net: {where}; {flat} in-plane-only level(s); training windows {tile_z} x {config.tile} x "
