@@ -324,10 +324,11 @@ def _rechosen(case: Case, run: Path, previous: dict[str, Any]) -> dict[str, Any]
     predict = [sys.executable, "-m", "biounet", "predict", run / "run" / "model.pt", case.test_images[0].parent,
                "--out", run / "pred", "--instances", "-q"]
     _run(predict)
-    kept = {key: previous[key] for key in ("version", "trained", "steps", "train_s", "train_wall_s") if key in previous}
+    kept = {key: previous[key] for key in ("version", "trained", "steps", "train_s", "train_wall_s", "wall_s")
+            if key in previous}
     rechoose = f"biounet.training.train.rechoose_post_processing({_shown([run / 'run'])!r})"
     return {**kept, "commands": [previous["commands"][0], rechoose, _shown(predict)], "rechosen": asdict(params),
-            "wall_s": time.perf_counter() - start}
+            "rechoose_s": time.perf_counter() - start}
 
 
 def _peer(tool: str, case: Case, budget_s: float, run: Path) -> dict[str, Any]:

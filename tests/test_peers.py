@@ -344,3 +344,16 @@ def test_render_markdown_orders_rows_and_lists_commands():
 def test_table_main_refuses_unknown_case(tmp_path, capsys):
     assert peers_table.main(["--cases", "phc", "--results", str(tmp_path / "r.json")]) == 2
     assert "--cases must be comma-separated names" in capsys.readouterr().err
+
+
+def test_rechoose_touches_only_biounet_runs_the_results_file_has(tmp_path, capsys):
+    import argparse
+
+    args = argparse.Namespace(rechoose=True, redo=False, work=tmp_path, results=tmp_path / "r.json", biounet_extra="")
+    case = peers_table.Case("dsb", tmp_path / "train", (tmp_path / "test" / "a.tif",), tmp_path / "truth")
+    record = {"case": "dsb", "budget_s": 600.0, "tool": "stardist", "commands": ["x"]}
+    assert peers_table._record(args, case, 600.0, "stardist", record) is None  # a peer is never re-chosen
+    assert peers_table._record(args, case, 600.0, "biounet", None) is None  # nothing trained: nothing to re-choose
+    args.rechoose = False
+    assert peers_table._record(args, case, 600.0, "biounet", record) is None  # in the file already: skipped
+    assert "already in" in capsys.readouterr().err
