@@ -216,7 +216,7 @@ def dsb2018() -> str:
         machines.add(machine(r))
     return table(["tool", "training", "accuracy at IoU 0.5", "F1", "SEG"], rows) + source(
         [f"{BENCHMARKS}/peers_table.json"], "; ".join(sorted(machines)),
-        "python benchmarks/peers_table.py --cases dsb --budgets 10m")
+        "python benchmarks/peers_table.py --cases dsb --budgets 10m,30m`, then `--tools biounet --rechoose")
 
 
 def few_annotations() -> str:
