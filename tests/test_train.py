@@ -51,7 +51,8 @@ def test_run_directory_contents(tmp_path):
     model = load_checkpoint(tmp_path / "run" / "model.pt")
     assert model["target"] == "boundary" and model["task"] == "cells"
     assert model["class_names"] == ["background", "interior", "boundary"]
-    assert set(model["instance_params"]) == {"min_size_px", "seed_threshold", "watershed", "overlap_threshold", "masks"}
+    assert set(model["instance_params"]) == {"min_size_px", "seed_threshold", "watershed", "overlap_threshold", "masks",
+                                             "split_prominence"}
     # choosing again on the same validation images gives the same post-processing back
     from biounet.data.checkpoint import save_checkpoint
     from biounet.training.train import rechoose_post_processing
