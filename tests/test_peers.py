@@ -349,7 +349,8 @@ def test_table_main_refuses_unknown_case(tmp_path, capsys):
 def test_rechoose_touches_only_biounet_runs_the_results_file_has(tmp_path, capsys):
     import argparse
 
-    args = argparse.Namespace(rechoose=True, redo=False, work=tmp_path, results=tmp_path / "r.json", biounet_extra="")
+    args = argparse.Namespace(rechoose=True, redo=False, work=tmp_path, results=tmp_path / "r.json",
+                              biounet_extra="")
     case = peers_table.Case("dsb", tmp_path / "train", (tmp_path / "test" / "a.tif",), tmp_path / "truth")
     record = {"case": "dsb", "budget_s": 600.0, "tool": "stardist", "commands": ["x"]}
     assert peers_table._record(args, case, 600.0, "stardist", record) is None  # a peer is never re-chosen

@@ -175,7 +175,8 @@ def split_param_grid(chosen: InstanceParams, target: str, dims: int = 2) -> list
     threshold is searched again); none for other targets and for volumes (their voxels are anisotropic)."""
     if target != "boundary" or dims != 2:
         return []
-    return [replace(chosen, seed_threshold=t, split_prominence=p) for p, t in product(SPLIT_PROMINENCES, SEED_THRESHOLDS)]
+    return [replace(chosen, seed_threshold=t, split_prominence=p)
+            for p, t in product(SPLIT_PROMINENCES, SEED_THRESHOLDS)]
 
 
 def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample], *,
