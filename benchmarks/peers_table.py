@@ -298,8 +298,7 @@ def _biounet(case: Case, budget_s: float, run: Path, extra: Sequence[str]) -> di
     start = time.perf_counter()
     _run(train)
     train_wall_s = time.perf_counter() - start
-    predict = [*biounet, "predict", run / "run" / "model.pt", case.test_images[0].parent, "--out", run / "pred",
-               "--instances", "-q"]
+    predict = _predict_command(case, run)
     _run(predict)
     with (run / "run" / "metrics.csv").open() as handle:
         last = list(csv.DictReader(handle))[-1]
@@ -308,6 +307,12 @@ def _biounet(case: Case, budget_s: float, run: Path, extra: Sequence[str]) -> di
     return {"version": __version__, "commands": [_shown(train), _shown(predict)], "trained": f"{int(last['step'])} "
             "steps", "steps": int(last["step"]), "train_s": float(last["elapsed_s"]), "train_wall_s": train_wall_s,
             "wall_s": time.perf_counter() - start}
+
+
+def _predict_command(case: Case, run: Path) -> list[Any]:
+    """``biounet predict --instances`` of a case's test images with the model in ``run/run``, into ``run/pred``."""
+    return [sys.executable, "-m", "biounet", "predict", run / "run" / "model.pt", case.test_images[0].parent,
+            "--out", run / "pred", "--instances", "-q"]
 
 
 def _rechosen(case: Case, run: Path, previous: dict[str, Any]) -> dict[str, Any]:
@@ -321,8 +326,7 @@ def _rechosen(case: Case, run: Path, previous: dict[str, Any]) -> dict[str, Any]
     params = rechoose_post_processing(run / "run")
     if (run / "pred").exists():
         shutil.rmtree(run / "pred")
-    predict = [sys.executable, "-m", "biounet", "predict", run / "run" / "model.pt", case.test_images[0].parent,
-               "--out", run / "pred", "--instances", "-q"]
+    predict = _predict_command(case, run)
     _run(predict)
     kept = {key: previous[key] for key in ("version", "trained", "steps", "train_s", "train_wall_s", "wall_s")
             if key in previous}

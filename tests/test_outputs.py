@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from biounet.inference.instances import InstanceParams
@@ -92,3 +93,18 @@ def test_instances_and_rewritten_labels_keep_the_image_pixel_size(tmp_path):
     assert stack.max() == 2
     assert open_image(out).pixel_size == size
     assert open_image(tmp_path / "a.tif").pixel_size == size  # the boundaries replace the labels, metadata kept
+
+
+def test_predict_path_cuts_seeds_with_the_stored_setting_at_any_zoom():
+    """The seam predict uses for a boundary model: its stored settings brought to the image's scale
+    (at_image_scale keeps the unitless split_prominence), then instances_of on the class labels."""
+    rows, cols = np.indices((48, 80))
+    union = ((rows - 24) ** 2 + (cols - 25) ** 2 <= 81) | ((rows - 24) ** 2 + (cols - 40) ** 2 <= 81)
+    interior = ndimage.binary_erosion(union, iterations=2)    # two nuclei's interiors joined by a neck
+    labels = np.where(interior, 1, np.where(union, 2, 0))[None].astype(np.uint8)
+    stored = InstanceParams(min_size_px=16, split_prominence=0.3)
+    scaled = at_image_scale(stored, (0.5, 0.5))
+    assert scaled.split_prominence == 0.3 and scaled.min_size_px == 64
+    cut = instances_of(labels, None, target="boundary", params=scaled)
+    assert cut.max() == 2 and cut[0, 24, 25] != cut[0, 24, 40]
+    assert instances_of(labels, None, target="boundary", params=InstanceParams(min_size_px=16)).max() == 1
