@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import fields
 
 import numpy as np
-from scipy import ndimage
 import pytest
+from scipy import ndimage
 
 from biounet.inference.instances import InstanceParams
 from biounet.inference.outputs import (
