@@ -95,16 +95,49 @@ def test_instances_and_rewritten_labels_keep_the_image_pixel_size(tmp_path):
     assert open_image(tmp_path / "a.tif").pixel_size == size  # the boundaries replace the labels, metadata kept
 
 
+def _two_nuclei_probabilities(neck: float) -> np.ndarray:
+    """(1, 3, 48, 80) probabilities of two touching nuclei: interior 0.9 at their centres and ``neck`` where the
+    eroded discs meet, boundary on the rest of their union, background outside."""
+    rows, cols = np.indices((48, 80))
+    first, second = ((rows - 24) ** 2 + (cols - 25) ** 2 <= 81), ((rows - 24) ** 2 + (cols - 40) ** 2 <= 81)
+    union = first | second
+    interior = ndimage.binary_erosion(union, iterations=2)  # two nuclei's interiors joined by a neck
+    neck_band = interior & (np.abs(cols - 32.5) <= 2)
+    p_interior = np.where(interior, np.where(neck_band, neck, 0.9), 0.0)
+    p_boundary = np.where(union, 1.0 - p_interior, 0.0) * 0.9
+    return np.stack([1.0 - p_interior - p_boundary, p_interior, p_boundary])[None].astype(np.float32)
+
+
 def test_predict_path_cuts_seeds_with_the_stored_setting_at_any_zoom():
     """The seam predict uses for a boundary model: its stored settings brought to the image's scale
-    (at_image_scale keeps the unitless split_prominence), then instances_of on the class labels."""
-    rows, cols = np.indices((48, 80))
-    union = ((rows - 24) ** 2 + (cols - 25) ** 2 <= 81) | ((rows - 24) ** 2 + (cols - 40) ** 2 <= 81)
-    interior = ndimage.binary_erosion(union, iterations=2)    # two nuclei's interiors joined by a neck
-    labels = np.where(interior, 1, np.where(union, 2, 0))[None].astype(np.uint8)
+    (at_image_scale keeps the unitless split_prominence), then instances_of on the probabilities."""
+    probs = _two_nuclei_probabilities(neck=0.9)  # one joined seed at any threshold: only a cut separates them
+    labels = probs.argmax(1).astype(np.uint8)
     stored = InstanceParams(min_size_px=16, split_prominence=0.3)
     scaled = at_image_scale(stored, (0.5, 0.5))
     assert scaled.split_prominence == 0.3 and scaled.min_size_px == 64
-    cut = instances_of(labels, None, target="boundary", params=scaled)
+    cut = instances_of(labels, probs, target="boundary", params=scaled)
     assert cut.max() == 2 and cut[0, 24, 25] != cut[0, 24, 40]
-    assert instances_of(labels, None, target="boundary", params=InstanceParams(min_size_px=16)).max() == 1
+    assert instances_of(labels, probs, target="boundary", params=InstanceParams(min_size_px=16)).max() == 1
+
+
+def test_predict_seeds_a_boundary_model_at_the_chosen_threshold(tmp_path):
+    """A boundary model's instances at predict are the validation's (interior probability > seed_threshold), not
+    its arg-max labels': a neck of interior probability 0.6 joins two nuclei in the labels (interior wins there) and
+    separates them at the seed threshold 0.7 that validation would have chosen."""
+    import tifffile
+
+    from biounet.data.images import write_tiff
+    from biounet.inference.instances import instances_from_probabilities
+    from biounet.inference.outputs import write_instances
+
+    probs = _two_nuclei_probabilities(neck=0.6)
+    labels = probs[0].argmax(0).astype(np.uint8)
+    assert labels[24, 32] == 1  # the labels join the two interiors
+    write_tiff(tmp_path / "a.tif", labels, labels=True)
+    tifffile.imwrite(tmp_path / "a_prob.tif", probs[0], photometric="minisblack")
+    params = InstanceParams(seed_threshold=0.7, min_size_px=16)
+    out, stack = write_instances(tmp_path / "a.tif", tmp_path / "a_prob.tif", "boundary", params, False)
+    np.testing.assert_array_equal(stack[0], instances_from_probabilities(probs[0], target="boundary", params=params))
+    assert stack.max() == 2 and stack[0, 24, 25] != stack[0, 24, 40]
+    np.testing.assert_array_equal(tifffile.imread(out), stack[0])

@@ -210,8 +210,18 @@ def test_cli_train_then_predict(tmp_path, capsys):
 
     write_tiff(tmp_path / "img.tif", make_sample("cells", size=(60, 70), rng=5).image[..., 0])
     assert main(["predict", str(tmp_path / "run" / "model.pt"), str(tmp_path / "img.tif"), "--out",
-                 str(tmp_path / "pred"), "--instances", "-q"]) == 0
-    assert (tmp_path / "pred" / "img_instances.tif").exists()
+                 str(tmp_path / "pred"), "--instances", "--save-probabilities", "-q"]) == 0
+    # the instances are what the run's stored settings make of the probabilities, as validation chose them
+    import tifffile
+
+    from biounet.inference.instances import instances_from_probabilities
+    from biounet.inference.settings import instance_settings
+
+    target, params = instance_settings(tmp_path / "run" / "model.pt")
+    probs = tifffile.imread(tmp_path / "pred" / "img_prob.tif")
+    assert target == "boundary" and probs.shape == (3, 60, 70)
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "pred" / "img_instances.tif"),
+                                  instances_from_probabilities(probs, target=target, params=params))
     # resume a finished run: nothing left to do, weights unchanged
     before = _weights(tmp_path / "run")
     assert main(["train", "--data", "synthetic:cells,n=4,size=96x96", "--out", str(tmp_path / "run"),

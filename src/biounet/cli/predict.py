@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"biounet predict: precision {predictor.precision} ({args.precision}); memory budget {budget.note}",
               file=sys.stderr)
-    options = PredictOptions(  # a distance or membrane model's instances are made from the probability file
+    options = PredictOptions(  # a boundary, distance or membrane model's instances come from the probability file
         tile=args.tile, batch_size=args.batch_size,
         save_probabilities=args.save_probabilities or needs_probabilities(target),
         memory_budget=budget.bytes, pixel_size_um=args.pixel_size, rescale=args.rescale, diameter_px=args.diameter,

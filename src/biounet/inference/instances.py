@@ -430,30 +430,36 @@ def post_processing_of(payload: Mapping[str, Any], name: str = "the model",
     return payload.get("target"), InstanceParams(**(payload.get("instance_params") or {}))
 
 
+FROM_PROBABILITIES: tuple[str, ...] = ("boundary", *SEEDED_BY_OUTPUTS)
+"""Targets whose instances are made from the probabilities, as the validation images chose their settings: a
+``boundary`` model's seeds are ``interior > seed_threshold``, which its arg-max labels cannot give."""
+
+
 def needs_probabilities(target: str | None) -> bool:
     """Whether the instances of a ``target`` are made from the probabilities (not from the class labels alone)."""
-    return target in (*SEEDED_BY_OUTPUTS, MEMBRANES)
+    return target in (*FROM_PROBABILITIES, MEMBRANES)
 
 
 def instances_from_outputs(labels: npt.NDArray[np.integer], probabilities: npt.NDArray[np.float32] | None, *,
                            target: str | None, params: InstanceParams | SegmentParams = InstanceParams(),
                            watershed: bool = False) -> npt.NDArray[np.int32]:
     """The instances of one plane as ``biounet predict --instances`` makes them from what prediction gave: from the
-    probabilities for a ``distance`` model (its distance map is needed) and the segments of a membrane model
-    (:data:`MEMBRANES`), else from the class labels. ``watershed`` adds the seeded watershed split to
-    ``params``."""
+    probabilities for the targets of :data:`FROM_PROBABILITIES` (the same function the validation images chose
+    their settings with) and the segments of a membrane model (:data:`MEMBRANES`), else from the class labels.
+    ``watershed`` adds the seeded watershed split to ``params``."""
     if target == MEMBRANES:
         return _segments(probabilities, params)
     if not isinstance(params, InstanceParams):
         raise TypeError(f"target {target!r} takes InstanceParams, got {type(params).__name__}")
     if watershed:
         params = replace(params, watershed=True)
-    if target in SEEDED_BY_OUTPUTS and probabilities is not None:
+    if target in FROM_PROBABILITIES and probabilities is not None:
         return instances_from_probabilities(probabilities, target=target, params=params)
     return instances_from_labels(labels, target=target, params=params)
 
 
 __all__ = [
+    "FROM_PROBABILITIES",
     "MEMBRANES",
     "SEEDED_BY_OUTPUTS",
     "InstanceParams",
