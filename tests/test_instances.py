@@ -149,6 +149,20 @@ def test_boundary_instances_split_nuclei_whose_interiors_touch():
     assert metrics.seg_score(cut, truth).mean_jaccard > 0.9
 
 
+def test_boundary_instances_flood_the_arg_max_band_to_the_nearest_seed():
+    """Two seeds at columns 2 and 17 of a 20-px strip of boundary band: the band is split at its middle, whatever
+    its boundary probability (higher near the right seed) says; a pixel where the background is the most probable
+    class (0.45 against 0.30 and 0.25) is not foreground, though interior + boundary > 0.5."""
+    interior = np.zeros((5, 20), np.float32)
+    boundary = np.tile(np.linspace(0.55, 0.95, 20, dtype=np.float32), (5, 1))   # band: rising to the right
+    interior[:, 1:4], interior[:, 16:19] = 0.9, 0.9
+    boundary[:, 1:4], boundary[:, 16:19] = 0.05, 0.05
+    boundary[0, 9], interior[0, 9] = 0.25, 0.30                                   # background 0.45: the top class
+    labels = instances_from_boundary(interior, boundary, min_size_px=0)
+    assert labels.max() == 2 and labels[0, 9] == 0
+    assert (labels[1:, :10] == labels[2, 2]).all() and (labels[1:, 10:] == labels[2, 17]).all()
+
+
 def test_split_prominence_out_of_range_is_an_error():
     with pytest.raises(ValueError, match="split_prominence"):
         InstanceParams(split_prominence=1.0)

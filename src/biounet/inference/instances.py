@@ -224,21 +224,25 @@ def instances_from_boundary(
     Returns
     -------
     (H, W) int32
-        Each seed flooded over the foreground (``interior + boundary > 0.5``) in order of rising boundary
-        probability; plateaus are flooded breadth-first, so a pixel goes to its geodesically nearest seed.
+        Each seed flooded over the foreground (the pixels where interior or boundary is the most probable class),
+        across the boundary band breadth-first, so that a pixel of the band goes to its geodesically nearest seed.
+        Flooding by the arg-max band rather than by rising boundary probability, and over the arg-max foreground
+        rather than ``interior + boundary > 0.5``, finds more nuclei whole, on validation and held-out images
+        alike (``experiments/boundary_flooding.py``).
     """
     from skimage.segmentation import watershed
 
     if interior.shape != boundary.shape or interior.ndim not in (2, 3):
         raise ValueError(f"interior {interior.shape} and boundary {boundary.shape} must be 2-D or 3-D of the same "
                          "shape")
-    foreground = (interior + boundary) > 0.5
+    background = 1.0 - interior - boundary  # the third class of the softmax (of 0/1 class maps: 1 outside)
+    foreground = np.maximum(interior, boundary) > background
+    band = (boundary > np.maximum(interior, background)).astype(np.float64)
     seeds = ndimage.label(interior > seed_threshold)[0].astype(np.int32)
     seeds = _drop_small(split_seeds(seeds, split_prominence), min_size_px)
     if not seeds.any():
         return np.zeros(interior.shape, np.int32)
-    flooded = watershed(np.asarray(boundary, dtype=np.float64), markers=seeds, mask=foreground | (seeds > 0),
-                        connectivity=1)
+    flooded = watershed(band, markers=seeds, mask=foreground | (seeds > 0), connectivity=1)
     return _sequential(flooded)
 
 
