@@ -8,6 +8,8 @@ at IoU 0.5, SEG; nuclei cut by the middle line are in the truth as they are cut)
 then a summary, and writes it to ``--results``.
 
     python experiments/few_annotations.py --time-budget 10m --results experiments/results/few_annotations_10m.json
+    python experiments/few_annotations.py --tools biounet --keep-from experiments/results/few_annotations_10m.json \
+        --results experiments/results/few_annotations_10m.json     # biounet again, StarDist's row kept
 """
 
 from __future__ import annotations
@@ -87,6 +89,16 @@ def run_stardist(train: Path, test: Path, out: Path, budget: str) -> dict[str, A
             **scores_of(pred, test / "labels")}
 
 
+def kept_rows(summary: Path | None, image: str, budget: str, running: set[str]) -> list[dict[str, Any]]:
+    """The rows of ``summary`` (an earlier run of this script on the same image and budget) for tools not run now."""
+    if summary is None:
+        return []
+    earlier = json.loads(summary.read_text())
+    if (earlier["image"], earlier["budget"]) != (image, budget):
+        raise SystemExit(f"{summary}: image {earlier['image']}, budget {earlier['budget']}; not {image}, {budget}")
+    return [row for row in earlier["runs"] if row["tool"] not in running]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--image", default="0ea221716cf1", help="a DSB2018 image id with room for the crops")
@@ -94,16 +106,18 @@ def main() -> None:
     parser.add_argument("--tools", default="biounet,stardist")
     parser.add_argument("--out", type=Path, default=Path("runs/few_annotations"))
     parser.add_argument("--results", type=Path, default=None, help="also write the summary JSON here")
+    parser.add_argument("--keep-from", type=Path, default=None,
+                        help="a summary of the same image and budget whose rows of the tools not run now are kept")
     args = parser.parse_args()
     train, test = build_case(args.image, args.out)
     runners = {"biounet": run_biounet, "stardist": run_stardist}
-    rows = []
+    rows = kept_rows(args.keep_from, args.image, args.time_budget, set(args.tools.split(",")))
     for tool in args.tools.split(","):
         rows.append(runners[tool](train, test, args.out, args.time_budget))
         emit(rows[-1])
     summary = {"experiment": "few_annotations", "image": args.image, "budget": args.time_budget,
                "train": "two 256x256 crops of the left part", "test": "the right part", "hardware": hardware(),
-               "runs": rows}
+               "runs": sorted(rows, key=lambda row: list(runners).index(row["tool"]))}
     emit(summary, args.results)
 
 
