@@ -85,6 +85,8 @@ def predict_to_omezarr(
     instances : (target, InstanceParams), optional
         Also write ``<name>_instances`` (touching cells separated, see
         :func:`biounet.inference.instances.instances_from_labels`); with ``out``, the instance ids replace the class labels.
+        Made from the class labels, as no probabilities are kept here: a ``boundary`` model's seeds are its arg-max
+        interior, not ``interior > seed_threshold`` as for image files.
     progress : callable, optional
         ``progress(done, total)`` with tile counts.
 
