@@ -219,14 +219,20 @@ def dsb2018() -> str:
         "python benchmarks/peers_table.py --cases dsb --budgets 10m,30m`, then `--tools biounet --rechoose")
 
 
+FEW_ANNOTATION_IMAGES = ("", "_07fb37aafa66")
+"""The few-annotations summaries: the default image's, then each other image's (``few_annotations_10m<suffix>``)."""
+
+
 def few_annotations() -> str:
-    path = f"{EXPERIMENTS}/few_annotations_10m.json"
-    run = _first(path)
-    rows = [[r["tool"], fixed(r["average_precision"], 3), fixed(r["f1"], 3), fixed(r["seg"], 3),
-             f"{r['merged']} / {r['missed']} / {r['spurious']}"] for r in run["runs"]]
-    return table(["10 min, two 256x256 crops", "accuracy at IoU 0.5", "F1", "SEG",
+    paths = [f"{EXPERIMENTS}/few_annotations_10m{suffix}.json" for suffix in FEW_ANNOTATION_IMAGES]
+    paths = [path for path in paths if (ROOT / path).exists()]
+    runs = [_first(path) for path in paths]
+    rows = [[f"`{run['image']}`", r["tool"], fixed(r["average_precision"], 3), fixed(r["f1"], 3), fixed(r["seg"], 3),
+             f"{r['merged']} / {r['missed']} / {r['spurious']}"] for run in runs for r in run["runs"]]
+    return table(["image", "tool (10 min, two 256x256 crops)", "accuracy at IoU 0.5", "F1", "SEG",
                   "merged / missed / spurious"], rows) + source(
-        [path], machine(run), "python experiments/few_annotations.py --time-budget 10m")
+        paths, "; ".join(sorted({machine(run) for run in runs})),
+        "python experiments/few_annotations.py --time-budget 10m [--image ID]")
 
 
 def batch_norm() -> str:
