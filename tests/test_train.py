@@ -487,3 +487,42 @@ def test_compile_auto_compiles_a_long_cpu_run(tmp_path, monkeypatch, caplog):
     assert len(compiled) == 1 and "compile auto" in caplog.text
     fit(replace(TINY, iterations=1, validation_fraction=0.0), tmp_path / "short", device="cpu")  # iterations: eager
     assert len(compiled) == 1
+
+
+# --- the post-processing a cell run stores ------------------------------------------------------------------------
+
+
+def _two_cells() -> tuple[np.ndarray, np.ndarray, Sample]:
+    """Two cells (paper target): probabilities that find both, and probabilities that miss the second."""
+    instances = np.zeros((48, 48), np.int32)
+    instances[4:20, 4:20], instances[26:44, 24:44] = 1, 2
+    found = np.stack([instances == 0, instances > 0]).astype(np.float32)
+    missed = np.stack([instances != 1, instances == 1]).astype(np.float32)
+    classes = (instances > 0).astype(np.int64)
+    return found, missed, Sample("cells", np.zeros((48, 48, 1), np.float32), classes, instances)
+
+
+@pytest.mark.parametrize("averaged_is_better", [True, False])
+def test_a_cell_run_stores_tta_where_the_averaged_outputs_score_higher(monkeypatch, averaged_is_better):
+    """The validation images choose test-time augmentation for cells as for membranes: ``tta`` is stored where the
+    outputs averaged over rotations and flips give the better instances, with the settings chosen on those."""
+    import torch
+
+    from biounet.core.model import UNet
+    from biounet.training import train as training
+
+    found, missed, sample = _two_cells()
+    plain, averaged = (missed, found) if averaged_is_better else (found, missed)
+    calls = []
+
+    def predict(model, samples, *, tta=False, **_):
+        calls.append(tta)
+        return [averaged if tta else plain]
+
+    monkeypatch.setattr(training, "predict_samples", predict)
+    config = replace(TINY, target="paper")
+    split = training.Split([sample], [sample], "cells", 1, 2, 2)
+    chosen = training._cell_post_processing(UNet(config.model_config(1, 2)), config, split, torch.device("cpu"),
+                                            predict(None, [sample]))
+    assert calls == [False, True] and chosen["tta"] is averaged_is_better
+    assert chosen["instance_params_seg"] == 1.0

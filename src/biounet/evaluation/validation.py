@@ -188,14 +188,22 @@ def choose_instance_params(probs: Sequence[npt.NDArray[np.float32]], samples: Se
     Searched: :func:`instance_param_grid`, then :func:`split_param_grid` around the best. Ties keep the earlier
     (simpler) setting.
     """
+    best, _, best_seg = instance_choice(probs, samples, target=target)
+    return best, best_seg
+
+
+def instance_choice(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample], *,
+                    target: str) -> tuple[InstanceParams, float, float]:
+    """:func:`choose_instance_params` with the score it chose by (the mean of SEG and object F1): the settings,
+    that score and the SEG."""
     dims = max((s.dims for s in samples), default=2)
     best, best_score, best_seg = _best_params(probs, samples, target, instance_param_grid(target, dims=dims))
     cuts = split_param_grid(best, target, dims=dims)
     if cuts:
         cut, cut_score, cut_seg = _best_params(probs, samples, target, cuts)
         if cut_score > best_score:
-            best, best_seg = cut, cut_seg
-    return best, best_seg
+            best, best_score, best_seg = cut, cut_score, cut_seg
+    return best, best_score, best_seg
 
 
 def _best_params(probs: Sequence[npt.NDArray[np.float32]], samples: Sequence[Sample], target: str,
@@ -288,6 +296,6 @@ def pick_segment_setting(table: Sequence[tuple[SegmentParams, dict[str, float]]]
 __all__ = [
     "AFFINITY_GRID", "HIGHER_IS_BETTER", "PIXEL_ERROR_BOUND", "SEED_THRESHOLDS", "SEGMENT_GRID",
     "SPLIT_PROMINENCES", "cell_scores", "choose_instance_params", "choose_segment_params", "dataset_task",
-    "instance_param_grid", "mean_iou", "membrane_scores", "pick_segment_setting", "predict_samples", "score_name",
+    "instance_choice", "instance_param_grid", "mean_iou", "membrane_scores", "pick_segment_setting", "predict_samples", "score_name",
     "segment_table", "split_param_grid", "task_scores",
 ]
