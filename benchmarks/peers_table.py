@@ -320,6 +320,7 @@ def _rechosen(case: Case, run: Path, previous: dict[str, Any]) -> dict[str, Any]
     rules (:func:`biounet.training.train.rechoose_post_processing`), its test images predicted again."""
     from dataclasses import asdict
 
+    from biounet.data.checkpoint import load_checkpoint
     from biounet.training.train import rechoose_post_processing
 
     start = time.perf_counter()
@@ -331,8 +332,9 @@ def _rechosen(case: Case, run: Path, previous: dict[str, Any]) -> dict[str, Any]
     kept = {key: previous[key] for key in ("version", "trained", "steps", "train_s", "train_wall_s", "wall_s")
             if key in previous}
     rechoose = f"biounet.training.train.rechoose_post_processing({_shown([run / 'run'])!r})"
-    return {**kept, "commands": [previous["commands"][0], rechoose, _shown(predict)], "rechosen": asdict(params),
-            "rechoose_s": time.perf_counter() - start}
+    tta = bool(load_checkpoint(run / "run" / "model.pt").get("tta", False))
+    return {**kept, "commands": [previous["commands"][0], rechoose, _shown(predict)],
+            "rechosen": {**asdict(params), "tta": tta}, "rechoose_s": time.perf_counter() - start}
 
 
 def _peer(tool: str, case: Case, budget_s: float, run: Path) -> dict[str, Any]:
