@@ -100,7 +100,7 @@ def test_cli_predict_of_a_trained_model_equals_the_module(tmp_path):
     import tifffile
 
     from biounet.cli import main
-    from biounet.data.checkpoint import load_model
+    from biounet.data.checkpoint import load_checkpoint, load_model
     from biounet.data.images import write_tiff
     from biounet.data.synthetic import make_sample
     from biounet.inference.predict import PredictOptions, predict_file
@@ -114,7 +114,8 @@ def test_cli_predict_of_a_trained_model_equals_the_module(tmp_path):
                  "--precision", "fp32", "--save-probabilities", "--no-rescale", "-q"]) == 0
     cli_labels = tifffile.imread(tmp_path / "cli" / "img.tif")
     cli_probs = tifffile.imread(tmp_path / "cli" / "img_prob.tif")
-    plain = TorchPredictor(load_model(model), precision="fp32", fuse=False)
+    tta = bool(load_checkpoint(model).get("tta", False))  # the run's validation images may have chosen it
+    plain = TorchPredictor(load_model(model), precision="fp32", fuse=False, tta=tta)
     result = predict_file(plain, tmp_path / "img.tif", tmp_path / "plain",
                           PredictOptions(save_probabilities=True, rescale=False))
     plain_probs = tifffile.imread(result.probabilities_path)
