@@ -296,6 +296,6 @@ def pick_segment_setting(table: Sequence[tuple[SegmentParams, dict[str, float]]]
 __all__ = [
     "AFFINITY_GRID", "HIGHER_IS_BETTER", "PIXEL_ERROR_BOUND", "SEED_THRESHOLDS", "SEGMENT_GRID",
     "SPLIT_PROMINENCES", "cell_scores", "choose_instance_params", "choose_segment_params", "dataset_task",
-    "instance_choice", "instance_param_grid", "mean_iou", "membrane_scores", "pick_segment_setting", "predict_samples", "score_name",
-    "segment_table", "split_param_grid", "task_scores",
+    "instance_choice", "instance_param_grid", "mean_iou", "membrane_scores", "pick_segment_setting", "predict_samples",
+    "score_name", "segment_table", "split_param_grid", "task_scores",
 ]
