@@ -12,6 +12,7 @@ from biounet.core.targets import training_targets
 from biounet.evaluation import metrics
 from biounet.inference.instances import (
     InstanceParams,
+    cell_foreground,
     fill_gaps,
     instances_from_boundary,
     instances_from_foreground,
@@ -161,6 +162,34 @@ def test_boundary_instances_flood_the_arg_max_band_to_the_nearest_seed():
     labels = instances_from_boundary(interior, boundary, min_size_px=0)
     assert labels.max() == 2 and labels[0, 9] == 0
     assert (labels[1:, :10] == labels[2, 2]).all() and (labels[1:, 10:] == labels[2, 17]).all()
+
+
+def _disc_with_halo() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A disc of radius 9 (the truth) predicted with a 2-px halo outside it where the boundary class (0.40) edges out
+    the background (0.35): what a class-balanced network's probabilities look like at a cell's outline."""
+    rows, cols = np.indices((40, 40))
+    radius = np.hypot(rows - 20, cols - 20)
+    truth = (radius <= 9).astype(np.int32)
+    interior = np.where(radius <= 7, 0.9, np.where(radius <= 11, 0.25, 0.0)).astype(np.float32)
+    boundary = np.where(radius <= 7, 0.05, np.where(radius <= 9, 0.7, np.where(radius <= 11, 0.4, 0.0)))
+    return interior, boundary.astype(np.float32), truth
+
+
+def test_a_background_bias_takes_back_the_halo_the_arg_max_draws():
+    interior, boundary, truth = _disc_with_halo()
+    wide = instances_from_boundary(interior, boundary, min_size_px=0)
+    tight = instances_from_boundary(interior, boundary, min_size_px=0, background_bias=2.0)
+    assert (wide > 0).sum() > 1.4 * (truth > 0).sum()  # the halo (0.40 > 0.35) is the arg-max's
+    np.testing.assert_array_equal(tight > 0, truth > 0)  # 0.40 < 2 * 0.35: the outline is the truth's
+    probs = np.stack([1.0 - interior - boundary, interior, boundary])
+    np.testing.assert_array_equal(cell_foreground(probs, 2.0), truth > 0)
+    np.testing.assert_array_equal(cell_foreground(probs), probs.argmax(0) > 0)
+
+
+@pytest.mark.parametrize("bias", [0.0, -1.0, float("nan"), float("inf")])
+def test_background_bias_must_be_a_positive_number(bias):
+    with pytest.raises(ValueError, match="background_bias"):
+        InstanceParams(background_bias=bias)
 
 
 def test_split_prominence_out_of_range_is_an_error():

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from scipy import ndimage
 
 from biounet.core.samples import IGNORE, Sample
-from biounet.evaluation.validation import cell_scores, choose_instance_params, split_param_grid
+from biounet.evaluation.validation import bias_param_grid, cell_scores, choose_instance_params, split_param_grid
 from biounet.inference.instances import InstanceParams
 
 
@@ -71,3 +73,32 @@ def test_choice_cuts_seeds_where_touching_nuclei_merge_and_only_then():
     no_cut = np.stack([apart[0], apart[1], np.zeros_like(apart[1])])
     assert choose_instance_params([no_cut], [separate], target="boundary")[0].split_prominence == 0.0
     assert split_param_grid(params, "paper") == [] and split_param_grid(params, "boundary", dims=3) == []
+
+
+def _nuclei_with_halos() -> tuple[np.ndarray, Sample]:
+    """Three separate discs of radius 9 predicted as a class-balanced network draws them: each with a 2-px halo
+    outside its outline where the boundary class (0.40) edges out the background (0.35)."""
+    rows, cols = np.indices((48, 96))
+    instances = np.zeros((48, 96), np.int32)
+    radius = np.full((48, 96), np.inf)
+    for index, col in enumerate((16, 48, 80), start=1):
+        here = np.hypot(rows - 24, cols - col)
+        instances[here <= 9] = index
+        radius = np.minimum(radius, here)
+    interior = np.where(radius <= 7, 0.9, np.where(radius <= 11, 0.25, 0.0))
+    boundary = np.where(radius <= 7, 0.05, np.where(radius <= 9, 0.7, np.where(radius <= 11, 0.4, 0.0)))
+    probs = np.stack([1.0 - interior - boundary, interior, boundary]).astype(np.float32)
+    classes = np.where(radius <= 7, 1, np.where(radius <= 9, 2, 0)).astype(np.int64)
+    return probs, Sample("nuclei", np.zeros((48, 96, 1), np.float32), classes, instances)
+
+
+def test_choice_takes_back_the_halo_of_wide_cells_and_keeps_the_arg_max_where_it_is_right():
+    probs, sample = _nuclei_with_halos()
+    params, _ = choose_instance_params([probs], [sample], target="boundary")
+    assert params.background_bias > 1.0
+    wide = cell_scores([probs], [sample], target="boundary", params=replace(params, background_bias=1.0))
+    assert cell_scores([probs], [sample], target="boundary", params=params)["seg"] > wide["seg"]
+    exact, touching = _touching_nuclei()  # a perfect band: nothing to take back, the arg-max stays
+    assert choose_instance_params([exact], [touching], target="boundary")[0].background_bias == 1.0
+    assert bias_param_grid(params, "paper") == [] and bias_param_grid(params, "stardist") == []
+    assert {p.background_bias for p in bias_param_grid(params, "distance")} > {2.0}

@@ -23,7 +23,7 @@ AREA_FIELDS = frozenset({"min_size_px"})
 LENGTH_FIELDS = frozenset({"sigma_seeds", "min_distance", "h"})
 """Post-processing fields that are lengths in pixels: divided by the mean zoom at the image's scale."""
 UNITLESS_FIELDS = frozenset({"seed_threshold", "watershed", "threshold", "bias", "membrane_threshold",
-                             "overlap_threshold", "masks", "split_prominence"})
+                             "overlap_threshold", "masks", "split_prominence", "background_bias"})
 """Post-processing fields without a unit of length (probabilities, normalised distances, switches): kept."""
 
 Params = TypeVar("Params")

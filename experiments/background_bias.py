@@ -1,0 +1,59 @@
+"""How wide a ``boundary`` model draws its cells: the predicted objects' diameter against the truth's, and the
+instance scores, at each background bias (:attr:`biounet.inference.instances.InstanceParams.background_bias`; 1 is
+the arg-max of the class-balanced network), the run's other settings kept. Scored on the run's validation images
+(where the choice is made) and on predicted held-out images (``<stem>_prob.tif``) with their truth.
+
+    biounet predict RUN/model.pt TEST_IMAGES --out PRED --save-probabilities
+    python experiments/background_bias.py RUN --pred PRED --truth TRUTH_DIR --results OUT.json
+
+Validation images are predicted without test-time augmentation; held-out ones as ``PRED`` holds them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import emit, hardware
+from boundary_flooding import held_out_items, scores, validation_items
+
+from biounet.data.diameter import median_diameter
+from biounet.evaluation.validation import BACKGROUND_BIASES
+from biounet.inference.instances import InstanceParams, instances_from_probabilities
+
+
+def table(items: list[tuple[np.ndarray, np.ndarray]], chosen: InstanceParams) -> list[dict[str, Any]]:
+    """Per bias: pooled accuracy, F1, SEG and the median over images of predicted / true median diameter."""
+    rows = []
+    for bias in (1.0, *BACKGROUND_BIASES):
+        params = replace(chosen, background_bias=bias)
+        pairs = [(instances_from_probabilities(prob, target="boundary", params=params).astype(np.int64), truth)
+                 for prob, truth in items]
+        ratios = [median_diameter(pred) / median_diameter(truth) for pred, truth in pairs
+                  if pred.any() and truth.any()]
+        rows.append({"background_bias": bias, **scores(pairs), "diameter_ratio": round(float(np.median(ratios)), 3)})
+    return rows
+
+
+def main() -> None:
+    from biounet.data.checkpoint import load_checkpoint
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished boundary run (config.toml, model.pt)")
+    parser.add_argument("--pred", type=Path, required=True, help="folder with <stem>_prob.tif of held-out images")
+    parser.add_argument("--truth", type=Path, required=True, help="folder with <stem>.tif instance masks")
+    parser.add_argument("--results", type=Path, default=None)
+    args = parser.parse_args()
+    stored = load_checkpoint(args.run / "model.pt").get("instance_params") or {}
+    chosen = InstanceParams(**{**stored, "background_bias": 1.0})
+    record = {"experiment": "background_bias", "run": str(args.run), "chosen": vars(chosen), "hardware": hardware(),
+              "validation": table(validation_items(args.run), chosen),
+              "held_out": table(held_out_items(args.pred, args.truth), chosen)}
+    emit(record, args.results)
+
+
+if __name__ == "__main__":
+    main()
