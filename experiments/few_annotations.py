@@ -10,6 +10,8 @@ then a summary, and writes it to ``--results``.
     python experiments/few_annotations.py --time-budget 10m --results experiments/results/few_annotations_10m.json
     python experiments/few_annotations.py --tools biounet --keep-from experiments/results/few_annotations_10m.json \
         --results experiments/results/few_annotations_10m.json     # biounet again, StarDist's row kept
+    python experiments/few_annotations.py --tools biounet --rechoose --keep-from experiments/results/few_annotations_10m.json \
+        --results experiments/results/few_annotations_10m.json     # the same biounet run, post-processing chosen again
 """
 
 from __future__ import annotations
@@ -65,16 +67,30 @@ def scores_of(pred: Path, truth: Path) -> dict[str, Any]:
     return {key: pooled[key] for key in keep}
 
 
-def run_biounet(train: Path, test: Path, out: Path, budget: str) -> dict[str, Any]:
+def run_biounet(train: Path, test: Path, out: Path, budget: str, earlier: dict[str, Any] | None = None,
+                ) -> dict[str, Any]:
+    """biounet trained and scored; with ``earlier`` (its row from a summary), the run that row made is kept and only
+    its post-processing chosen again (:func:`biounet.training.train.rechoose_post_processing`)."""
+    from dataclasses import asdict
+
+    from biounet.data.checkpoint import load_checkpoint
+    from biounet.training.train import rechoose_post_processing
+
     run, pred = out / "biounet" / "run", out / "biounet" / "pred"
-    shutil.rmtree(out / "biounet", ignore_errors=True)
     command = ["train", "--data", str(train), "--out", str(run), "--time-budget", budget, "-q"]
-    with Timer() as timer:
-        biounet(*command)
+    if earlier is None:
+        shutil.rmtree(out / "biounet", ignore_errors=True)
+        with Timer() as timer:
+            biounet(*command)
+        row = {"tool": "biounet", "command": "biounet " + " ".join(command), "training_seconds": timer.seconds}
+    else:
+        shutil.rmtree(pred, ignore_errors=True)
+        params = rechoose_post_processing(run)
+        row = {**{k: earlier[k] for k in ("tool", "command", "training_seconds")},
+               "rechosen": {**asdict(params), "tta": bool(load_checkpoint(run / "model.pt").get("tta"))}}
     biounet("predict", str(run / "model.pt"), *map(str, sorted((test / "images").iterdir())), "--out", str(pred),
             "--instances", "-q")
-    return {"tool": "biounet", "command": "biounet " + " ".join(command), "training_seconds": timer.seconds,
-            **scores_of(pred, test / "labels")}
+    return {**row, **scores_of(pred, test / "labels")}
 
 
 def run_stardist(train: Path, test: Path, out: Path, budget: str) -> dict[str, Any]:
@@ -108,12 +124,20 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=None, help="also write the summary JSON here")
     parser.add_argument("--keep-from", type=Path, default=None,
                         help="a summary of the same image and budget whose rows of the tools not run now are kept")
+    parser.add_argument("--rechoose", action="store_true", help="biounet: keep the run in --out that the --keep-from "
+                        "summary's row made, choose its post-processing again with the current rules, score it")
     args = parser.parse_args()
+    if args.rechoose and args.keep_from is None:
+        parser.error("--rechoose needs --keep-from (the summary whose biounet row made the run)")
     train, test = build_case(args.image, args.out)
     runners = {"biounet": run_biounet, "stardist": run_stardist}
     rows = kept_rows(args.keep_from, args.image, args.time_budget, set(args.tools.split(",")))
     for tool in args.tools.split(","):
-        rows.append(runners[tool](train, test, args.out, args.time_budget))
+        if tool == "biounet" and args.rechoose:
+            earlier = kept_rows(args.keep_from, args.image, args.time_budget, set(runners) - {"biounet"})
+            rows.append(run_biounet(train, test, args.out, args.time_budget, earlier[0]))
+        else:
+            rows.append(runners[tool](train, test, args.out, args.time_budget))
         emit(rows[-1])
     summary = {"experiment": "few_annotations", "image": args.image, "budget": args.time_budget,
                "train": "two 256x256 crops of the left part", "test": "the right part", "hardware": hardware(),

@@ -219,6 +219,17 @@ def dsb2018() -> str:
         "python benchmarks/peers_table.py --cases dsb --budgets 10m,30m`, then `--tools biounet --rechoose")
 
 
+def background_bias() -> str:
+    path = f"{EXPERIMENTS}/background_bias_dsb_10m.json"
+    run = _first(path)
+    rows = [[fixed(v["background_bias"], 1), fixed(v["diameter_ratio"], 2), fixed(v["accuracy"], 3),
+             fixed(v["seg"], 3), fixed(h["diameter_ratio"], 2), fixed(h["accuracy"], 3), fixed(h["seg"], 3)]
+            for v, h in zip(run["validation"], run["held_out"])]
+    return table(["background bias", "validation: predicted / true diameter", "accuracy", "SEG",
+                  "held out: predicted / true diameter", "accuracy", "SEG"], rows) + source(
+        [path], machine(run), "python experiments/background_bias.py RUN --pred PRED --truth TRUTH")
+
+
 FEW_ANNOTATION_IMAGES = ("", "_07fb37aafa66")
 """The few-annotations summaries: the default image's, then each other image's (``few_annotations_10m<suffix>``)."""
 
@@ -420,7 +431,7 @@ def in_process() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "isbi2012": isbi2012, "isbi2012_segments": isbi2012_segments,
     "segment_methods": segment_methods, "dic_hela": dic_hela, "nuclei": nuclei, "dsb2018": dsb2018,
-    "few_annotations": few_annotations,
+    "few_annotations": few_annotations, "background_bias": background_bias,
     "batch_norm": batch_norm, "before_batch_norm": before_batch_norm, "finetune": finetune, "nuclei3d": nuclei3d,
     "as_a_user_runs_it": as_a_user_runs_it, "tile_size": tile_size, "training": training,
     "time_to_quality": time_to_quality, "augment_overlap": augment_overlap, "big_images": big_images,
