@@ -243,7 +243,7 @@ def few_annotations() -> str:
     return table(["image", "tool (10 min, two 256x256 crops)", "accuracy at IoU 0.5", "F1", "SEG",
                   "merged / missed / spurious"], rows) + source(
         paths, "; ".join(sorted({machine(run) for run in runs})),
-        "python experiments/few_annotations.py --time-budget 10m [--image ID]")
+        "python experiments/few_annotations.py --time-budget 10m [--image ID]`, then `--tools biounet --rechoose")
 
 
 def batch_norm() -> str:
