@@ -255,3 +255,14 @@ def test_big_multipage_stack_is_opened_lazily(tmp_path):
     source = open_image(tmp_path / "stack.tif")
     assert source.shape == (3, 3000, 4000, 1) and not isinstance(source.array, np.ndarray)
     np.testing.assert_array_equal(source.read(2, slice(99, 111), slice(199, 211))[..., 0], stack[2, 99:111, 199:211])
+
+
+def test_post_processing_overrides_need_instances_and_known_keys(model_path, tmp_path, rng, capsys):
+    image = _png(tmp_path / "a.png", (rng.random((40, 50)) * 255).astype(np.uint8))
+    line = run_error(capsys, ["predict", str(model_path), str(image), "--out", str(tmp_path / "o"),
+                              "--post-processing", "min_size_px=0"])
+    assert "give --instances too" in line
+    line = run_error(capsys, ["predict", str(model_path), str(image), "--out", str(tmp_path / "o"), "--instances",
+                              "--post-processing", "nope=1"])
+    assert "'nope': not a setting" in line and "min_size_px" in line
+    assert not (tmp_path / "o" / "a.tif").exists()  # refused before any pixel was predicted

@@ -52,7 +52,7 @@ def test_run_directory_contents(tmp_path):
     assert model["target"] == "boundary" and model["task"] == "cells"
     assert model["class_names"] == ["background", "interior", "boundary"]
     assert set(model["instance_params"]) == {"min_size_px", "seed_threshold", "watershed", "overlap_threshold", "masks",
-                                             "split_prominence"}
+                                             "split_prominence", "background_bias"}
     # choosing again on the same validation images gives the same post-processing back
     from biounet.data.checkpoint import save_checkpoint
     from biounet.training.train import rechoose_post_processing
@@ -222,6 +222,15 @@ def test_cli_train_then_predict(tmp_path, capsys):
     assert target == "boundary" and probs.shape == (3, 60, 70)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "pred" / "img_instances.tif"),
                                   instances_from_probabilities(probs, target=target, params=params))
+    # --post-processing replaces stored settings: every pixel a seed and foreground, whatever 4 steps learnt
+    overrides = ["seed_threshold=0", "min_size_px=0", "background_bias=0.01"]
+    assert main(["predict", str(tmp_path / "run" / "model.pt"), str(tmp_path / "img.tif"), "--out",
+                 str(tmp_path / "pred2"), "--instances", "-q", *(f"--post-processing={o}" for o in overrides)]) == 0
+    changed = replace(params, seed_threshold=0.0, min_size_px=0, background_bias=0.01)
+    overridden = tifffile.imread(tmp_path / "pred2" / "img_instances.tif")
+    np.testing.assert_array_equal(overridden, instances_from_probabilities(probs, target=target, params=changed))
+    assert overridden.max() > 0 and not np.array_equal(overridden, instances_from_probabilities(
+        probs, target=target, params=params))
     # resume a finished run: nothing left to do, weights unchanged
     before = _weights(tmp_path / "run")
     assert main(["train", "--data", "synthetic:cells,n=4,size=96x96", "--out", str(tmp_path / "run"),

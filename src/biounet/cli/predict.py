@@ -60,6 +60,10 @@ def _add_output_options(predict: argparse.ArgumentParser) -> None:
                          "watershed (boundary and distance targets), polygons (stardist target), or segments "
                          "agglomerated from the membrane map (membrane models such as ISBI 2012; needs the segments "
                          "extra, pip install -e '.[segments]')")
+    predict.add_argument("--post-processing", action="append", default=[], metavar="KEY=VALUE",
+                         help="with --instances: replace one of the post-processing settings the model's training "
+                         "chose (repeatable), e.g. seed_threshold=0.6, background_bias=2 (cell models) or "
+                         "bias=0.4 (membrane models); an unknown key lists the model's (default: the stored ones)")
     predict.add_argument("--watershed", action="store_true", help="with --instances, paper-target models: also split "
                          "merged cells by a seeded watershed on the distance transform")
     predict.add_argument("--save-overlays", action="store_true",
@@ -85,15 +89,16 @@ def run(args: argparse.Namespace) -> int:
     """Predict every input; exit code 0."""
     from biounet.inference.instances import needs_probabilities
     from biounet.inference.predict import PredictOptions, load_predictor, resolve_memory_budget
-    from biounet.inference.settings import instance_settings
 
+    if args.post_processing and not (args.instances or args.save_rois):
+        raise CliError("--post-processing sets how instances are made; give --instances too")
     inputs = _expand_inputs(args.inputs, args.pattern)
     _check_not_overwriting(inputs, args.out)
     if args.save_rois:
         _require_roifile()
     predictor = load_predictor(args.model, device=args.device, precision=args.precision, tta=args.tta,
                                compile=args.compile)
-    target, params = instance_settings(args.model) if args.instances or args.save_rois else (None, None)
+    target, params = _post_processing(args) if args.instances or args.save_rois else (None, None)
     _check_segments(target, args)
     budget = resolve_memory_budget(args.memory_budget)
     if not args.quiet:
@@ -189,6 +194,14 @@ def _extra_outputs(args: argparse.Namespace, inputs: list[Path], target: str | N
     return after_each
 
 
+def _post_processing(args: argparse.Namespace) -> tuple[str | None, Any]:
+    """The model's target and the post-processing its training chose, with ``--post-processing`` applied."""
+    from biounet.inference.settings import instance_settings, with_overrides
+
+    target, params = instance_settings(args.model)
+    return target, with_overrides(params, args.post_processing)
+
+
 def _check_segments(target: str | None, args: argparse.Namespace) -> None:
     """Before any pixel is predicted: a membrane model's segments need python-elf and take no ``--watershed``."""
     from biounet.inference.instances import MEMBRANES
@@ -223,11 +236,10 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     import dataclasses
 
     from biounet.inference.blockwise import open_client, predict_blockwise
-    from biounet.inference.settings import instance_settings
 
     if args.compile:
         raise CliError("--compile is not supported with --dask")
-    target, params = instance_settings(args.model) if args.instances else (None, None)
+    target, params = _post_processing(args) if args.instances else (None, None)
     if params is not None and args.watershed:
         params = dataclasses.replace(params, watershed=True)
     with contextlib.ExitStack() as stack:
@@ -250,7 +262,6 @@ def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path
     """OME-Zarr inputs (labels into the image's ``labels/`` group) and ``--out x.zarr`` (a new OME-Zarr) go
     through :mod:`biounet.inference.predict_omezarr`; returns the other inputs, for the output folder."""
     from biounet.data.omezarr import is_omezarr
-    from biounet.inference.settings import instance_settings
 
     zarr_out = args.out.suffix.lower() == ".zarr"
     if zarr_out and len(inputs) > 1:
@@ -265,7 +276,7 @@ def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path
 
     for path in ome:
         result = predict_to_omezarr(predictor, path, args.out if zarr_out else None, options,
-                                    instances=instance_settings(args.model) if args.instances else None)
+                                    instances=_post_processing(args) if args.instances else None)
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path} ({result.tiles} tiles of {result.in_tile} px)")
     return [p for p in inputs if p not in ome]
