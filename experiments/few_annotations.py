@@ -10,8 +10,9 @@ then a summary, and writes it to ``--results``.
     python experiments/few_annotations.py --time-budget 10m --results experiments/results/few_annotations_10m.json
     python experiments/few_annotations.py --tools biounet --keep-from experiments/results/few_annotations_10m.json \
         --results experiments/results/few_annotations_10m.json     # biounet again, StarDist's row kept
-    python experiments/few_annotations.py --tools biounet --rechoose --keep-from experiments/results/few_annotations_10m.json \
-        --results experiments/results/few_annotations_10m.json     # the same biounet run, post-processing chosen again
+    python experiments/few_annotations.py --tools biounet --rechoose \
+        --keep-from experiments/results/few_annotations_10m.json \
+        --results experiments/results/few_annotations_10m.json     # the same run, post-processing chosen again
 """
 
 from __future__ import annotations

@@ -54,10 +54,10 @@ class InstanceParams:
         ``boundary`` only: seeds are cut at the necks of their distance transform where a second maximum rises
         at least this fraction of the seed's largest distance above the neck (:func:`split_seeds`); 0: no cut.
     background_bias : float
-        ``boundary`` and ``distance`` (made from the probabilities at predict time): a pixel is a cell's where a cell class is more probable than this
-        many times the background (1: the arg-max). The class-balanced loss (eq. 1's ``w_c``) weights the rare cell
-        classes up, so the network's arg-max draws cells wider than their outlines; a bias above 1 takes that back
-        (:func:`cell_foreground`).
+        ``boundary`` and ``distance`` (made from the probabilities at predict time): a pixel is a cell's where a
+        cell class is more probable than this many times the background (1: the arg-max). The class-balanced loss
+        (eq. 1's ``w_c``) weights the rare cell classes up, so the network's arg-max draws cells wider than their
+        outlines; a bias above 1 takes that back (:func:`cell_foreground`).
     """
 
     min_size_px: int = 16

@@ -32,13 +32,12 @@ def _parsed(name: str, text: str, current: object) -> object:
         if text.lower() not in _TRUE + _FALSE:
             raise ValueError(f"post-processing {name}={text}: expected true or false")
         return text.lower() in _TRUE
-    for kind in (int, float):
+    for kind, wanted in ((int, "an integer"), (float, "a number")):
         if isinstance(current, kind):
             try:
                 return kind(text)
             except ValueError:
-                raise ValueError(f"post-processing {name}={text}: expected {'an integer' if kind is int else 'a number'}"
-                                 ) from None
+                raise ValueError(f"post-processing {name}={text}: expected {wanted}") from None
     return text
 
 
