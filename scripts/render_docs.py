@@ -204,19 +204,30 @@ def nuclei() -> str:
                                 "python experiments/separation.py --time-budget 10m --datasets nuclei")
 
 
-def dsb2018() -> str:
-    latest: dict[tuple[str, float, str], dict[str, Any]] = {}
+def peers(case: str) -> str:
+    """One case of ``benchmarks/peers_table.json``: each tool's latest line per budget."""
+    latest: dict[tuple[float, str], dict[str, Any]] = {}
     for record in records(f"{BENCHMARKS}/peers_table.json"):
-        latest[(record["case"], record["budget_s"], record["tool"])] = record  # a rerun replaces the earlier line
+        if record["case"] == case:
+            latest[(record["budget_s"], record["tool"])] = record  # a rerun replaces the earlier line
     rows, machines = [], set()
-    for (case, budget_s, tool), r in sorted(latest.items()):
+    for (budget_s, tool), r in sorted(latest.items()):
         s = r["scores"]
         rows.append([f"{tool} {r['version']}", f"{budget_s / 60:.0f} min ({r['trained']})", fixed(s["accuracy"], 3),
                      fixed(s["f1"], 3), fixed(s["seg"], 3)])
         machines.add(machine(r))
     return table(["tool", "training", "accuracy at IoU 0.5", "F1", "SEG"], rows) + source(
         [f"{BENCHMARKS}/peers_table.json"], "; ".join(sorted(machines)),
-        "python benchmarks/peers_table.py --cases dsb --budgets 10m,30m`, then `--tools biounet --rechoose")
+        f"python benchmarks/peers_table.py --cases {case} --budgets 10m,30m" + (
+            "`, then `--tools biounet --rechoose" if case == "dsb" else ""))
+
+
+def dsb2018() -> str:
+    return peers("dsb")
+
+
+def peers_dic() -> str:
+    return peers("dic")
 
 
 def background_bias() -> str:
@@ -431,6 +442,7 @@ def in_process() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "isbi2012": isbi2012, "isbi2012_segments": isbi2012_segments,
     "segment_methods": segment_methods, "dic_hela": dic_hela, "nuclei": nuclei, "dsb2018": dsb2018,
+    "peers_dic": peers_dic,
     "few_annotations": few_annotations, "background_bias": background_bias,
     "batch_norm": batch_norm, "before_batch_norm": before_batch_norm, "finetune": finetune, "nuclei3d": nuclei3d,
     "as_a_user_runs_it": as_a_user_runs_it, "tile_size": tile_size, "training": training,
