@@ -11,14 +11,12 @@ Validation images are predicted without test-time augmentation; held-out ones as
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from _common import emit, hardware
-from boundary_flooding import held_out_items, scores, validation_items
+from boundary_flooding import held_out_items, run_arguments, scores, validation_items
 
 from biounet.data.diameter import median_diameter
 from biounet.evaluation.validation import BACKGROUND_BIASES
@@ -39,16 +37,8 @@ def table(items: list[tuple[np.ndarray, np.ndarray]], chosen: InstanceParams) ->
 
 
 def main() -> None:
-    from biounet.data.checkpoint import load_checkpoint
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", type=Path, help="a finished boundary run (config.toml, model.pt)")
-    parser.add_argument("--pred", type=Path, required=True, help="folder with <stem>_prob.tif of held-out images")
-    parser.add_argument("--truth", type=Path, required=True, help="folder with <stem>.tif instance masks")
-    parser.add_argument("--results", type=Path, default=None)
-    args = parser.parse_args()
-    stored = load_checkpoint(args.run / "model.pt").get("instance_params") or {}
-    chosen = InstanceParams(**{**stored, "background_bias": 1.0})
+    args, stored = run_arguments(__doc__.splitlines()[0])
+    chosen = replace(stored, background_bias=1.0)
     record = {"experiment": "background_bias", "run": str(args.run), "chosen": vars(chosen), "hardware": hardware(),
               "validation": table(validation_items(args.run), chosen),
               "held_out": table(held_out_items(args.pred, args.truth), chosen)}

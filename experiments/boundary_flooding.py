@@ -87,17 +87,23 @@ def held_out_items(pred: Path, truth: Path) -> list[tuple[np.ndarray, np.ndarray
              tifffile.imread(truth / f"{s}.tif").astype(np.int64)) for s in stems]
 
 
-def main() -> None:
+def run_arguments(description: str) -> tuple[argparse.Namespace, InstanceParams]:
+    """The arguments every experiment on a finished boundary run takes, and the run's stored settings."""
     from biounet.data.checkpoint import load_checkpoint
-    from biounet.evaluation.validation import SEED_THRESHOLDS
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("run", type=Path, help="a finished boundary run (config.toml, model.pt)")
     parser.add_argument("--pred", type=Path, required=True, help="folder with <stem>_prob.tif of held-out images")
     parser.add_argument("--truth", type=Path, required=True, help="folder with <stem>.tif instance masks")
     parser.add_argument("--results", type=Path, default=None)
     args = parser.parse_args()
-    chosen = InstanceParams(**(load_checkpoint(args.run / "model.pt").get("instance_params") or {}))
+    return args, InstanceParams(**(load_checkpoint(args.run / "model.pt").get("instance_params") or {}))
+
+
+def main() -> None:
+    from biounet.evaluation.validation import SEED_THRESHOLDS
+
+    args, chosen = run_arguments(__doc__.splitlines()[0])
     thresholds = tuple(sorted(set(SEED_THRESHOLDS) - {0.8}))
     record = {"experiment": "boundary_flooding", "run": str(args.run), "chosen": vars(chosen),
               "hardware": hardware(),
