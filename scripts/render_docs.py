@@ -230,6 +230,10 @@ def peers_dic() -> str:
     return peers("dic")
 
 
+def peers_nuclei() -> str:
+    return peers("nuclei")
+
+
 def background_bias() -> str:
     path = f"{EXPERIMENTS}/background_bias_dsb_10m.json"
     run = _first(path)
@@ -442,7 +446,7 @@ def in_process() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "isbi2012": isbi2012, "isbi2012_segments": isbi2012_segments,
     "segment_methods": segment_methods, "dic_hela": dic_hela, "nuclei": nuclei, "dsb2018": dsb2018,
-    "peers_dic": peers_dic,
+    "peers_dic": peers_dic, "peers_nuclei": peers_nuclei,
     "few_annotations": few_annotations, "background_bias": background_bias,
     "batch_norm": batch_norm, "before_batch_norm": before_batch_norm, "finetune": finetune, "nuclei3d": nuclei3d,
     "as_a_user_runs_it": as_a_user_runs_it, "tile_size": tile_size, "training": training,
