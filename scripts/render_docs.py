@@ -18,6 +18,7 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -220,18 +221,6 @@ def peers(case: str) -> str:
         [f"{BENCHMARKS}/peers_table.json"], "; ".join(sorted(machines)),
         f"python benchmarks/peers_table.py --cases {case} --budgets 10m,30m" + (
             "`, then `--tools biounet --rechoose" if case == "dsb" else ""))
-
-
-def dsb2018() -> str:
-    return peers("dsb")
-
-
-def peers_dic() -> str:
-    return peers("dic")
-
-
-def peers_nuclei() -> str:
-    return peers("nuclei")
 
 
 def background_bias() -> str:
@@ -445,8 +434,8 @@ def in_process() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline, "isbi2012": isbi2012, "isbi2012_segments": isbi2012_segments,
-    "segment_methods": segment_methods, "dic_hela": dic_hela, "nuclei": nuclei, "dsb2018": dsb2018,
-    "peers_dic": peers_dic, "peers_nuclei": peers_nuclei,
+    "segment_methods": segment_methods, "dic_hela": dic_hela, "nuclei": nuclei,
+    "dsb2018": partial(peers, "dsb"), "peers_dic": partial(peers, "dic"), "peers_nuclei": partial(peers, "nuclei"),
     "few_annotations": few_annotations, "background_bias": background_bias,
     "batch_norm": batch_norm, "before_batch_norm": before_batch_norm, "finetune": finetune, "nuclei3d": nuclei3d,
     "as_a_user_runs_it": as_a_user_runs_it, "tile_size": tile_size, "training": training,

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.dask is not None or args.dask_workers is not None:
         return _predict_blockwise(args, options)
-    inputs = _predict_omezarr(args, predictor, inputs, options)
+    inputs = _predict_omezarr(args, predictor, inputs, options, (target, params) if args.instances else None)
     if inputs:
         _predict_files(args, predictor, inputs, options, target, params)
     return 0
@@ -258,9 +258,11 @@ def _predict_blockwise(args: argparse.Namespace, options: Any) -> int:
     return 0
 
 
-def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path], options: Any) -> list[Path]:
+def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path], options: Any,
+                     instances: tuple[str | None, Any] | None) -> list[Path]:
     """OME-Zarr inputs (labels into the image's ``labels/`` group) and ``--out x.zarr`` (a new OME-Zarr) go
-    through :mod:`biounet.inference.predict_omezarr`; returns the other inputs, for the output folder."""
+    through :mod:`biounet.inference.predict_omezarr`, with ``instances`` (target and post-processing) where asked;
+    returns the other inputs, for the output folder."""
     from biounet.data.omezarr import is_omezarr
 
     zarr_out = args.out.suffix.lower() == ".zarr"
@@ -276,7 +278,7 @@ def _predict_omezarr(args: argparse.Namespace, predictor: Any, inputs: list[Path
 
     for path in ome:
         result = predict_to_omezarr(predictor, path, args.out if zarr_out else None, options,
-                                    instances=_post_processing(args) if args.instances else None)
+                                    instances=instances)
         if not args.quiet:
             print(f"{path}: wrote {result.labels_path} ({result.tiles} tiles of {result.in_tile} px)")
     return [p for p in inputs if p not in ome]
